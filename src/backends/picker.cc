@@ -1,0 +1,28 @@
+#include "backends/picker.h"
+
+#include <algorithm>
+
+namespace sluice::backends {
+
+void pickEndpoints(const router::Backend& backend, base::Random& random, size_t max_candidates,
+                   std::vector<const router::Endpoint*>& out) {
+  out.clear();
+  const auto& eps = backend.endpoints;
+  if (eps.empty()) {
+    return;
+  }
+  // Rotate the start randomly so equal loads spread, then order by in-flight count.
+  size_t start = random.uniform(eps.size());
+  for (size_t i = 0; i < eps.size(); ++i) {
+    out.push_back(&eps[(start + i) % eps.size()]);
+  }
+  std::stable_sort(out.begin(), out.end(), [](const router::Endpoint* a, const router::Endpoint* b) {
+    return a->state->in_flight.load(std::memory_order_relaxed) <
+           b->state->in_flight.load(std::memory_order_relaxed);
+  });
+  if (out.size() > max_candidates) {
+    out.resize(max_candidates);
+  }
+}
+
+}  // namespace sluice::backends

@@ -1,0 +1,5 @@
+// Separate compilation of Asio and Beast: every other translation unit sees only declarations.
+#include <utility>
+
+#include <boost/asio/impl/src.hpp>
+#include <boost/beast/src.hpp>

@@ -1,0 +1,202 @@
+#include "base/strings.h"
+
+#include <charconv>
+#include <cmath>
+
+namespace sluice::base {
+
+char asciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (asciiLower(a[i]) != asciiLower(b[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string toLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    c = asciiLower(c);
+  }
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+std::optional<uint64_t> parseUint(std::string_view text) {
+  uint64_t v = 0;
+  if (text.empty()) {
+    return std::nullopt;
+  }
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+namespace {
+
+// Splits "12.5ms" into 12.5 and "ms".
+bool splitNumber(std::string_view text, double& number, std::string_view& unit) {
+  size_t i = 0;
+  while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.')) {
+    ++i;
+  }
+  if (i == 0) {
+    return false;
+  }
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + i, number);
+  if (ec != std::errc() || ptr != text.data() + i || !std::isfinite(number) || number < 0) {
+    return false;
+  }
+  unit = trim(text.substr(i));
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::chrono::milliseconds> parseDuration(std::string_view text) {
+  double n = 0;
+  std::string_view unit;
+  if (!splitNumber(trim(text), n, unit)) {
+    return std::nullopt;
+  }
+  double ms = 0;
+  if (unit == "ms") {
+    ms = n;
+  } else if (unit == "s") {
+    ms = n * 1e3;
+  } else if (unit == "m") {
+    ms = n * 60e3;
+  } else if (unit == "h") {
+    ms = n * 3600e3;
+  } else {
+    return std::nullopt;
+  }
+  if (ms > 1e15) {
+    return std::nullopt;
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
+}
+
+std::optional<uint64_t> parseByteSize(std::string_view text) {
+  double n = 0;
+  std::string_view unit;
+  if (!splitNumber(trim(text), n, unit)) {
+    return std::nullopt;
+  }
+  double mult = 0;
+  if (unit.empty() || unit == "B") {
+    mult = 1;
+  } else if (unit == "KiB" || unit == "Ki") {
+    mult = 1024.0;
+  } else if (unit == "MiB" || unit == "Mi") {
+    mult = 1024.0 * 1024;
+  } else if (unit == "GiB" || unit == "Gi") {
+    mult = 1024.0 * 1024 * 1024;
+  } else if (unit == "KB" || unit == "k") {
+    mult = 1e3;
+  } else if (unit == "MB" || unit == "M") {
+    mult = 1e6;
+  } else if (unit == "GB" || unit == "G") {
+    mult = 1e9;
+  } else {
+    return std::nullopt;
+  }
+  double v = n * mult;
+  if (v > 1e18) {
+    return std::nullopt;
+  }
+  return static_cast<uint64_t>(v);
+}
+
+std::optional<HostPort> parseHostPort(std::string_view text) {
+  HostPort hp;
+  std::string_view port_text;
+  if (!text.empty() && text.front() == '[') {
+    size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return std::nullopt;
+    }
+    hp.host = std::string(text.substr(1, close - 1));
+    port_text = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos || text.find(':') != colon) {
+      return std::nullopt;
+    }
+    hp.host = std::string(text.substr(0, colon));
+    port_text = text.substr(colon + 1);
+  }
+  auto port = parseUint(port_text);
+  if (hp.host.empty() || !port || *port == 0 || *port > 65535) {
+    return std::nullopt;
+  }
+  for (char c : hp.host) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == ':' || c == '_';
+    if (!ok) {
+      return std::nullopt;
+    }
+  }
+  hp.port = static_cast<uint16_t>(*port);
+  return hp;
+}
+
+void appendJsonEscaped(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xf];
+        } else {
+          out += ch;
+        }
+    }
+  }
+}
+
+std::string jsonQuote(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  appendJsonEscaped(out, s);
+  out += '"';
+  return out;
+}
+
+}  // namespace sluice::base

@@ -1,0 +1,33 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sluice::base {
+
+bool iequals(std::string_view a, std::string_view b);
+char asciiLower(char c);
+std::string toLower(std::string_view s);
+std::string_view trim(std::string_view s);
+
+// "250ms", "10s", "5m", "1h", "1.5s". Returns nullopt on anything else.
+std::optional<std::chrono::milliseconds> parseDuration(std::string_view text);
+// "32MiB", "64KiB", "1GiB", "1024", "10MB". Returns nullopt on anything else.
+std::optional<uint64_t> parseByteSize(std::string_view text);
+std::optional<uint64_t> parseUint(std::string_view text);
+
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+// "127.0.0.1:8000", "[::1]:8000", "localhost:80". Port is required and must be 1..65535.
+std::optional<HostPort> parseHostPort(std::string_view text);
+
+// Appends `s` as the body of a JSON string (without quotes), escaping as RFC 8259 requires.
+void appendJsonEscaped(std::string& out, std::string_view s);
+std::string jsonQuote(std::string_view s);
+
+}  // namespace sluice::base

@@ -1,0 +1,333 @@
+#include "config/router_config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/core.h>
+#include <yaml-cpp/yaml.h>
+
+namespace sluice::config {
+namespace {
+
+class Parser {
+ public:
+  explicit Parser(ConfigErrors& errors) : errors_(errors) {}
+
+  void error(const std::string& path, const std::string& message) {
+    errors_.errors.push_back(path + ": " + message);
+  }
+
+  // Checks that `node` is a map whose keys are all in `allowed`.
+  bool mapWithKeys(const YAML::Node& node, const std::string& path,
+                   std::initializer_list<std::string_view> allowed) {
+    if (!node.IsMap()) {
+      error(path.empty() ? "<root>" : path, "must be a mapping");
+      return false;
+    }
+    for (const auto& kv : node) {
+      std::string key = kv.first.Scalar();
+      bool known = false;
+      for (auto a : allowed) {
+        known = known || a == key;
+      }
+      if (!known) {
+        error(join(path, key), "unknown field");
+      }
+    }
+    return true;
+  }
+
+  static std::string join(const std::string& path, std::string_view key) {
+    return path.empty() ? std::string(key) : path + "." + std::string(key);
+  }
+
+  std::optional<std::string> scalar(const YAML::Node& node, const std::string& path) {
+    if (!node.IsScalar()) {
+      error(path, "must be a scalar");
+      return std::nullopt;
+    }
+    return node.Scalar();
+  }
+
+  void string(const YAML::Node& parent, std::string_view key, const std::string& path,
+              std::string& out) {
+    if (auto n = parent[std::string(key)]) {
+      if (auto s = scalar(n, join(path, key))) {
+        out = *s;
+      }
+    }
+  }
+
+  template <class T>
+  void uint(const YAML::Node& parent, std::string_view key, const std::string& path, T& out,
+            uint64_t min, uint64_t max) {
+    auto n = parent[std::string(key)];
+    if (!n) {
+      return;
+    }
+    auto s = scalar(n, join(path, key));
+    if (!s) {
+      return;
+    }
+    auto v = base::parseUint(*s);
+    if (!v || *v < min || *v > max) {
+      error(join(path, key), fmt::format("must be an integer in {}..{}, got \"{}\"", min, max, *s));
+      return;
+    }
+    out = static_cast<T>(*v);
+  }
+
+  void bytes(const YAML::Node& parent, std::string_view key, const std::string& path,
+             uint64_t& out, uint64_t min) {
+    auto n = parent[std::string(key)];
+    if (!n) {
+      return;
+    }
+    auto s = scalar(n, join(path, key));
+    if (!s) {
+      return;
+    }
+    auto v = base::parseByteSize(*s);
+    if (!v || *v < min) {
+      error(join(path, key),
+            fmt::format("must be a size of at least {} bytes such as 64KiB or 32MiB, got \"{}\"",
+                        min, *s));
+      return;
+    }
+    out = *v;
+  }
+
+  void duration(const YAML::Node& parent, std::string_view key, const std::string& path,
+                milliseconds& out) {
+    auto n = parent[std::string(key)];
+    if (!n) {
+      return;
+    }
+    auto s = scalar(n, join(path, key));
+    if (!s) {
+      return;
+    }
+    auto v = base::parseDuration(*s);
+    if (!v || v->count() <= 0) {
+      error(join(path, key),
+            fmt::format("must be a positive duration such as 500ms, 10s or 5m, got \"{}\"", *s));
+      return;
+    }
+    out = *v;
+  }
+
+  void address(const YAML::Node& parent, std::string_view key, ListenAddress& out) {
+    auto n = parent[std::string(key)];
+    if (!n) {
+      return;
+    }
+    std::string path(key);
+    if (!mapWithKeys(n, path, {"address", "port"})) {
+      return;
+    }
+    string(n, "address", path, out.address);
+    uint(n, "port", path, out.port, 0, 65535);
+    if (out.address.empty()) {
+      error(join(path, "address"), "must not be empty");
+    }
+  }
+
+ private:
+  ConfigErrors& errors_;
+};
+
+}  // namespace
+
+base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors& errors) {
+  RouterConfig config;
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    errors.errors.push_back(fmt::format("<root>: invalid YAML at line {} column {}: {}",
+                                        e.mark.line + 1, e.mark.column + 1, e.msg));
+    return base::Error{"invalid configuration"};
+  }
+  if (!root || root.IsNull()) {
+    return config;  // an empty file is the defaults
+  }
+  Parser p(errors);
+  try {
+    if (!p.mapWithKeys(root, "", {"listener", "admin", "metrics", "workers", "limits", "timeouts",
+                                  "upstream", "access_log", "models"})) {
+      return base::Error{"invalid configuration"};
+    }
+    p.address(root, "listener", config.listener);
+    p.address(root, "admin", config.admin);
+    p.address(root, "metrics", config.metrics);
+    p.uint(root, "workers", "", config.workers, 0, 256);
+
+    if (auto n = root["limits"]) {
+      if (p.mapWithKeys(n, "limits", {"max_header_bytes", "max_body_bytes", "max_connections"})) {
+        p.bytes(n, "max_header_bytes", "limits", config.limits.max_header_bytes, 1024);
+        p.bytes(n, "max_body_bytes", "limits", config.limits.max_body_bytes, 1024);
+        p.uint(n, "max_connections", "limits", config.limits.max_connections, 1, 10'000'000);
+      }
+    }
+    if (auto n = root["timeouts"]) {
+      if (p.mapWithKeys(n, "timeouts",
+                        {"header_read", "request_body", "idle", "upstream_connect",
+                         "upstream_response", "stream_idle", "client_write", "drain"})) {
+        auto& t = config.timeouts;
+        p.duration(n, "header_read", "timeouts", t.header_read);
+        p.duration(n, "request_body", "timeouts", t.request_body);
+        p.duration(n, "idle", "timeouts", t.idle);
+        p.duration(n, "upstream_connect", "timeouts", t.upstream_connect);
+        p.duration(n, "upstream_response", "timeouts", t.upstream_response);
+        p.duration(n, "stream_idle", "timeouts", t.stream_idle);
+        p.duration(n, "client_write", "timeouts", t.client_write);
+        p.duration(n, "drain", "timeouts", t.drain);
+      }
+    }
+    if (auto n = root["upstream"]) {
+      if (p.mapWithKeys(n, "upstream",
+                        {"max_idle_per_endpoint", "idle_timeout", "retries", "retry_on_status"})) {
+        auto& u = config.upstream;
+        p.uint(n, "max_idle_per_endpoint", "upstream", u.max_idle_per_endpoint, 0, 100000);
+        p.duration(n, "idle_timeout", "upstream", u.idle_timeout);
+        p.uint(n, "retries", "upstream", u.retries, 0, 10);
+        if (auto list = n["retry_on_status"]) {
+          if (!list.IsSequence()) {
+            p.error("upstream.retry_on_status", "must be a list of HTTP status codes");
+          } else {
+            u.retry_on_status.clear();
+            for (size_t i = 0; i < list.size(); ++i) {
+              std::string path = fmt::format("upstream.retry_on_status[{}]", i);
+              auto s = p.scalar(list[i], path);
+              auto v = s ? base::parseUint(*s) : std::nullopt;
+              if (!v || *v < 500 || *v > 599) {
+                if (s) {
+                  p.error(path, "must be a 5xx status code");
+                }
+                continue;
+              }
+              u.retry_on_status.push_back(static_cast<int>(*v));
+            }
+          }
+        }
+      }
+    }
+    if (auto n = root["access_log"]) {
+      if (p.mapWithKeys(n, "access_log", {"path"})) {
+        p.string(n, "path", "access_log", config.access_log.path);
+        if (config.access_log.path.empty()) {
+          p.error("access_log.path", "must be stdout, stderr, off or a file path");
+        }
+      }
+    }
+    if (auto list = root["models"]) {
+      if (!list.IsSequence()) {
+        p.error("models", "must be a list");
+      } else {
+        std::set<std::string> seen;
+        for (size_t i = 0; i < list.size(); ++i) {
+          std::string path = fmt::format("models[{}]", i);
+          const auto& m = list[i];
+          if (!p.mapWithKeys(m, path, {"name", "upstream_model", "endpoints"})) {
+            continue;
+          }
+          RouterConfig::Model model;
+          p.string(m, "name", path, model.name);
+          p.string(m, "upstream_model", path, model.upstream_model);
+          if (model.name.empty()) {
+            p.error(path + ".name", "is required");
+          } else if (!seen.insert(model.name).second) {
+            p.error(path + ".name", fmt::format("duplicate model name \"{}\"", model.name));
+          }
+          auto eps = m["endpoints"];
+          if (!eps || !eps.IsSequence() || eps.size() == 0) {
+            p.error(path + ".endpoints", "must be a non-empty list of host:port");
+          } else {
+            for (size_t j = 0; j < eps.size(); ++j) {
+              std::string ep_path = fmt::format("{}.endpoints[{}]", path, j);
+              auto s = p.scalar(eps[j], ep_path);
+              if (!s) {
+                continue;
+              }
+              auto hp = base::parseHostPort(*s);
+              if (!hp) {
+                p.error(ep_path, fmt::format("must be host:port with a port in 1..65535, got \"{}\"",
+                                             *s));
+                continue;
+              }
+              model.endpoints.push_back(*hp);
+            }
+          }
+          config.models.push_back(std::move(model));
+        }
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    errors.errors.push_back(fmt::format("<root>: {}", e.what()));
+  }
+  if (!errors.errors.empty()) {
+    return base::Error{"invalid configuration"};
+  }
+  return config;
+}
+
+base::Result<RouterConfig> loadRouterConfig(const std::string& path, ConfigErrors& errors) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    errors.errors.push_back(fmt::format("{}: cannot open file", path));
+    return base::Error{"cannot open configuration"};
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  constexpr size_t kMaxConfigBytes = 16 * 1024 * 1024;
+  if (ss.str().size() > kMaxConfigBytes) {
+    errors.errors.push_back(fmt::format("{}: file is larger than 16 MiB", path));
+    return base::Error{"configuration too large"};
+  }
+  return parseRouterConfig(ss.str(), errors);
+}
+
+std::string toJson(const RouterConfig& c) {
+  auto ms = [](milliseconds d) { return fmt::format("\"{}ms\"", d.count()); };
+  auto addr = [](const ListenAddress& a) {
+    return fmt::format("{{\"address\":{},\"port\":{}}}", base::jsonQuote(a.address), a.port);
+  };
+  std::string out = "{";
+  out += fmt::format("\"listener\":{},\"admin\":{},\"metrics\":{},\"workers\":{},",
+                     addr(c.listener), addr(c.admin), addr(c.metrics), c.workers);
+  out += fmt::format(
+      "\"limits\":{{\"max_header_bytes\":{},\"max_body_bytes\":{},\"max_connections\":{}}},",
+      c.limits.max_header_bytes, c.limits.max_body_bytes, c.limits.max_connections);
+  const auto& t = c.timeouts;
+  out += fmt::format(
+      "\"timeouts\":{{\"header_read\":{},\"request_body\":{},\"idle\":{},\"upstream_connect\":{},"
+      "\"upstream_response\":{},\"stream_idle\":{},\"client_write\":{},\"drain\":{}}},",
+      ms(t.header_read), ms(t.request_body), ms(t.idle), ms(t.upstream_connect),
+      ms(t.upstream_response), ms(t.stream_idle), ms(t.client_write), ms(t.drain));
+  std::string statuses;
+  for (int s : c.upstream.retry_on_status) {
+    statuses += (statuses.empty() ? "" : ",") + std::to_string(s);
+  }
+  out += fmt::format(
+      "\"upstream\":{{\"max_idle_per_endpoint\":{},\"idle_timeout\":{},\"retries\":{},"
+      "\"retry_on_status\":[{}]}},",
+      c.upstream.max_idle_per_endpoint, ms(c.upstream.idle_timeout), c.upstream.retries, statuses);
+  out += fmt::format("\"access_log\":{{\"path\":{}}},", base::jsonQuote(c.access_log.path));
+  out += "\"models\":[";
+  for (size_t i = 0; i < c.models.size(); ++i) {
+    const auto& m = c.models[i];
+    out += i ? "," : "";
+    out += fmt::format("{{\"name\":{},\"upstream_model\":{},\"endpoints\":[", base::jsonQuote(m.name),
+                       base::jsonQuote(m.upstream_model));
+    for (size_t j = 0; j < m.endpoints.size(); ++j) {
+      out += j ? "," : "";
+      out += base::jsonQuote(fmt::format("{}:{}", m.endpoints[j].host, m.endpoints[j].port));
+    }
+    out += "]}";
+  }
+  out += "]}";
+  return out;
+}
+
+}  // namespace sluice::config

@@ -1,0 +1,76 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "base/strings.h"
+
+namespace sluice::config {
+
+using std::chrono::milliseconds;
+
+struct ListenAddress {
+  std::string address;
+  uint16_t port = 0;  // 0 = pick a free port (tests)
+};
+
+// The router's own configuration file (no Kubernetes needed). Defaults are the documented ones.
+struct RouterConfig {
+  ListenAddress listener{"0.0.0.0", 8080};
+  ListenAddress admin{"127.0.0.1", 15000};
+  ListenAddress metrics{"0.0.0.0", 9090};
+  int workers = 0;  // 0 = one per core
+
+  struct Limits {
+    uint64_t max_header_bytes = 64 * 1024;
+    uint64_t max_body_bytes = 32 * 1024 * 1024;
+    uint64_t max_connections = 10000;
+  } limits;
+
+  struct Timeouts {
+    milliseconds header_read{10'000};        // first byte to end of headers; 408 after
+    milliseconds request_body{60'000};       // end of headers to end of body; 408 after
+    milliseconds idle{60'000};               // keep-alive wait for the next request
+    milliseconds upstream_connect{5'000};    // TCP connect to an endpoint
+    milliseconds upstream_response{300'000}; // request sent to response headers
+    milliseconds stream_idle{300'000};       // gap between two upstream body reads
+    milliseconds client_write{60'000};       // one write to a client that does not read
+    milliseconds drain{30'000};              // SIGTERM: wait this long for in-flight requests
+  } timeouts;
+
+  struct Upstream {
+    uint32_t max_idle_per_endpoint = 64;  // per worker
+    milliseconds idle_timeout{60'000};
+    uint32_t retries = 2;  // extra attempts on other endpoints
+    std::vector<int> retry_on_status{502, 503, 504};
+  } upstream;
+
+  struct AccessLog {
+    std::string path = "stdout";  // stdout | stderr | off | a file path
+  } access_log;
+
+  struct Model {
+    std::string name;
+    std::string upstream_model;  // empty = forward the client's name
+    std::vector<base::HostPort> endpoints;
+  };
+  std::vector<Model> models;
+};
+
+// Every problem found, each prefixed with its field path ("models[1].endpoints[0]: ...").
+struct ConfigErrors {
+  std::vector<std::string> errors;
+};
+
+// Parses and validates YAML (JSON is YAML too). Unknown keys are errors.
+base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors& errors);
+base::Result<RouterConfig> loadRouterConfig(const std::string& path, ConfigErrors& errors);
+
+// The effective configuration as JSON, for /debug/config.
+std::string toJson(const RouterConfig& config);
+
+}  // namespace sluice::config

@@ -1,0 +1,115 @@
+#include "metrics/access_log.h"
+
+#include <chrono>
+
+#include <fmt/core.h>
+
+#include "base/strings.h"
+
+namespace sluice::metrics {
+
+void formatAccessRecord(const AccessRecord& r, std::string& out) {
+  out.clear();
+  out += fmt::format("{{\"ts_ms\":{},\"request_id\":", r.unix_ms);
+  out += base::jsonQuote(r.request_id);
+  out += ",\"method\":";
+  out += base::jsonQuote(r.method);
+  out += ",\"path\":";
+  out += base::jsonQuote(r.path);
+  out += fmt::format(",\"status\":{},\"model\":", r.status);
+  out += base::jsonQuote(r.model);
+  out += ",\"endpoint\":";
+  out += base::jsonQuote(r.endpoint);
+  out += fmt::format(",\"attempts\":{},\"stream\":{},\"input_tokens\":{},\"output_tokens\":{}",
+                     r.attempts, r.stream, r.input_tokens, r.output_tokens);
+  if (r.ttft_ms >= 0) {
+    out += fmt::format(",\"ttft_ms\":{:.3f}", r.ttft_ms);
+  } else {
+    out += ",\"ttft_ms\":null";
+  }
+  out += fmt::format(",\"duration_ms\":{:.3f},\"error_type\":", r.duration_ms);
+  if (r.error_type.empty()) {
+    out += "null";
+  } else {
+    out += base::jsonQuote(r.error_type);
+  }
+  out += ",\"client\":";
+  out += base::jsonQuote(r.client);
+  out += "}\n";
+}
+
+AccessLog::AccessLog(const std::string& path, size_t workers, std::atomic<uint64_t>& dropped)
+    : dropped_(dropped) {
+  if (path == "off") {
+    return;
+  }
+  if (path == "stdout") {
+    sink_ = stdout;
+  } else if (path == "stderr") {
+    sink_ = stderr;
+  } else {
+    sink_ = std::fopen(path.c_str(), "ae");
+    owns_sink_ = sink_ != nullptr;
+    if (!sink_) {
+      std::fprintf(stderr, "access log: cannot open %s; access log disabled\n", path.c_str());
+      return;
+    }
+  }
+  for (size_t i = 0; i < workers; ++i) {
+    rings_.push_back(std::make_unique<base::SpscByteRing>(size_t{1} << 20));
+    scratch_.emplace_back();
+  }
+  thread_ = std::thread([this] { run(); });
+}
+
+AccessLog::~AccessLog() {
+  if (thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  flush();
+  if (owns_sink_) {
+    std::fclose(sink_);
+  }
+}
+
+void AccessLog::write(size_t worker, const AccessRecord& record) {
+  if (!sink_ || worker >= rings_.size()) {
+    return;
+  }
+  std::string& line = scratch_[worker];
+  formatAccessRecord(record, line);
+  if (!rings_[worker]->tryPush(line)) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void AccessLog::flush() {
+  if (!sink_) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (auto& ring : rings_) {
+    n += ring->drain([this](std::string_view s) { std::fwrite(s.data(), 1, s.size(), sink_); });
+  }
+  if (n) {
+    std::fflush(sink_);
+  }
+}
+
+void AccessLog::run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    cv_.wait_for(lock, std::chrono::milliseconds(50));
+    lock.unlock();
+    flush();
+    lock.lock();
+  }
+}
+
+}  // namespace sluice::metrics

@@ -1,0 +1,109 @@
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace sluice::metrics {
+
+// A fixed-bucket histogram written by one thread (its worker) and read by the scraper.
+class Histogram {
+ public:
+  static constexpr size_t kMaxBuckets = 24;
+  explicit Histogram(const std::vector<double>& bounds) : bounds_(&bounds) {}
+  void observe(double v);
+
+  const std::vector<double>& bounds() const { return *bounds_; }
+  uint64_t bucket(size_t i) const { return counts_[i].load(std::memory_order_relaxed); }
+  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+  double sum() const { return static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) * 1e-9; }
+
+ private:
+  const std::vector<double>* bounds_;
+  std::array<std::atomic<uint64_t>, kMaxBuckets> counts_{};  // non-cumulative; last = +Inf
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_ns_{0};  // values are seconds; stored as integer nanoseconds
+};
+
+enum class UpstreamError : uint8_t {
+  ConnectFailed,
+  ConnectTimeout,
+  Reset,
+  ResponseTimeout,
+  BadResponse,
+  StreamBroken,
+  Status5xx,
+  kCount
+};
+std::string_view upstreamErrorName(UpstreamError e);
+
+// Everything recorded per model on one shard.
+struct ModelSeries {
+  ModelSeries();
+  std::array<std::atomic<uint64_t>, 600> by_status{};
+  Histogram duration;
+  Histogram ttft;
+  Histogram itl;
+  std::atomic<uint64_t> input_tokens{0};
+  std::atomic<uint64_t> output_tokens{0};
+  std::atomic<uint64_t> retries{0};
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(UpstreamError::kCount)> upstream_errors{};
+
+  void countRequest(int status, double seconds);
+  void countUpstreamError(UpstreamError e) {
+    upstream_errors[static_cast<size_t>(e)].fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+// One worker's metrics. Only that worker writes; the scraper reads. The mutex guards the map's
+// structure only: taken when a model is seen for the first time and while scraping.
+class Shard {
+ public:
+  ModelSeries& model(std::string_view name);
+
+  std::atomic<int64_t> active_connections{0};
+  std::atomic<int64_t> active_requests{0};
+  std::atomic<uint64_t> connections_total{0};
+  std::atomic<uint64_t> connections_rejected{0};
+  std::atomic<uint64_t> upstream_connections_opened{0};
+  std::atomic<uint64_t> upstream_connections_reused{0};
+
+ private:
+  friend class Registry;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::unique_ptr<ModelSeries>> models_;
+  // Last lookup, to skip hashing in the common case of one hot model.
+  std::string last_name_;
+  ModelSeries* last_ = nullptr;
+};
+
+// Owns the shards and renders them merged in the Prometheus text format.
+class Registry {
+ public:
+  explicit Registry(size_t shards);
+  Shard& shard(size_t i) { return *shards_[i]; }
+  size_t shardCount() const { return shards_.size(); }
+
+  // Process-wide values set by the control thread.
+  std::atomic<uint64_t> config_reloads{0};
+  std::atomic<uint64_t> config_reload_errors{0};
+  std::atomic<uint64_t> access_log_dropped{0};
+  std::atomic<int64_t> snapshot_version{0};
+
+  std::string renderPrometheus() const;
+
+ private:
+  std::vector<std::unique_ptr<Shard>> shards_;
+};
+
+// The label value the router uses for requests that matched no configured model, so client
+// input never creates new series.
+inline constexpr std::string_view kUnknownModel = "_unknown";
+
+}  // namespace sluice::metrics

@@ -1,0 +1,111 @@
+#include "router/snapshot.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/core.h>
+
+#include "base/strings.h"
+
+namespace sluice::router {
+
+const Backend* Snapshot::findModel(std::string_view name) const {
+  // Heterogeneous lookup arrives with C++20 unordered containers only in newer libstdc++.
+  auto it = models.find(std::string(name));
+  return it == models.end() ? nullptr : it->second.get();
+}
+
+std::shared_ptr<EndpointState> EndpointRegistry::get(const std::string& address) {
+  auto& slot = states_[address];
+  if (!slot) {
+    slot = std::make_shared<EndpointState>();
+  }
+  return slot;
+}
+
+void EndpointRegistry::prune() {
+  for (auto it = states_.begin(); it != states_.end();) {
+    if (it->second.use_count() == 1) {
+      it = states_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+namespace {
+
+base::Result<Endpoint> resolve(const base::HostPort& hp) {
+  Endpoint ep;
+  ep.port = hp.port;
+  in_addr v4{};
+  in6_addr v6{};
+  if (inet_pton(AF_INET, hp.host.c_str(), &v4) == 1) {
+    std::memcpy(ep.ip.data(), &v4, 4);
+  } else if (inet_pton(AF_INET6, hp.host.c_str(), &v6) == 1) {
+    ep.v6 = true;
+    std::memcpy(ep.ip.data(), &v6, 16);
+  } else {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    int rc = getaddrinfo(hp.host.c_str(), nullptr, &hints, &res);
+    if (rc != 0 || res == nullptr) {
+      return base::Error{fmt::format("cannot resolve \"{}\": {}", hp.host, gai_strerror(rc))};
+    }
+    if (res->ai_family == AF_INET6) {
+      ep.v6 = true;
+      std::memcpy(ep.ip.data(), &reinterpret_cast<sockaddr_in6*>(res->ai_addr)->sin6_addr, 16);
+    } else {
+      std::memcpy(ep.ip.data(), &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr, 4);
+    }
+    freeaddrinfo(res);
+  }
+  char text[INET6_ADDRSTRLEN] = {};
+  inet_ntop(ep.v6 ? AF_INET6 : AF_INET, ep.ip.data(), text, sizeof(text));
+  ep.address = ep.v6 ? fmt::format("[{}]:{}", text, ep.port) : fmt::format("{}:{}", text, ep.port);
+  return ep;
+}
+
+}  // namespace
+
+base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::RouterConfig& config,
+                                                             uint64_t version,
+                                                             EndpointRegistry& registry) {
+  auto snap = std::make_shared<Snapshot>();
+  snap->version = version;
+  snap->config = config;
+  std::vector<std::string> names;
+  for (size_t i = 0; i < config.models.size(); ++i) {
+    const auto& m = config.models[i];
+    auto backend = std::make_shared<Backend>();
+    backend->model = m.name;
+    backend->upstream_model = m.upstream_model;
+    for (size_t j = 0; j < m.endpoints.size(); ++j) {
+      auto ep = resolve(m.endpoints[j]);
+      if (!ep) {
+        return base::Error{fmt::format("models[{}].endpoints[{}]: {}", i, j, ep.error().message)};
+      }
+      ep->state = registry.get(ep->address);
+      backend->endpoints.push_back(std::move(*ep));
+    }
+    names.push_back(m.name);
+    snap->models[m.name] = std::move(backend);
+  }
+  std::sort(names.begin(), names.end());
+  std::string json = "{\"object\":\"list\",\"data\":[";
+  for (size_t i = 0; i < names.size(); ++i) {
+    json += i ? "," : "";
+    json += fmt::format("{{\"id\":{},\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice\"}}",
+                        base::jsonQuote(names[i]));
+  }
+  json += "]}";
+  snap->models_json = std::move(json);
+  return std::shared_ptr<const Snapshot>(std::move(snap));
+}
+
+}  // namespace sluice::router

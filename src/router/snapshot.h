@@ -1,0 +1,65 @@
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "base/result.h"
+#include "config/router_config.h"
+
+namespace sluice::router {
+
+// Live, cross-worker state of one endpoint. Stable across snapshots (same address, same object)
+// so in-flight counts survive a config change.
+struct EndpointState {
+  std::atomic<int64_t> in_flight{0};
+};
+
+// An endpoint resolved to an IP on the control thread: workers never resolve names.
+struct Endpoint {
+  std::string address;  // "ip:port" as shown in logs and metrics
+  bool v6 = false;
+  std::array<uint8_t, 16> ip{};
+  uint16_t port = 0;
+  std::shared_ptr<EndpointState> state;
+};
+
+struct Backend {
+  std::string model;           // the name clients use
+  std::string upstream_model;  // rewrite target; empty = none
+  std::vector<Endpoint> endpoints;
+};
+
+// Immutable routing state built on the control thread and handed to workers. A request keeps
+// the snapshot it started with until it completes.
+struct Snapshot {
+  uint64_t version = 0;
+  config::RouterConfig config;
+  std::unordered_map<std::string, std::shared_ptr<const Backend>> models;
+  std::string models_json;  // the GET /v1/models body, built once
+
+  const Backend* findModel(std::string_view name) const;
+};
+
+// Keeps EndpointState objects alive and shared between successive snapshots.
+class EndpointRegistry {
+ public:
+  std::shared_ptr<EndpointState> get(const std::string& address);
+  // Drops states no snapshot references any more.
+  void prune();
+
+ private:
+  std::unordered_map<std::string, std::shared_ptr<EndpointState>> states_;
+};
+
+// Resolves names and builds a snapshot. Runs on the control thread (it may block on DNS).
+base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::RouterConfig& config,
+                                                             uint64_t version,
+                                                             EndpointRegistry& registry);
+
+}  // namespace sluice::router

@@ -1,0 +1,22 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "base/clock.h"
+#include "metrics/access_log.h"
+#include "metrics/metrics.h"
+
+namespace sluice::server {
+
+// Process-wide state shared by the workers. Everything here is either immutable after start,
+// an atomic, or internally synchronised.
+struct ServerContext {
+  const base::TimeSource& time;
+  metrics::Registry& registry;
+  metrics::AccessLog& access_log;
+  std::atomic<bool> draining{false};
+  std::atomic<int64_t> connections{0};  // open client connections, all workers
+};
+
+}  // namespace sluice::server

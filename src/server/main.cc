@@ -1,0 +1,186 @@
+// sluice: the command-line entry point. Everything else lives in libraries that tests link.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <string_view>
+
+#include <fmt/core.h>
+
+#include "base/log.h"
+#include "base/strings.h"
+#include "config/router_config.h"
+#include "server/server.h"
+
+namespace {
+
+using namespace sluice;
+
+constexpr std::string_view kUsage = R"(usage:
+  sluice serve    [--config FILE] [options]   run the router
+  sluice validate --config FILE               check a configuration, print every error
+  sluice version
+
+options for serve:
+  --listen ADDR:PORT     inference listener (overrides listener:)
+  --admin ADDR:PORT      admin listener (overrides admin:)
+  --metrics ADDR:PORT    metrics listener (overrides metrics:)
+  --workers N            worker threads (0 = one per core)
+  --ready-file PATH      write {"listener":P,"admin":P,"metrics":P} once listening
+  --log-level LEVEL      trace|debug|info|warn|error (default info)
+)";
+
+int usage(int code) {
+  std::fputs(kUsage.data(), code == 0 ? stdout : stderr);
+  return code;
+}
+
+bool parseAddress(std::string_view text, config::ListenAddress& out) {
+  auto hp = base::parseHostPort(text);
+  if (!hp) {
+    // Port 0 is allowed here (tests pick free ports), which parseHostPort refuses.
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || text.substr(colon + 1) != "0") {
+      return false;
+    }
+    out.address = std::string(text.substr(0, colon));
+    out.port = 0;
+    return !out.address.empty();
+  }
+  out.address = hp->host;
+  out.port = hp->port;
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    return usage(2);
+  }
+  std::string_view command = argv[1];
+  if (command == "version" || command == "--version") {
+    std::puts("sluice 0.1.0");
+    return 0;
+  }
+  if (command == "help" || command == "--help" || command == "-h") {
+    return usage(0);
+  }
+  if (command != "serve" && command != "validate") {
+    std::fprintf(stderr, "unknown command \"%s\"\n", argv[1]);
+    return usage(2);
+  }
+
+  std::string config_path, ready_file;
+  std::optional<config::ListenAddress> listen, admin, metrics;
+  std::optional<int> workers;
+  for (int i = 2; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&](std::string_view name) -> std::optional<std::string_view> {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%.*s needs a value\n", static_cast<int>(name.size()), name.data());
+        return std::nullopt;
+      }
+      return std::string_view(argv[++i]);
+    };
+    std::optional<std::string_view> v;
+    if (arg == "--config") {
+      if (!(v = value(arg))) {
+        return 2;
+      }
+      config_path = *v;
+    } else if (arg == "--listen" || arg == "--admin" || arg == "--metrics") {
+      if (!(v = value(arg))) {
+        return 2;
+      }
+      config::ListenAddress a;
+      if (!parseAddress(*v, a)) {
+        std::fprintf(stderr, "%s: expected ADDR:PORT, got \"%s\"\n", argv[i - 1], argv[i]);
+        return 2;
+      }
+      (arg == "--listen" ? listen : arg == "--admin" ? admin : metrics) = a;
+    } else if (arg == "--workers") {
+      if (!(v = value(arg))) {
+        return 2;
+      }
+      auto n = base::parseUint(*v);
+      if (!n || *n > 256) {
+        std::fprintf(stderr, "--workers: expected 0..256\n");
+        return 2;
+      }
+      workers = static_cast<int>(*n);
+    } else if (arg == "--ready-file") {
+      if (!(v = value(arg))) {
+        return 2;
+      }
+      ready_file = *v;
+    } else if (arg == "--log-level") {
+      if (!(v = value(arg))) {
+        return 2;
+      }
+      base::LogLevel level;
+      if (!base::parseLogLevel(*v, level)) {
+        std::fprintf(stderr, "--log-level: expected trace|debug|info|warn|error\n");
+        return 2;
+      }
+      base::setLogLevel(level);
+    } else {
+      std::fprintf(stderr, "unknown option \"%s\"\n", argv[i]);
+      return usage(2);
+    }
+  }
+
+  config::RouterConfig cfg;
+  if (!config_path.empty()) {
+    config::ConfigErrors errors;
+    auto loaded = config::loadRouterConfig(config_path, errors);
+    if (!loaded) {
+      for (const auto& e : errors.errors) {
+        std::fprintf(stderr, "%s: %s\n", config_path.c_str(), e.c_str());
+      }
+      std::fprintf(stderr, "%zu error(s)\n", errors.errors.size());
+      return 1;
+    }
+    cfg = std::move(*loaded);
+  } else if (command == "validate") {
+    std::fprintf(stderr, "validate needs --config FILE\n");
+    return 2;
+  }
+  if (command == "validate") {
+    std::printf("%s: ok (%zu models)\n", config_path.c_str(), cfg.models.size());
+    return 0;
+  }
+  if (listen) {
+    cfg.listener = *listen;
+  }
+  if (admin) {
+    cfg.admin = *admin;
+  }
+  if (metrics) {
+    cfg.metrics = *metrics;
+  }
+  if (workers) {
+    cfg.workers = *workers;
+  }
+
+  server::Server server(cfg);
+  server.setConfigPath(config_path);
+  if (auto r = server.start(); !r) {
+    std::fprintf(stderr, "sluice: cannot start: %s\n", r.error().message.c_str());
+    return 1;
+  }
+  server.handleSignals();
+  if (!ready_file.empty()) {
+    std::string tmp = ready_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << fmt::format("{{\"listener\":{},\"admin\":{},\"metrics\":{}}}\n", server.listenerPort(),
+                         server.adminPort(), server.metricsPort());
+    }
+    std::rename(tmp.c_str(), ready_file.c_str());
+  }
+  server.wait();
+  return 0;
+}

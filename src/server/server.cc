@@ -1,0 +1,335 @@
+#include "server/server.h"
+
+#include <condition_variable>
+#include <list>
+#include <thread>
+
+#include <boost/asio/signal_set.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <fmt/core.h>
+
+#include "base/asio.h"
+#include "base/log.h"
+#include "base/random.h"
+#include "server/context.h"
+#include "server/worker.h"
+
+namespace sluice::server {
+
+namespace bhttp = boost::beast::http;
+
+// The control thread: admin and metrics listeners, signals. Never on the request path.
+class ControlPlane {
+ public:
+  explicit ControlPlane(Server& server) : server_(server), ioc_(1), signals_(ioc_) {}
+
+  base::Result<uint16_t> listen(const config::ListenAddress& addr, bool admin) {
+    error_code ec;
+    auto address = asio::ip::make_address(addr.address, ec);
+    if (ec) {
+      return base::Error{fmt::format("invalid address \"{}\"", addr.address)};
+    }
+    auto& acceptor = acceptors_.emplace_back(ioc_);
+    tcp::endpoint ep(address, addr.port);
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) {
+      acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    }
+    if (!ec) {
+      acceptor.bind(ep, ec);
+    }
+    if (!ec) {
+      acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+      return base::Error{fmt::format("{}:{}: {}", addr.address, addr.port, ec.message())};
+    }
+    asio::co_spawn(ioc_, acceptLoop(acceptor, admin), asio::detached);
+    return acceptor.local_endpoint().port();
+  }
+
+  void start() {
+    thread_ = std::thread([this] {
+      auto guard = asio::make_work_guard(ioc_);
+      ioc_.run();
+    });
+  }
+
+  void stop() {
+    ioc_.stop();
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
+      thread_.join();
+    }
+  }
+
+  ~ControlPlane() {
+    stop();
+    if (thread_.joinable()) {
+      thread_.detach();  // only when stop() ran on the control thread itself
+    }
+  }
+
+  void handleSignals() {
+    signals_.add(SIGINT);
+    signals_.add(SIGTERM);
+    signals_.add(SIGHUP);
+    waitSignal();
+  }
+
+  void waitSignal() {
+    signals_.async_wait([this](const error_code& ec, int sig) {
+      if (ec) {
+        return;
+      }
+      if (sig == SIGHUP) {
+        reloadFromFile();
+        waitSignal();
+        return;
+      }
+      SLUICE_LOG(Info, "server", "signal {}: draining", sig);
+      // Drain blocks; run it off the control thread so /readyz keeps answering meanwhile.
+      std::thread([this] { server_.drainAndStop(); }).detach();
+    });
+  }
+
+  void reloadFromFile() {
+    if (server_.config_path_.empty()) {
+      return;
+    }
+    config::ConfigErrors errors;
+    auto cfg = config::loadRouterConfig(server_.config_path_, errors);
+    if (!cfg) {
+      server_.registry_->config_reload_errors.fetch_add(1);
+      for (const auto& e : errors.errors) {
+        SLUICE_LOG(Error, "config", "reload rejected: {}", e);
+      }
+      return;
+    }
+    if (auto r = server_.reload(*cfg); !r) {
+      SLUICE_LOG(Error, "config", "reload rejected: {}", r.error().message);
+    } else {
+      SLUICE_LOG(Info, "config", "reloaded {}", server_.config_path_);
+    }
+  }
+
+ private:
+  awaitable<void> acceptLoop(tcp::acceptor& acceptor, bool admin) {
+    while (acceptor.is_open()) {
+      error_code ec;
+      tcp::socket socket =
+          co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        if (ec == asio::error::operation_aborted) {
+          break;
+        }
+        continue;
+      }
+      asio::co_spawn(ioc_, serve(std::move(socket), admin), asio::detached);
+    }
+  }
+
+  std::pair<int, std::string> route(std::string_view path, bool admin, std::string& type) {
+    type = "text/plain; charset=utf-8";
+    if (path == "/metrics") {
+      type = "text/plain; version=0.0.4; charset=utf-8";
+      return {200, server_.registry_->renderPrometheus()};
+    }
+    if (!admin) {
+      return {404, "not found\n"};
+    }
+    if (path == "/healthz") {
+      return {200, "ok\n"};
+    }
+    if (path == "/readyz") {
+      return server_.ready() ? std::pair{200, std::string("ready\n")}
+                             : std::pair{503, std::string(server_.draining() ? "draining\n"
+                                                                           : "not ready\n")};
+    }
+    if (path == "/debug/config") {
+      type = "application/json";
+      auto snap = server_.snapshot();
+      return {200, fmt::format("{{\"version\":{},\"config\":{}}}\n", snap ? snap->version : 0,
+                               snap ? config::toJson(snap->config) : "null")};
+    }
+    return {404, "not found\n"};
+  }
+
+  awaitable<void> serve(tcp::socket socket, bool admin) {
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    while (true) {
+      error_code ec;
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.body_limit(64 * 1024);
+      stream.expires_after(std::chrono::seconds(30));
+      co_await bhttp::async_read(stream, buffer, parser,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        break;
+      }
+      auto& req = parser.get();
+      std::string_view target = req.target();
+      std::string type;
+      auto [status, body] = route(target.substr(0, target.find('?')), admin, type);
+      bool keep = req.keep_alive();
+      std::string head = fmt::format(
+          "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n", status,
+          bhttp::obsolete_reason(static_cast<bhttp::status>(status)), type, body.size(),
+          keep ? "" : "Connection: close\r\n");
+      std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(body)};
+      co_await asio::async_write(stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || !keep) {
+        break;
+      }
+    }
+    error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  Server& server_;
+  asio::io_context ioc_;
+  asio::signal_set signals_;
+  std::list<tcp::acceptor> acceptors_;
+  std::thread thread_;
+};
+
+Server::Server(config::RouterConfig config, const base::TimeSource& time)
+    : config_(std::move(config)), time_(time) {
+  worker_count_ = config_.workers > 0 ? static_cast<size_t>(config_.workers)
+                                      : std::max(1u, std::thread::hardware_concurrency());
+  registry_ = std::make_unique<metrics::Registry>(worker_count_);
+  access_log_ = std::make_unique<metrics::AccessLog>(config_.access_log.path, worker_count_,
+                                                     registry_->access_log_dropped);
+  ctx_.reset(new ServerContext{time_, *registry_, *access_log_});
+  control_ = std::make_unique<ControlPlane>(*this);
+}
+
+Server::~Server() {
+  stopAll();
+  control_.reset();
+  workers_.clear();
+}
+
+std::shared_ptr<const router::Snapshot> Server::snapshot() const {
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  return snapshot_;
+}
+
+base::Result<void> Server::reload(const config::RouterConfig& config) {
+  std::shared_ptr<const router::Snapshot> snap;
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu_);
+    auto built = router::buildSnapshot(config, next_version_, endpoints_);
+    if (!built) {
+      registry_->config_reload_errors.fetch_add(1);
+      return base::Error{built.error().message};
+    }
+    ++next_version_;
+    snap = *built;
+    snapshot_ = snap;
+    endpoints_.prune();
+  }
+  for (auto& w : workers_) {
+    w->publish(snap);
+  }
+  registry_->config_reloads.fetch_add(1);
+  registry_->snapshot_version.store(static_cast<int64_t>(snap->version));
+  return {};
+}
+
+base::Result<void> Server::start() {
+  if (auto r = reload(config_); !r) {
+    return r;
+  }
+  error_code ec;
+  auto address = asio::ip::make_address(config_.listener.address, ec);
+  if (ec) {
+    return base::Error{fmt::format("listener.address: invalid address \"{}\"",
+                                   config_.listener.address)};
+  }
+  uint16_t port = config_.listener.port;
+  const uint64_t seed = base::osSeed();
+  for (size_t i = 0; i < worker_count_; ++i) {
+    auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
+    w->publish(snapshot());
+    // The first worker may pick the port (port 0); the others join it through SO_REUSEPORT.
+    if (auto err = w->listen(tcp::endpoint(address, port))) {
+      return base::Error{
+          fmt::format("listener {}:{}: {}", config_.listener.address, port, err.message())};
+    }
+    port = w->localPort();
+    workers_.push_back(std::move(w));
+  }
+  listener_port_ = port;
+  auto metrics_port = control_->listen(config_.metrics, false);
+  if (!metrics_port) {
+    return base::Error{"metrics listener " + metrics_port.error().message};
+  }
+  metrics_port_ = *metrics_port;
+  auto admin_port = control_->listen(config_.admin, true);
+  if (!admin_port) {
+    return base::Error{"admin listener " + admin_port.error().message};
+  }
+  admin_port_ = *admin_port;
+  for (auto& w : workers_) {
+    w->start();
+  }
+  control_->start();
+  started_ = true;
+  SLUICE_LOG(Info, "server", "listening on {}:{} with {} workers (admin {}, metrics {})",
+             config_.listener.address, listener_port_, worker_count_, admin_port_, metrics_port_);
+  return {};
+}
+
+void Server::handleSignals() { control_->handleSignals(); }
+
+bool Server::draining() const { return ctx_->draining.load(); }
+bool Server::ready() const { return started_.load() && !draining(); }
+int64_t Server::openConnections() const { return ctx_->connections.load(); }
+
+void Server::drainAndStop() {
+  if (ctx_->draining.exchange(true)) {
+    wait();
+    return;
+  }
+  for (auto& w : workers_) {
+    w->stopAccepting();
+  }
+  auto snap = snapshot();
+  const auto deadline = std::chrono::steady_clock::now() +
+                        (snap ? snap->config.timeouts.drain : std::chrono::milliseconds(30000));
+  while (ctx_->connections.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  SLUICE_LOG(Info, "server", "drained ({} connections left); stopping", ctx_->connections.load());
+  stopAll();
+}
+
+void Server::stopAll() {
+  std::lock_guard<std::mutex> lock(stop_mu_);
+  if (stopped_) {
+    return;
+  }
+  stopped_ = true;
+  ctx_->draining = true;
+  for (auto& w : workers_) {
+    w->stop();
+  }
+  control_->stop();
+  access_log_->flush();
+}
+
+void Server::wait() {
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(stop_mu_);
+      if (stopped_) {
+        return;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+}  // namespace sluice::server

@@ -1,0 +1,86 @@
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "config/router_config.h"
+#include "metrics/access_log.h"
+#include "metrics/metrics.h"
+#include "router/snapshot.h"
+
+namespace sluice::server {
+
+class Worker;
+class ControlPlane;
+struct ServerContext;
+
+// Owns the whole router: workers (data plane), the control thread (admin and metrics
+// listeners, signals, config publishing) and the shared state.
+class Server {
+ public:
+  explicit Server(config::RouterConfig config,
+                  const base::TimeSource& time = base::RealTimeSource::instance());
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds every listener and starts the threads. Errors name the listener that failed.
+  base::Result<void> start();
+  // Rebuilds the snapshot from `config` and publishes it to every worker. Listener addresses
+  // and the worker count only change on restart.
+  base::Result<void> reload(const config::RouterConfig& config);
+  // Used by SIGHUP: re-reads this file.
+  void setConfigPath(std::string path) { config_path_ = std::move(path); }
+  // Handle SIGTERM/SIGINT (drain, then stop) and SIGHUP (reload) on the control thread.
+  void handleSignals();
+
+  // Graceful: stop accepting, close idle connections, wait for in-flight requests up to the
+  // drain timeout, then stop. Blocks. Safe to call from any thread but the workers.
+  void drainAndStop();
+  // Blocks until the server has stopped (after a drain triggered by a signal, say).
+  void wait();
+  bool draining() const;
+  bool ready() const;
+
+  uint16_t listenerPort() const { return listener_port_; }
+  uint16_t adminPort() const { return admin_port_; }
+  uint16_t metricsPort() const { return metrics_port_; }
+  metrics::Registry& metrics() { return *registry_; }
+  metrics::AccessLog& accessLog() { return *access_log_; }
+  std::shared_ptr<const router::Snapshot> snapshot() const;
+  int64_t openConnections() const;
+
+ private:
+  friend class ControlPlane;
+  void stopAll();
+
+  config::RouterConfig config_;
+  const base::TimeSource& time_;
+  std::string config_path_;
+  size_t worker_count_;
+  std::unique_ptr<metrics::Registry> registry_;
+  std::unique_ptr<metrics::AccessLog> access_log_;
+  std::unique_ptr<ServerContext> ctx_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<ControlPlane> control_;
+  router::EndpointRegistry endpoints_;
+  mutable std::mutex snapshot_mu_;  // control plane only
+  std::shared_ptr<const router::Snapshot> snapshot_;
+  uint64_t next_version_ = 1;
+  uint16_t listener_port_ = 0;
+  uint16_t admin_port_ = 0;
+  uint16_t metrics_port_ = 0;
+  std::mutex stop_mu_;
+  bool stopped_ = false;
+  std::atomic<bool> started_{false};
+};
+
+}  // namespace sluice::server

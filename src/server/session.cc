@@ -1,0 +1,869 @@
+#include "server/session.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/status.hpp>
+#include <fmt/core.h>
+
+#include "backends/picker.h"
+#include "base/log.h"
+#include "base/strings.h"
+#include "http/headers.h"
+#include "http/padded_body.h"
+#include "http/sse.h"
+#include "openai/errors.h"
+#include "openai/peek.h"
+#include "openai/splice.h"
+#include "openai/usage.h"
+#include "server/worker.h"
+
+namespace sluice::server {
+
+namespace bhttp = boost::beast::http;
+using openai::ErrorKind;
+
+namespace {
+
+using Request = bhttp::request<http::PaddedBody>;
+constexpr size_t kMaxPipelinedBytes = 64 * 1024;
+constexpr size_t kMaxUsageCopyBytes = 4 * 1024 * 1024;
+
+std::string_view reasonFor(int status) {
+  if (status == 499) {
+    return "Client Closed Request";
+  }
+  return bhttp::obsolete_reason(static_cast<bhttp::status>(status));
+}
+
+// What happened to one request; feeds metrics and the access log.
+struct Exchange {
+  Exchange(Session& s, Request& r) : session(s), req(r) {}
+  Session& session;
+  Request& req;
+  std::string_view method;
+  std::string_view target;
+  std::string_view path;
+  std::string request_id;
+  base::MonoTime start{};
+  bool keep_alive = true;
+  bool http10 = false;
+
+  int status = 0;
+  std::string_view error_type;
+  std::string model_label{metrics::kUnknownModel};
+  std::string endpoint;
+  int attempts = 0;
+  openai::Usage usage;
+  double ttft_ms = -1;
+  bool stream = false;
+  metrics::ModelSeries* series = nullptr;  // once the model is known
+};
+
+bool validRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) {
+    return false;
+  }
+  return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+// --- writing to the client --------------------------------------------------------------------
+
+awaitable<bool> writeClient(Session& s, const std::vector<asio::const_buffer>& bufs,
+                            std::chrono::milliseconds timeout) {
+  error_code ec;
+  s.stream.expires_after(timeout);
+  co_await asio::async_write(s.stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+  co_return !ec;
+}
+
+std::string simpleHead(int status, std::string_view content_type, size_t length,
+                       std::string_view request_id, bool close,
+                       std::string_view extra_headers = {}) {
+  std::string head = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+                                 status, reasonFor(status), content_type, length);
+  if (!request_id.empty()) {
+    head += fmt::format("x-request-id: {}\r\n", request_id);
+  }
+  head += extra_headers;
+  if (close) {
+    head += "Connection: close\r\n";
+  }
+  head += "\r\n";
+  return head;
+}
+
+awaitable<void> writeSimple(Exchange& x, int status, std::string_view content_type,
+                            std::string_view body, std::string_view extra_headers = {}) {
+  x.status = status;
+  const auto& cfg = x.session.worker.snapshot()->config;
+  std::string head =
+      simpleHead(status, content_type, body.size(), x.request_id, !x.keep_alive, extra_headers);
+  std::vector<asio::const_buffer> bufs{asio::buffer(head)};
+  if (x.method != "HEAD" && !body.empty()) {
+    bufs.push_back(asio::buffer(body.data(), body.size()));
+  }
+  if (!co_await writeClient(x.session, bufs, cfg.timeouts.client_write)) {
+    x.keep_alive = false;
+  }
+}
+
+awaitable<void> writeError(Exchange& x, ErrorKind kind, std::string_view message,
+                           std::string_view extra_headers = {}) {
+  const auto& info = openai::errorInfo(kind);
+  x.error_type = info.code;
+  std::string body = openai::errorBody(kind, message);
+  co_await writeSimple(x, info.status, "application/json", body, extra_headers);
+}
+
+// Errors raised before a request is parsed: no exchange exists yet.
+awaitable<void> writeEarlyError(Session& s, ErrorKind kind, std::string_view message,
+                                std::chrono::milliseconds timeout) {
+  const auto& info = openai::errorInfo(kind);
+  std::string body = openai::errorBody(kind, message);
+  std::string head = simpleHead(info.status, "application/json", body.size(), {}, true);
+  std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(body)};
+  co_await writeClient(s, bufs, timeout);
+}
+
+// --- watching the client while the upstream works ---------------------------------------------
+
+// While a request is with the upstream, one read stays pending on the client socket: it keeps
+// pipelined bytes for later, and it notices at once when the client goes away, so the upstream
+// request is cancelled instead of generating tokens for nobody.
+struct ClientWatch {
+  explicit ClientWatch(const asio::any_io_executor& ex) : done(ex) {
+    done.expires_at(asio::steady_timer::time_point::max());
+  }
+  bool running = false;
+  bool stopping = false;
+  bool client_gone = false;
+  beast::tcp_stream* upstream = nullptr;
+  asio::steady_timer done;
+};
+
+awaitable<void> watchClient(Session& s, std::shared_ptr<ClientWatch> w) {
+  while (!w->stopping && s.buffer.size() < kMaxPipelinedBytes) {
+    error_code ec;
+    size_t n = co_await s.stream.async_read_some(s.buffer.prepare(4096),
+                                                 asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (!w->stopping) {
+        w->client_gone = true;
+        if (w->upstream != nullptr) {
+          w->upstream->close();
+        }
+      }
+      break;
+    }
+    s.buffer.commit(n);
+  }
+  w->running = false;
+  w->done.cancel();
+}
+
+void startWatch(Session& s, const std::shared_ptr<ClientWatch>& w) {
+  s.stream.expires_never();
+  w->running = true;
+  asio::co_spawn(s.stream.get_executor(), watchClient(s, w), asio::detached);
+}
+
+awaitable<void> stopWatch(Session& s, ClientWatch& w) {
+  w.stopping = true;
+  if (w.running) {
+    s.stream.socket().cancel();
+    error_code ec;
+    co_await w.done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+// --- the upstream request ---------------------------------------------------------------------
+
+// The request line and forwarded headers, without Host and Content-Length (set per attempt).
+std::string upstreamHeadPrefix(const Exchange& x) {
+  const Request& req = x.req;
+  std::string head;
+  head.reserve(512);
+  head += x.method;
+  head += ' ';
+  head += x.target;
+  head += " HTTP/1.1\r\n";
+  std::string_view connection_value;
+  if (auto it = req.find(bhttp::field::connection); it != req.end()) {
+    connection_value = it->value();
+  }
+  std::string_view forwarded_for;
+  std::string_view host;
+  for (const auto& f : req) {
+    std::string_view name = f.name_string();
+    if (http::isHopByHop(name) || (!connection_value.empty() &&
+                                   http::connectionListsToken(connection_value, name))) {
+      continue;
+    }
+    switch (f.name()) {
+      case bhttp::field::host:
+        host = f.value();
+        continue;
+      case bhttp::field::content_length:
+      case bhttp::field::expect:
+        continue;
+      default:
+        break;
+    }
+    if (base::iequals(name, "x-forwarded-for")) {
+      forwarded_for = f.value();
+      continue;
+    }
+    if (base::iequals(name, "x-request-id") || base::iequals(name, "x-forwarded-proto") ||
+        base::iequals(name, "x-forwarded-host")) {
+      continue;
+    }
+    head += name;
+    head += ": ";
+    head += f.value();
+    head += "\r\n";
+  }
+  head += "X-Forwarded-For: ";
+  if (!forwarded_for.empty()) {
+    head += forwarded_for;
+    head += ", ";
+  }
+  head += x.session.client_ip;
+  head += "\r\nX-Forwarded-Proto: http\r\n";
+  if (!host.empty()) {
+    head += "X-Forwarded-Host: ";
+    head += host;
+    head += "\r\n";
+  }
+  head += "x-request-id: ";
+  head += x.request_id;
+  head += "\r\n";
+  return head;
+}
+
+bool isTimeout(const error_code& ec) {
+  return ec == beast::error::timeout || ec == asio::error::timed_out;
+}
+
+bool isStaleConnectionError(const error_code& ec) {
+  return ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == asio::error::connection_aborted;
+}
+
+// Response headers for the client, from the upstream's.
+std::string clientHead(const Exchange& x, const bhttp::response_parser<bhttp::buffer_body>& parser,
+                       bool chunked, bool close) {
+  const auto& res = parser.get();
+  std::string head;
+  head.reserve(512);
+  int status = static_cast<int>(res.result_int());
+  head += fmt::format("HTTP/1.1 {} {}\r\n", status, reasonFor(status));
+  std::string_view connection_value;
+  if (auto it = res.find(bhttp::field::connection); it != res.end()) {
+    connection_value = it->value();
+  }
+  for (const auto& f : res) {
+    std::string_view name = f.name_string();
+    if (http::isHopByHop(name) || f.name() == bhttp::field::content_length ||
+        (!connection_value.empty() && http::connectionListsToken(connection_value, name)) ||
+        base::iequals(name, "x-request-id")) {
+      continue;
+    }
+    head += name;
+    head += ": ";
+    head += f.value();
+    head += "\r\n";
+  }
+  head += "x-request-id: ";
+  head += x.request_id;
+  head += "\r\n";
+  if (chunked) {
+    head += "Transfer-Encoding: chunked\r\n";
+  } else if (parser.content_length()) {
+    head += fmt::format("Content-Length: {}\r\n", *parser.content_length());
+  }
+  if (close) {
+    head += "Connection: close\r\n";
+  }
+  head += "\r\n";
+  return head;
+}
+
+struct ChunkWriter {
+  explicit ChunkWriter(bool is_chunked) : chunked(is_chunked) {}
+  bool chunked;
+  std::array<char, 24> size_line{};
+  std::vector<asio::const_buffer> bufs;
+
+  // Frames `data` as one chunk (or raw bytes when not chunked).
+  const std::vector<asio::const_buffer>& frame(std::string_view data) {
+    bufs.clear();
+    if (chunked) {
+      int n = std::snprintf(size_line.data(), size_line.size(), "%zx\r\n", data.size());
+      bufs.push_back(asio::buffer(size_line.data(), static_cast<size_t>(n)));
+      bufs.push_back(asio::buffer(data.data(), data.size()));
+      bufs.push_back(asio::buffer("\r\n", 2));
+    } else {
+      bufs.push_back(asio::buffer(data.data(), data.size()));
+    }
+    return bufs;
+  }
+};
+
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+enum class RelayEnd { Complete, UpstreamFailed, ClientGone };
+
+// Streams the upstream body to the client as it arrives. SSE responses are cut into events:
+// each read's complete events go out in one write, never held back for later ones.
+awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
+                              bhttp::response_parser<bhttp::buffer_body>& parser, bool sse,
+                              bool chunked, bool hide_usage, ClientWatch& watch) {
+  Session& s = x.session;
+  const auto& cfg = s.worker.snapshot()->config;
+  const auto& time = s.worker.context().time;
+  ChunkWriter writer(chunked);
+  http::SseSplitter splitter;
+  std::string out;
+  std::string scratch;
+  std::string usage_copy;
+  bool usage_copy_ok = !sse;
+  base::MonoTime last_event{};
+  bool first_event = true;
+
+  auto onEvent = [&](std::string_view event, bool complete) {
+    if (complete) {
+      std::string_view data = http::SseSplitter::dataOf(event, scratch);
+      if (data.size() > 7 && data.find("\"usage\"") != std::string_view::npos) {
+        openai::ChunkInfo info = openai::inspectJson(data);
+        if (info.usage) {
+          x.usage = *info.usage;
+          if (hide_usage && info.choices_empty) {
+            return;  // the usage-only chunk the client did not ask for
+          }
+        }
+      }
+      if (data.empty()) {
+        out.append(event);  // comments and keep-alives pass untimed
+        return;
+      }
+    }
+    const auto now = time.monotonicNow();
+    if (first_event) {
+      first_event = false;
+      x.ttft_ms = base::secondsBetween(x.start, now) * 1e3;
+      if (x.series) {
+        x.series->ttft.observe(x.ttft_ms / 1e3);
+      }
+    } else if (x.series) {
+      x.series->itl.observe(base::secondsBetween(last_event, now));
+    }
+    last_event = now;
+    out.append(event);
+  };
+
+  while (!parser.is_done()) {
+    parser.get().body().data = s.relay.data();
+    parser.get().body().size = s.relay.size();
+    error_code ec;
+    conn.stream.expires_after(cfg.timeouts.stream_idle);
+    co_await bhttp::async_read_some(conn.stream, conn.buffer, parser,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == bhttp::error::need_buffer) {
+      ec = {};
+    }
+    if (watch.client_gone) {
+      co_return RelayEnd::ClientGone;
+    }
+    size_t n = s.relay.size() - parser.get().body().size;
+    std::string_view data(s.relay.data(), n);
+    if (ec && n == 0) {
+      if (isTimeout(ec)) {
+        x.error_type = "upstream_timeout";
+      } else {
+        x.error_type = "upstream_stream_broken";
+      }
+      if (x.series) {
+        x.series->countUpstreamError(metrics::UpstreamError::StreamBroken);
+      }
+      co_return RelayEnd::UpstreamFailed;
+    }
+    if (n == 0) {
+      continue;
+    }
+    if (sse) {
+      out.clear();
+      splitter.feed(data, onEvent);
+      data = out;
+    } else if (usage_copy_ok) {
+      if (usage_copy.size() + n <= kMaxUsageCopyBytes) {
+        usage_copy.append(data);
+      } else {
+        usage_copy_ok = false;
+        usage_copy.clear();
+      }
+    }
+    if (!data.empty() && !co_await writeClient(s, writer.frame(data), cfg.timeouts.client_write)) {
+      co_return RelayEnd::ClientGone;
+    }
+  }
+  if (sse && !splitter.pending().empty()) {
+    // An unterminated last event: pass it on as it is.
+    std::string rest(splitter.pending());
+    if (!co_await writeClient(s, writer.frame(rest), cfg.timeouts.client_write)) {
+      co_return RelayEnd::ClientGone;
+    }
+  }
+  if (chunked) {
+    std::vector<asio::const_buffer> last{asio::buffer(kLastChunk.data(), kLastChunk.size())};
+    if (!co_await writeClient(s, last, cfg.timeouts.client_write)) {
+      co_return RelayEnd::ClientGone;
+    }
+  }
+  if (usage_copy_ok && !usage_copy.empty()) {
+    if (auto info = openai::inspectJson(usage_copy); info.usage) {
+      x.usage = *info.usage;
+    }
+  }
+  co_return RelayEnd::Complete;
+}
+
+// Sends the request to the backend's endpoints in order until one answers, then relays.
+awaitable<void> proxy(Exchange& x, const router::Backend& backend, const openai::RequestPeek& peek) {
+  Session& s = x.session;
+  Worker& w = s.worker;
+  const auto snapshot = w.snapshot();  // keep the config this request started with
+  const auto& cfg = snapshot->config;
+
+  openai::BodyEdits edits;
+  if (!backend.upstream_model.empty() && backend.upstream_model != peek.model) {
+    edits.rewriteModel(peek, backend.upstream_model);
+  }
+  const bool hide_usage = peek.stream && edits.requestUsage(peek);
+  std::string_view body = x.req.body().view();
+  std::vector<std::string_view> pieces;
+  edits.pieces(body, pieces);
+  const size_t body_size = edits.editedSize(body.size());
+  const std::string head_prefix = upstreamHeadPrefix(x);
+
+  std::vector<const router::Endpoint*> candidates;
+  backends::pickEndpoints(backend, w.random(), cfg.upstream.retries + 1, candidates);
+  if (candidates.empty()) {
+    co_await writeError(x, ErrorKind::NoEndpoints,
+                        fmt::format("model '{}' has no ready endpoints", peek.model));
+    co_return;
+  }
+
+  auto watch = std::make_shared<ClientWatch>(s.stream.get_executor());
+  startWatch(s, watch);
+
+  backends::UpstreamConnectionPtr conn;
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
+  const router::Endpoint* chosen = nullptr;
+  ErrorKind failure = ErrorKind::UpstreamUnavailable;
+  std::string failure_message = "no endpoint could be reached";
+
+  for (size_t i = 0; i < candidates.size() && !watch->client_gone; ++i) {
+    const router::Endpoint& ep = *candidates[i];
+    if (i > 0 && x.series) {
+      x.series->retries.fetch_add(1, std::memory_order_relaxed);
+    }
+    ++x.attempts;
+    x.endpoint = ep.address;
+    ep.state->in_flight.fetch_add(1, std::memory_order_relaxed);
+    bool fresh_retry_allowed = true;
+    bool answered = false;
+    while (true) {
+      error_code ec;
+      conn = w.pool().takeIdle(ep.address);
+      if (conn) {
+        w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        conn = co_await w.pool().connect(ep, cfg.timeouts.upstream_connect, ec);
+        if (ec) {
+          bool timeout = isTimeout(ec);
+          if (x.series) {
+            x.series->countUpstreamError(timeout ? metrics::UpstreamError::ConnectTimeout
+                                                 : metrics::UpstreamError::ConnectFailed);
+          }
+          failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
+          failure_message = fmt::format("connecting to endpoint {} failed: {}", ep.address,
+                                        timeout ? "timed out" : ec.message());
+          break;
+        }
+        w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
+      }
+      watch->upstream = &conn->stream;
+      std::string head = head_prefix;
+      head += fmt::format("Host: {}\r\nContent-Length: {}\r\n\r\n", ep.address, body_size);
+      std::vector<asio::const_buffer> bufs;
+      bufs.reserve(pieces.size() + 1);
+      bufs.push_back(asio::buffer(head));
+      for (auto p : pieces) {
+        bufs.push_back(asio::buffer(p.data(), p.size()));
+      }
+      conn->stream.expires_after(cfg.timeouts.upstream_response);
+      co_await asio::async_write(conn->stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) {
+        parser.emplace();
+        parser->header_limit(64 * 1024);
+        parser->body_limit(std::numeric_limits<std::uint64_t>::max());
+        co_await bhttp::async_read_header(conn->stream, conn->buffer, *parser,
+                                          asio::redirect_error(asio::use_awaitable, ec));
+      }
+      if (watch->client_gone) {
+        break;
+      }
+      if (!ec) {
+        answered = true;
+        break;
+      }
+      watch->upstream = nullptr;
+      if (conn->reused && fresh_retry_allowed && isStaleConnectionError(ec)) {
+        // The pooled connection had been closed by the endpoint: retry on a fresh one.
+        fresh_retry_allowed = false;
+        conn.reset();
+        continue;
+      }
+      bool timeout = isTimeout(ec);
+      if (x.series) {
+        x.series->countUpstreamError(timeout              ? metrics::UpstreamError::ResponseTimeout
+                                     : isStaleConnectionError(ec) ? metrics::UpstreamError::Reset
+                                                          : metrics::UpstreamError::BadResponse);
+      }
+      failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
+      failure_message =
+          timeout ? fmt::format("endpoint {} did not answer in time", ep.address)
+                  : fmt::format("endpoint {} failed before responding: {}", ep.address,
+                                ec.message());
+      conn.reset();
+      break;
+    }
+    if (answered) {
+      int status = static_cast<int>(parser->get().result_int());
+      bool retriable = std::find(cfg.upstream.retry_on_status.begin(),
+                                 cfg.upstream.retry_on_status.end(),
+                                 status) != cfg.upstream.retry_on_status.end();
+      if (retriable && i + 1 < candidates.size()) {
+        if (x.series) {
+          x.series->countUpstreamError(metrics::UpstreamError::Status5xx);
+        }
+        watch->upstream = nullptr;
+        conn.reset();
+        ep.state->in_flight.fetch_sub(1, std::memory_order_relaxed);
+        continue;
+      }
+      chosen = &ep;
+      break;
+    }
+    conn.reset();
+    ep.state->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  if (chosen == nullptr) {
+    co_await stopWatch(s, *watch);
+    if (watch->client_gone) {
+      x.status = 499;
+      x.error_type = "client_closed";
+      x.keep_alive = false;
+      co_return;
+    }
+    co_await writeError(x, failure, failure_message);
+    co_return;
+  }
+
+  // Relay the response.
+  const auto& res = parser->get();
+  x.status = static_cast<int>(res.result_int());
+  std::string_view content_type;
+  if (auto it = res.find(bhttp::field::content_type); it != res.end()) {
+    content_type = it->value();
+  }
+  const bool sse = http::isEventStream(content_type);
+  const bool has_body = x.method != "HEAD" && x.status != 204 && x.status != 304 &&
+                        !(x.status >= 100 && x.status < 200);
+  const bool length_known = parser->content_length().has_value() && !sse;
+  bool chunked = has_body && !length_known && !x.http10;
+  if (has_body && !length_known && x.http10) {
+    x.keep_alive = false;  // an HTTP/1.0 client learns the end from the close
+  }
+  std::string head = clientHead(x, *parser, chunked, !x.keep_alive);
+  RelayEnd end = RelayEnd::Complete;
+  std::vector<asio::const_buffer> head_buf{asio::buffer(head)};
+  if (!co_await writeClient(s, head_buf, cfg.timeouts.client_write)) {
+    end = RelayEnd::ClientGone;
+  } else if (has_body) {
+    end = co_await relayBody(x, *conn, *parser, sse, chunked, hide_usage, *watch);
+  }
+  watch->upstream = nullptr;
+  chosen->state->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  co_await stopWatch(s, *watch);
+  if (watch->client_gone) {
+    end = RelayEnd::ClientGone;
+  }
+
+  switch (end) {
+    case RelayEnd::Complete:
+      if (parser->keep_alive() && parser->is_done()) {
+        w.pool().release(chosen->address, std::move(conn));
+      }
+      break;
+    case RelayEnd::ClientGone:
+      x.status = 499;
+      x.error_type = "client_closed";
+      x.keep_alive = false;
+      break;
+    case RelayEnd::UpstreamFailed:
+      x.keep_alive = false;
+      if (sse && chunked) {
+        // The client already has a 200: end the stream with an SSE error event, then close.
+        std::string msg = openai::errorBody(ErrorKind::UpstreamUnavailable,
+                                            "the upstream stream broke before it finished");
+        std::string event = "event: error\ndata: " + msg + "\n\n";
+        ChunkWriter writer(true);
+        if (co_await writeClient(s, writer.frame(event), cfg.timeouts.client_write)) {
+          std::vector<asio::const_buffer> last{asio::buffer(kLastChunk.data(), kLastChunk.size())};
+          co_await writeClient(s, last, cfg.timeouts.client_write);
+        }
+      }
+      break;
+  }
+}
+
+// --- request dispatch -------------------------------------------------------------------------
+
+awaitable<void> handleModels(Exchange& x) {
+  const auto& snap = *x.session.worker.snapshot();
+  if (x.path == "/v1/models") {
+    co_await writeSimple(x, 200, "application/json", snap.models_json);
+    co_return;
+  }
+  std::string_view id = x.path.substr(std::string_view("/v1/models/").size());
+  if (const auto* backend = snap.findModel(id)) {
+    std::string body =
+        fmt::format("{{\"id\":{},\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice\"}}",
+                    base::jsonQuote(backend->model));
+    co_await writeSimple(x, 200, "application/json", body);
+    co_return;
+  }
+  co_await writeError(x, ErrorKind::ModelNotFound,
+                      fmt::format("The model '{}' does not exist", id));
+}
+
+awaitable<void> handleInference(Exchange& x) {
+  auto& body = x.req.body();
+  auto peek = openai::peekRequest(body.view(), body.capacity() + base::PaddedBuffer::kPadding);
+  if (!peek) {
+    co_await writeError(x, ErrorKind::InvalidRequest, peek.error().message);
+    co_return;
+  }
+  x.stream = peek->stream;
+  const auto snapshot = x.session.worker.snapshot();
+  const router::Backend* backend = snapshot->findModel(peek->model);
+  if (backend == nullptr) {
+    co_await writeError(x, ErrorKind::ModelNotFound,
+                        fmt::format("The model '{}' does not exist", peek->model));
+    co_return;
+  }
+  x.model_label = backend->model;
+  x.series = &x.session.worker.shard().model(x.model_label);
+  co_await proxy(x, *backend, *peek);
+}
+
+awaitable<void> dispatch(Exchange& x) {
+  const bool is_v1 = x.path.substr(0, 4) == "/v1/";
+  if (x.path == "/v1/models" || x.path.substr(0, 11) == "/v1/models/") {
+    if (x.method != "GET" && x.method != "HEAD") {
+      co_await writeError(x, ErrorKind::MethodNotAllowed, "use GET for /v1/models",
+                          "Allow: GET, HEAD\r\n");
+      co_return;
+    }
+    co_await handleModels(x);
+    co_return;
+  }
+  if (!is_v1) {
+    co_await writeError(x, ErrorKind::NotFound, fmt::format("no route for path '{}'", x.path));
+    co_return;
+  }
+  if (x.method != "POST") {
+    co_await writeError(x, ErrorKind::MethodNotAllowed,
+                        fmt::format("use POST for {}", x.path), "Allow: POST\r\n");
+    co_return;
+  }
+  co_await handleInference(x);
+}
+
+void finishExchange(Exchange& x) {
+  Worker& w = x.session.worker;
+  auto& ctx = w.context();
+  const auto now = ctx.time.monotonicNow();
+  double seconds = base::secondsBetween(x.start, now);
+  metrics::ModelSeries& series =
+      x.series ? *x.series : w.shard().model(metrics::kUnknownModel);
+  series.countRequest(x.status, seconds);
+  series.input_tokens.fetch_add(x.usage.input_tokens, std::memory_order_relaxed);
+  series.output_tokens.fetch_add(x.usage.output_tokens, std::memory_order_relaxed);
+  if (ctx.access_log.enabled()) {
+    metrics::AccessRecord r;
+    r.request_id = x.request_id;
+    r.method = x.method;
+    r.path = x.path;
+    r.status = x.status;
+    r.model = x.model_label;
+    r.endpoint = x.endpoint;
+    r.attempts = x.attempts;
+    r.input_tokens = x.usage.input_tokens;
+    r.output_tokens = x.usage.output_tokens;
+    r.ttft_ms = x.ttft_ms;
+    r.duration_ms = seconds * 1e3;
+    r.error_type = x.error_type;
+    r.client = x.session.client_ip;
+    r.stream = x.stream;
+    r.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    ctx.time.systemNow().time_since_epoch())
+                    .count();
+    ctx.access_log.write(w.index(), r);
+  }
+}
+
+}  // namespace
+
+Session::Session(Worker& w, tcp::socket socket) : worker(w), stream(std::move(socket)) {
+  error_code ec;
+  auto remote = stream.socket().remote_endpoint(ec);
+  if (!ec) {
+    client_ip = remote.address().to_string();
+  }
+  stream.socket().set_option(tcp::no_delay(true), ec);
+  worker.sessions().insert(this);
+  worker.shard().active_connections.fetch_add(1, std::memory_order_relaxed);
+  worker.shard().connections_total.fetch_add(1, std::memory_order_relaxed);
+}
+
+Session::~Session() {
+  worker.sessions().erase(this);
+  worker.shard().active_connections.fetch_sub(1, std::memory_order_relaxed);
+  worker.context().connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+awaitable<void> runSession(Worker& worker, tcp::socket socket) {
+  Session s(worker, std::move(socket));
+  ServerContext& ctx = worker.context();
+  while (true) {
+    const auto snapshot = worker.snapshot();
+    const auto& cfg = snapshot->config;
+    error_code ec;
+
+    // Wait for the first byte of the next request (keep-alive idle time).
+    if (s.buffer.size() == 0) {
+      if (ctx.draining.load(std::memory_order_relaxed)) {
+        break;
+      }
+      s.idle = true;
+      s.stream.expires_after(cfg.timeouts.idle);
+      size_t n = co_await s.stream.async_read_some(s.buffer.prepare(8192),
+                                                   asio::redirect_error(asio::use_awaitable, ec));
+      s.idle = false;
+      if (ec) {
+        break;  // closed, idle timeout or drain: nothing to answer
+      }
+      s.buffer.commit(n);
+    }
+
+    bhttp::request_parser<http::PaddedBody> parser;
+    parser.header_limit(static_cast<std::uint32_t>(
+        std::min<uint64_t>(cfg.limits.max_header_bytes, std::numeric_limits<uint32_t>::max())));
+    parser.body_limit(cfg.limits.max_body_bytes);
+    s.stream.expires_after(cfg.timeouts.header_read);
+    co_await bhttp::async_read_header(s.stream, s.buffer, parser,
+                                      asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == beast::error::timeout) {
+        co_await writeEarlyError(s, ErrorKind::RequestTimeout,
+                                 "request headers were not received in time",
+                                 cfg.timeouts.client_write);
+      } else if (ec == bhttp::error::header_limit) {
+        co_await writeEarlyError(s, ErrorKind::HeadersTooLarge,
+                                 fmt::format("request headers exceed {} bytes",
+                                             cfg.limits.max_header_bytes),
+                                 cfg.timeouts.client_write);
+      } else if (ec == bhttp::error::body_limit) {
+        co_await writeEarlyError(s, ErrorKind::PayloadTooLarge,
+                                 fmt::format("request body exceeds {} bytes",
+                                             cfg.limits.max_body_bytes),
+                                 cfg.timeouts.client_write);
+      } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
+                 ec != asio::error::connection_reset && ec != asio::error::operation_aborted) {
+        co_await writeEarlyError(s, ErrorKind::InvalidRequest,
+                                 fmt::format("malformed HTTP request: {}", ec.message()),
+                                 cfg.timeouts.client_write);
+      }
+      break;
+    }
+    {
+      auto& h = parser.get();
+      if (auto it = h.find(bhttp::field::expect); it != h.end()) {
+        if (base::iequals(it->value(), "100-continue")) {
+          static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+          std::vector<asio::const_buffer> bufs{asio::buffer(kContinue.data(), kContinue.size())};
+          if (!co_await writeClient(s, bufs, cfg.timeouts.client_write)) {
+            break;
+          }
+        }
+      }
+    }
+    s.stream.expires_after(cfg.timeouts.request_body);
+    co_await bhttp::async_read(s.stream, s.buffer, parser,
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == bhttp::error::body_limit) {
+        co_await writeEarlyError(s, ErrorKind::PayloadTooLarge,
+                                 fmt::format("request body exceeds {} bytes",
+                                             cfg.limits.max_body_bytes),
+                                 cfg.timeouts.client_write);
+      } else if (ec == beast::error::timeout) {
+        co_await writeEarlyError(s, ErrorKind::RequestTimeout,
+                                 "request body was not received in time",
+                                 cfg.timeouts.client_write);
+      } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
+                 ec != asio::error::connection_reset) {
+        co_await writeEarlyError(s, ErrorKind::InvalidRequest,
+                                 fmt::format("malformed HTTP request: {}", ec.message()),
+                                 cfg.timeouts.client_write);
+      }
+      break;
+    }
+
+    Request& req = parser.get();
+    Exchange x(s, req);
+    x.start = ctx.time.monotonicNow();
+    x.method = req.method_string();
+    x.target = req.target();
+    x.path = x.target.substr(0, x.target.find('?'));
+    x.http10 = req.version() < 11;
+    x.keep_alive = req.keep_alive() && !ctx.draining.load(std::memory_order_relaxed);
+    if (auto it = req.find("x-request-id"); it != req.end() && validRequestId(it->value())) {
+      x.request_id = it->value();
+    } else {
+      x.request_id = base::randomHexId(worker.random());
+    }
+    worker.shard().active_requests.fetch_add(1, std::memory_order_relaxed);
+    co_await dispatch(x);
+    worker.shard().active_requests.fetch_sub(1, std::memory_order_relaxed);
+    finishExchange(x);
+    if (!x.keep_alive) {
+      break;
+    }
+  }
+  error_code ignored;
+  s.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  s.stream.close();
+}
+
+}  // namespace sluice::server

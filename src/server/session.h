@@ -1,0 +1,27 @@
+#pragma once
+
+#include <array>
+#include <string>
+
+#include "base/asio.h"
+
+namespace sluice::server {
+
+class Worker;
+
+// One client connection. Lives in its coroutine's frame; the worker tracks it for drain.
+struct Session {
+  Session(Worker& w, tcp::socket socket);
+  ~Session();
+  Worker& worker;
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;  // bytes read but not yet parsed (pipelined requests survive here)
+  std::string client_ip;
+  bool idle = false;  // waiting for the next request: drain may close it at once
+  std::array<char, 16384> relay{};
+};
+
+// Serves requests on the connection until it closes.
+awaitable<void> runSession(Worker& worker, tcp::socket socket);
+
+}  // namespace sluice::server

@@ -1,0 +1,152 @@
+#include "server/worker.h"
+
+#include <sys/socket.h>
+
+#include <exception>
+
+#include <boost/asio/socket_base.hpp>
+
+#include "base/log.h"
+#include "openai/errors.h"
+#include "server/session.h"
+
+namespace sluice::server {
+
+namespace {
+
+void logCoroutineFailure(std::exception_ptr e) {
+  if (!e) {
+    return;
+  }
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    SLUICE_LOG(Error, "worker", "connection ended by an internal error: {}", ex.what());
+  } catch (...) {
+    SLUICE_LOG(Error, "worker", "connection ended by an unknown internal error");
+  }
+}
+
+}  // namespace
+
+Worker::Worker(size_t index, ServerContext& ctx, uint64_t seed)
+    : index_(index),
+      ctx_(ctx),
+      ioc_(std::make_unique<asio::io_context>(1)),
+      pool_(64, std::chrono::seconds(60)),
+      random_(seed),
+      shard_(ctx.registry.shard(index)) {}
+
+Worker::~Worker() {
+  stop();
+  acceptor_.reset();
+  pool_.clear();
+  // Destroys suspended coroutines (sessions) while the state they refer to is still alive.
+  ioc_.reset();
+}
+
+error_code Worker::listen(const tcp::endpoint& endpoint) {
+  error_code ec;
+  acceptor_.emplace(*ioc_);
+  acceptor_->open(endpoint.protocol(), ec);
+  if (ec) {
+    return ec;
+  }
+  acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
+  int one = 1;
+  if (::setsockopt(acceptor_->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    return error_code(errno, boost::system::system_category());
+  }
+  acceptor_->bind(endpoint, ec);
+  if (ec) {
+    return ec;
+  }
+  acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+  return ec;
+}
+
+uint16_t Worker::localPort() const {
+  error_code ec;
+  return acceptor_ ? acceptor_->local_endpoint(ec).port() : 0;
+}
+
+void Worker::start() {
+  if (snapshot_) {
+    pool_.configure(snapshot_->config.upstream.max_idle_per_endpoint,
+                    snapshot_->config.upstream.idle_timeout);
+  }
+  asio::co_spawn(*ioc_, acceptLoop(), logCoroutineFailure);
+  thread_ = std::thread([this] {
+    auto guard = asio::make_work_guard(*ioc_);
+    ioc_->run();
+  });
+}
+
+void Worker::publish(std::shared_ptr<const router::Snapshot> snapshot) {
+  if (!thread_.joinable()) {
+    snapshot_ = std::move(snapshot);
+    return;
+  }
+  asio::post(*ioc_, [this, snap = std::move(snapshot)]() mutable {
+    pool_.configure(snap->config.upstream.max_idle_per_endpoint, snap->config.upstream.idle_timeout);
+    snapshot_ = std::move(snap);
+  });
+}
+
+void Worker::stopAccepting() {
+  asio::post(*ioc_, [this] {
+    error_code ec;
+    if (acceptor_) {
+      acceptor_->close(ec);
+    }
+    for (Session* s : sessions_) {
+      if (s->idle) {
+        s->stream.socket().close(ec);
+      }
+    }
+    pool_.clear();
+  });
+}
+
+void Worker::stop() {
+  if (thread_.joinable()) {
+    ioc_->stop();
+    thread_.join();
+  }
+}
+
+awaitable<void> Worker::acceptLoop() {
+  while (acceptor_ && acceptor_->is_open()) {
+    error_code ec;
+    tcp::socket socket =
+        co_await acceptor_->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor_->is_open()) {
+        break;
+      }
+      // Out of descriptors or a transient error: back off briefly instead of spinning.
+      SLUICE_LOG(Warn, "worker", "accept failed: {}", ec.message());
+      asio::steady_timer backoff(*ioc_, std::chrono::milliseconds(10));
+      co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    const auto max = static_cast<int64_t>(snapshot_->config.limits.max_connections);
+    if (ctx_.connections.fetch_add(1, std::memory_order_relaxed) >= max) {
+      ctx_.connections.fetch_sub(1, std::memory_order_relaxed);
+      shard_.connections_rejected.fetch_add(1, std::memory_order_relaxed);
+      // Best effort, never blocking: tell the client why, then close.
+      std::string body = openai::errorBody(openai::ErrorKind::Unavailable,
+                                           "the router is at its connection limit");
+      std::string msg = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        "Connection: close\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n\r\n" + body;
+      socket.non_blocking(true, ec);
+      socket.write_some(asio::buffer(msg), ec);
+      socket.close(ec);
+      continue;
+    }
+    asio::co_spawn(*ioc_, runSession(*this, std::move(socket)), logCoroutineFailure);
+  }
+}
+
+}  // namespace sluice::server

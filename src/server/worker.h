@@ -1,0 +1,66 @@
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "backends/upstream_pool.h"
+#include "base/asio.h"
+#include "base/random.h"
+#include "router/snapshot.h"
+#include "server/context.h"
+
+namespace sluice::server {
+
+struct Session;
+
+// One thread, one io_context, one SO_REUSEPORT acceptor. Everything a request touches on its
+// way through lives here or in the immutable snapshot, so the request path takes no locks.
+class Worker {
+ public:
+  Worker(size_t index, ServerContext& ctx, uint64_t seed);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Binds the listening socket (SO_REUSEPORT, so every worker binds the same address).
+  error_code listen(const tcp::endpoint& endpoint);
+  uint16_t localPort() const;
+  void start();
+  // Posts a new snapshot; requests in flight keep the one they started with.
+  void publish(std::shared_ptr<const router::Snapshot> snapshot);
+  // Stops accepting and closes idle keep-alive connections (drain).
+  void stopAccepting();
+  void stop();  // stops the loop and joins the thread
+
+  // For the sessions (worker thread only).
+  size_t index() const { return index_; }
+  ServerContext& context() { return ctx_; }
+  asio::io_context& ioContext() { return *ioc_; }
+  const std::shared_ptr<const router::Snapshot>& snapshot() const { return snapshot_; }
+  backends::UpstreamPool& pool() { return pool_; }
+  base::Random& random() { return random_; }
+  metrics::Shard& shard() { return shard_; }
+  std::vector<const router::Endpoint*>& candidates() { return candidates_; }
+  std::unordered_set<Session*>& sessions() { return sessions_; }
+
+ private:
+  awaitable<void> acceptLoop();
+
+  size_t index_;
+  ServerContext& ctx_;
+  std::unique_ptr<asio::io_context> ioc_;
+  std::optional<tcp::acceptor> acceptor_;
+  std::shared_ptr<const router::Snapshot> snapshot_;
+  backends::UpstreamPool pool_;
+  base::Xoshiro random_;
+  metrics::Shard& shard_;
+  std::vector<const router::Endpoint*> candidates_;
+  std::unordered_set<Session*> sessions_;
+  std::thread thread_;
+};
+
+}  // namespace sluice::server
