@@ -45,7 +45,7 @@ std::string fmtDouble(double v) {
   if (std::isinf(v)) {
     return v > 0 ? "+Inf" : "-Inf";
   }
-  return fmt::format("{}", v);
+  return fmt::format("{:.9g}", v);
 }
 
 void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {

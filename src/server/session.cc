@@ -636,6 +636,39 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend, const openai:
   }
 }
 
+// A read deadline that cancels the pending read rather than closing the socket (which is what
+// tcp_stream expiry does), so a 408 can still be written.
+class ReadDeadline {
+ public:
+  ReadDeadline(Session& s, std::chrono::milliseconds timeout)
+      : timer_(s.stream.get_executor()), state_(std::make_shared<State>()) {
+    s.stream.expires_never();
+    timer_.expires_after(timeout);
+    timer_.async_wait([state = state_, &stream = s.stream](const error_code& ec) {
+      // A handler already queued when disarm() ran must not cancel a later read.
+      if (!ec && !state->disarmed) {
+        state->expired = true;
+        error_code ignored;
+        stream.socket().cancel(ignored);
+      }
+    });
+  }
+  ~ReadDeadline() { disarm(); }
+  void disarm() {
+    state_->disarmed = true;
+    timer_.cancel();
+  }
+  bool expired() const { return state_->expired; }
+
+ private:
+  struct State {
+    bool expired = false;
+    bool disarmed = false;
+  };
+  asio::steady_timer timer_;
+  std::shared_ptr<State> state_;
+};
+
 // --- request dispatch -------------------------------------------------------------------------
 
 awaitable<void> handleModels(Exchange& x) {
@@ -780,11 +813,14 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket) {
     parser.header_limit(static_cast<std::uint32_t>(
         std::min<uint64_t>(cfg.limits.max_header_bytes, std::numeric_limits<uint32_t>::max())));
     parser.body_limit(cfg.limits.max_body_bytes);
-    s.stream.expires_after(cfg.timeouts.header_read);
+    // A deadline that cancels the read instead of closing the socket, so the client still
+    // gets its 408.
+    ReadDeadline header_deadline(s, cfg.timeouts.header_read);
     co_await bhttp::async_read_header(s.stream, s.buffer, parser,
                                       asio::redirect_error(asio::use_awaitable, ec));
+    header_deadline.disarm();
     if (ec) {
-      if (ec == beast::error::timeout) {
+      if (header_deadline.expired()) {
         co_await writeEarlyError(s, ErrorKind::RequestTimeout,
                                  "request headers were not received in time",
                                  cfg.timeouts.client_write);
@@ -818,16 +854,17 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket) {
         }
       }
     }
-    s.stream.expires_after(cfg.timeouts.request_body);
+    ReadDeadline body_deadline(s, cfg.timeouts.request_body);
     co_await bhttp::async_read(s.stream, s.buffer, parser,
                                asio::redirect_error(asio::use_awaitable, ec));
+    body_deadline.disarm();
     if (ec) {
       if (ec == bhttp::error::body_limit) {
         co_await writeEarlyError(s, ErrorKind::PayloadTooLarge,
                                  fmt::format("request body exceeds {} bytes",
                                              cfg.limits.max_body_bytes),
                                  cfg.timeouts.client_write);
-      } else if (ec == beast::error::timeout) {
+      } else if (body_deadline.expired()) {
         co_await writeEarlyError(s, ErrorKind::RequestTimeout,
                                  "request body was not received in time",
                                  cfg.timeouts.client_write);

@@ -1,0 +1,545 @@
+// In-process integration tests: the real Server on 127.0.0.1:0 against simulated engines
+// running on their own io_context thread, driven by a raw-socket client.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "base/asio.h"
+#include "fakes/test_client.h"
+#include "server/server.h"
+#include "sim/sim_server.h"
+
+namespace sluice {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing::HttpResponse;
+using testing::postRequest;
+using testing::TestConnection;
+using testing::waitFor;
+
+const std::string kChat = "/v1/chat/completions";
+
+// A port on which nothing listens (connections are refused).
+uint16_t closedPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class ProxyTest : public ::testing::Test {
+ protected:
+  ~ProxyTest() override {
+    router_.reset();
+    sim_ioc_.stop();
+    if (sim_thread_.joinable()) {
+      sim_thread_.join();
+    }
+  }
+
+  // Starts `n` engines; call before startRouter.
+  void startSims(int n, sim::SimOptions options = {}) {
+    for (int i = 0; i < n; ++i) {
+      sim::SimOptions o = options;
+      o.name = "sim-" + std::to_string(i);
+      auto s = std::make_unique<sim::SimServer>(sim_ioc_, o, std::make_shared<sim::SimControl>());
+      ASSERT_FALSE(s->listen(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)));
+      s->start();
+      sims_.push_back(std::move(s));
+    }
+    sim_thread_ = std::thread([this] {
+      auto guard = asio::make_work_guard(sim_ioc_);
+      sim_ioc_.run();
+    });
+  }
+
+  config::RouterConfig baseConfig() {
+    config::RouterConfig c;
+    c.listener = {"127.0.0.1", 0};
+    c.admin = {"127.0.0.1", 0};
+    c.metrics = {"127.0.0.1", 0};
+    c.workers = 1;
+    c.access_log.path = "off";
+    config::RouterConfig::Model m;
+    m.name = "m";
+    for (auto& s : sims_) {
+      m.endpoints.push_back({"127.0.0.1", s->port()});
+    }
+    c.models.push_back(m);
+    return c;
+  }
+
+  void startRouter(const config::RouterConfig& c) {
+    router_ = std::make_unique<server::Server>(c);
+    auto r = router_->start();
+    ASSERT_TRUE(r) << r.error().message;
+    port_ = router_->listenerPort();
+  }
+
+  void startDefault(int sims = 1, sim::SimOptions options = {}) {
+    startSims(sims, options);
+    startRouter(baseConfig());
+  }
+
+  sim::SimControl& sim(size_t i = 0) { return sims_[i]->control(); }
+  std::string metricsText() {
+    auto r = testing::request(router_->metricsPort(), "GET", "/metrics");
+    return r ? r->body : "";
+  }
+
+  asio::io_context sim_ioc_{1};
+  std::thread sim_thread_;
+  std::vector<std::unique_ptr<sim::SimServer>> sims_;
+  std::unique_ptr<server::Server> router_;
+  uint16_t port_ = 0;
+};
+
+TEST_F(ProxyTest, ProxiesANonStreamingRequest) {
+  startDefault();
+  auto r = testing::request(port_, "POST", kChat,
+                            R"({"model":"m","messages":[{"role":"user","content":"hello"}],"max_tokens":3})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->header("content-type"), "application/json");
+  EXPECT_THAT(r->body, HasSubstr("\"content\":\"tok0 tok1 tok2 \""));
+  EXPECT_EQ(r->header("x-sim-engine"), "sim-0");
+  EXPECT_EQ(r->header("x-request-id").size(), 32u);
+  EXPECT_FALSE(r->header("content-length").empty());
+  EXPECT_EQ(sim().requests.load(), 1);
+  std::string text = metricsText();
+  EXPECT_THAT(text, HasSubstr("sluice_requests_total{model=\"m\",code=\"200\"} 1"));
+  EXPECT_THAT(text, HasSubstr("sluice_tokens_total{model=\"m\",type=\"output\"} 3"));
+  EXPECT_THAT(text, HasSubstr("sluice_tokens_total{model=\"m\",type=\"input\"} 8"));
+}
+
+TEST_F(ProxyTest, ForwardsHeadersAsAProxyShould) {
+  startDefault();
+  auto r = testing::request(
+      port_, "POST", kChat + "?trace=1", R"({"model":"m","prompt":"x"})",
+      "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
+      "x-request-id: client-id-1\r\nX-Forwarded-For: 10.1.1.1\r\nConnection: keep-alive, "
+      "X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nAuthorization: Bearer k\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->header("x-request-id"), "client-id-1");
+  std::string head = sim().lastRequestHead();
+  EXPECT_THAT(head, HasSubstr("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+  EXPECT_THAT(head, HasSubstr("x-request-id: client-id-1"));
+  EXPECT_THAT(head, HasSubstr("X-Forwarded-For: 10.1.1.1, 127.0.0.1"));
+  EXPECT_THAT(head, HasSubstr("X-Forwarded-Proto: http"));
+  EXPECT_THAT(head, HasSubstr("X-Forwarded-Host: test"));
+  EXPECT_THAT(head, HasSubstr("Host: 127.0.0.1:" + std::to_string(sims_[0]->port())));
+  EXPECT_THAT(head, HasSubstr("Authorization: Bearer k"));
+  EXPECT_THAT(head, Not(HasSubstr("X-Hop")));
+  EXPECT_THAT(head, Not(HasSubstr("Keep-Alive")));
+}
+
+TEST_F(ProxyTest, GeneratesARequestIdWhenTheClientSentNone) {
+  startDefault();
+  auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+  ASSERT_TRUE(r);
+  std::string id = r->header("x-request-id");
+  EXPECT_EQ(id.size(), 32u);
+  EXPECT_THAT(sim().lastRequestHead(), HasSubstr("x-request-id: " + id));
+}
+
+TEST_F(ProxyTest, RewritesTheModelWithoutReserialising) {
+  startSims(1);
+  auto c = baseConfig();
+  c.models[0].upstream_model = "meta/llama-3";
+  startRouter(c);
+  std::string body = R"({ "model" : "m",  "prompt":"x", "temperature": 0.70})";
+  auto r = testing::request(port_, "POST", "/v1/completions", body);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(sim().lastRequestBody(), R"({ "model" : "meta/llama-3",  "prompt":"x", "temperature": 0.70})");
+}
+
+TEST_F(ProxyTest, StreamsEventsBeforeTheUpstreamFinishes) {
+  startDefault();
+  sim().hold_after_first = true;
+  TestConnection c(port_);
+  ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":4})")));
+  auto head = c.readHead();
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->header("content-type"), "text/event-stream");
+  EXPECT_EQ(head->header("transfer-encoding"), "chunked");
+  auto first = c.readUntil("tok0");
+  ASSERT_TRUE(first) << "the first event must reach the client while the engine holds the rest";
+  EXPECT_EQ(sim().completed.load(), 0);
+  EXPECT_THAT(*first, Not(HasSubstr("tok1")));
+  sims_[0]->release();
+  auto rest = c.readUntil("0\r\n\r\n");
+  ASSERT_TRUE(rest);
+  EXPECT_THAT(*rest, HasSubstr("tok3"));
+  EXPECT_THAT(*rest, HasSubstr("data: [DONE]"));
+  EXPECT_TRUE(waitFor([&] { return sim().completed.load() == 1; }));
+  EXPECT_THAT(metricsText(), HasSubstr("sluice_time_to_first_token_seconds_count{model=\"m\"} 1"));
+}
+
+TEST_F(ProxyTest, InjectsUsageAndHidesItFromTheClient) {
+  startDefault();
+  auto r = testing::request(port_, "POST", kChat,
+                            R"({"model":"m","prompt":"abcdefgh","stream":true,"max_tokens":2})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_THAT(r->body, Not(HasSubstr("\"usage\"")));
+  EXPECT_THAT(r->body, HasSubstr("data: [DONE]"));
+  EXPECT_THAT(sim().lastRequestBody(), HasSubstr("\"stream_options\":{\"include_usage\":true}"));
+  EXPECT_THAT(metricsText(), HasSubstr("sluice_tokens_total{model=\"m\",type=\"output\"} 2"));
+}
+
+TEST_F(ProxyTest, PassesUsageWhenTheClientAskedForIt) {
+  startDefault();
+  auto r = testing::request(
+      port_, "POST", kChat,
+      R"({"model":"m","prompt":"x","stream":true,"max_tokens":2,"stream_options":{"include_usage":true}})");
+  ASSERT_TRUE(r);
+  EXPECT_THAT(r->body, HasSubstr("\"usage\":{\"prompt_tokens\""));
+  EXPECT_THAT(metricsText(), HasSubstr("sluice_tokens_total{model=\"m\",type=\"output\"} 2"));
+}
+
+TEST_F(ProxyTest, ClientDisconnectCancelsTheUpstreamAtOnce) {
+  sim::SimOptions slow;
+  slow.itl = std::chrono::milliseconds(20);
+  startDefault(1, slow);
+  {
+    TestConnection c(port_);
+    ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":100000})")));
+    ASSERT_TRUE(c.readUntil("tok1"));
+  }  // the client goes away mid-stream
+  // The engine sees its connection close and abandons the response long before 100000 tokens.
+  EXPECT_TRUE(waitFor([&] { return sim().cancelled.load() == 1; }, std::chrono::seconds(5)));
+  EXPECT_EQ(sim().completed.load(), 0);
+  EXPECT_TRUE(waitFor([&] { return metricsText().find("code=\"499\"") != std::string::npos; }));
+}
+
+TEST_F(ProxyTest, ClientDisconnectWhileWaitingForTheFirstTokenCancelsToo) {
+  startDefault();
+  sim().setFault(sim::Fault::Hang);
+  {
+    TestConnection c(port_);
+    ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x"})")));
+    ASSERT_TRUE(waitFor([&] { return sim().requests.load() == 1; }));
+  }
+  EXPECT_TRUE(waitFor([&] { return sim().cancelled.load() == 1; }, std::chrono::seconds(5)));
+}
+
+TEST_F(ProxyTest, RejectsOversizeBodies) {
+  startSims(1);
+  auto c = baseConfig();
+  c.limits.max_body_bytes = 1024;
+  startRouter(c);
+  std::string big(4096, 'x');
+  auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":")" + big + "\"}");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  EXPECT_THAT(r->body, HasSubstr("\"code\":\"payload_too_large\""));
+  EXPECT_EQ(sim().requests.load(), 0);
+}
+
+TEST_F(ProxyTest, RejectsOversizeBodiesSentChunked) {
+  startSims(1);
+  auto c = baseConfig();
+  c.limits.max_body_bytes = 1024;
+  startRouter(c);
+  TestConnection conn(port_);
+  std::string part(800, 'x');
+  std::string req = "POST " + kChat + " HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+  req += "320\r\n" + part + "\r\n320\r\n" + part + "\r\n0\r\n\r\n";
+  ASSERT_TRUE(conn.send(req));
+  auto r = conn.readResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+}
+
+TEST_F(ProxyTest, RejectsOversizeHeaders) {
+  startSims(1);
+  auto c = baseConfig();
+  c.limits.max_header_bytes = 2048;
+  startRouter(c);
+  auto r = testing::request(port_, "POST", kChat, R"({"model":"m"})",
+                            "X-Big: " + std::string(4096, 'a') + "\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+  EXPECT_THAT(r->body, HasSubstr("headers_too_large"));
+}
+
+TEST_F(ProxyTest, SlowClientGets408AndIsClosed) {
+  startSims(1);
+  auto c = baseConfig();
+  c.timeouts.header_read = std::chrono::milliseconds(200);
+  startRouter(c);
+  TestConnection conn(port_);
+  ASSERT_TRUE(conn.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"));  // never finishes
+  auto r = conn.readResponse(std::chrono::seconds(5));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 408);
+  EXPECT_EQ(r->header("connection"), "close");
+  EXPECT_TRUE(conn.waitClosed());
+}
+
+TEST_F(ProxyTest, IdleKeepAliveConnectionsAreClosedQuietly) {
+  startSims(1);
+  auto c = baseConfig();
+  c.timeouts.idle = std::chrono::milliseconds(100);
+  startRouter(c);
+  TestConnection conn(port_);
+  EXPECT_TRUE(conn.waitClosed(std::chrono::seconds(5)));
+}
+
+TEST_F(ProxyTest, MalformedRequestsGetOpenAIErrors) {
+  startDefault();
+  auto bad_json = testing::request(port_, "POST", kChat, R"({"model":"m",)");
+  ASSERT_TRUE(bad_json);
+  EXPECT_EQ(bad_json->status, 400);
+  EXPECT_THAT(bad_json->body,
+              HasSubstr(R"("type":"invalid_request_error","param":null,"code":"invalid_request")"));
+  auto no_model = testing::request(port_, "POST", kChat, R"({"messages":[]})");
+  EXPECT_EQ(no_model->status, 400);
+  EXPECT_THAT(no_model->body, HasSubstr("you must provide a model parameter"));
+  auto unknown = testing::request(port_, "POST", kChat, R"({"model":"gpt-9"})");
+  EXPECT_EQ(unknown->status, 404);
+  EXPECT_THAT(unknown->body, HasSubstr("model_not_found"));
+  auto path = testing::request(port_, "GET", "/nowhere");
+  EXPECT_EQ(path->status, 404);
+  auto method = testing::request(port_, "GET", kChat);
+  EXPECT_EQ(method->status, 405);
+  EXPECT_EQ(method->header("allow"), "POST");
+  TestConnection garbage(port_);
+  garbage.send("THIS IS NOT HTTP\r\n\r\n");
+  auto g = garbage.readResponse();
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->status, 400);
+  EXPECT_EQ(sim().requests.load(), 0);
+}
+
+TEST_F(ProxyTest, ListsModelsFromConfiguration) {
+  startDefault();
+  auto r = testing::request(port_, "GET", "/v1/models");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body,
+            R"({"object":"list","data":[{"id":"m","object":"model","created":0,"owned_by":"sluice"}]})");
+  auto one = testing::request(port_, "GET", "/v1/models/m");
+  EXPECT_EQ(one->status, 200);
+  auto missing = testing::request(port_, "GET", "/v1/models/x");
+  EXPECT_EQ(missing->status, 404);
+}
+
+TEST_F(ProxyTest, RefusedUpstreamGives502) {
+  startSims(0);
+  auto c = baseConfig();
+  c.models[0].endpoints = {{"127.0.0.1", closedPort()}};
+  startRouter(c);
+  auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 502);
+  EXPECT_THAT(r->body, HasSubstr("upstream_unavailable"));
+  EXPECT_THAT(metricsText(), HasSubstr("kind=\"connect_failed\"} 1"));
+}
+
+TEST_F(ProxyTest, ResetBeforeHeadersGives502) {
+  startDefault();
+  sim().setFault(sim::Fault::Reset);
+  auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 502);
+}
+
+TEST_F(ProxyTest, SilentUpstreamGives504) {
+  startSims(1);
+  auto c = baseConfig();
+  c.timeouts.upstream_response = std::chrono::milliseconds(200);
+  startRouter(c);
+  sim().setFault(sim::Fault::Hang);
+  auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504);
+  EXPECT_THAT(r->body, HasSubstr("upstream_timeout"));
+}
+
+TEST_F(ProxyTest, FailsOverToTheNextEndpoint) {
+  startSims(1);
+  auto c = baseConfig();
+  // A refused endpoint first in the list half the time; the pick must fall back to the sim.
+  c.models[0].endpoints.push_back({"127.0.0.1", closedPort()});
+  startRouter(c);
+  for (int i = 0; i < 10; ++i) {
+    auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+  }
+  EXPECT_EQ(sim().requests.load(), 10);
+}
+
+TEST_F(ProxyTest, RetriesA503OnAnotherEndpoint) {
+  startDefault(2);
+  sim(0).setFault(sim::Fault::Status503);
+  sim(1).setFault(sim::Fault::Status503);
+  auto all_fail = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+  ASSERT_TRUE(all_fail);
+  EXPECT_EQ(all_fail->status, 503);  // the last endpoint's own answer is relayed
+  EXPECT_EQ(sim(0).requests.load() + sim(1).requests.load(), 2);
+  sim(0).setFault(sim::Fault::None);
+  for (int i = 0; i < 6; ++i) {
+    auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+  }
+}
+
+TEST_F(ProxyTest, ReusesUpstreamConnections) {
+  startDefault();
+  TestConnection c(port_);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x"})")));
+    auto r = c.readResponse();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+  }
+  EXPECT_EQ(sim().connections.load(), 1);
+  EXPECT_EQ(sim().requests.load(), 5);
+  EXPECT_THAT(metricsText(), HasSubstr("sluice_upstream_connections_reused_total 4"));
+}
+
+TEST_F(ProxyTest, RecoversFromAStalePooledConnection) {
+  startDefault();
+  ASSERT_EQ(testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})")->status, 200);
+  // The engine restarts: every pooled connection to it is now dead.
+  sim().setFault(sim::Fault::Reset);
+  ASSERT_EQ(testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})")->status, 502);
+  sim().setFault(sim::Fault::None);
+  auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(ProxyTest, AnswersPipelinedRequestsInOrder) {
+  startDefault();
+  TestConnection c(port_);
+  std::string two = postRequest(kChat, R"({"model":"m","prompt":"x","max_tokens":1})") +
+                    postRequest(kChat, R"({"model":"m","prompt":"x","max_tokens":2})");
+  ASSERT_TRUE(c.send(two));
+  auto a = c.readResponse();
+  auto b = c.readResponse();
+  ASSERT_TRUE(a && b);
+  EXPECT_THAT(a->body, HasSubstr("\"completion_tokens\":1"));
+  EXPECT_THAT(b->body, HasSubstr("\"completion_tokens\":2"));
+}
+
+TEST_F(ProxyTest, BrokenStreamEndsWithAnSseErrorEvent) {
+  startDefault();
+  sim().setFault(sim::Fault::BreakMidStream);
+  sim().break_after_events = 2;
+  TestConnection c(port_);
+  ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":10})")));
+  auto r = c.readResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_THAT(r->body, HasSubstr("tok1"));
+  EXPECT_THAT(r->body, HasSubstr("event: error\ndata: {\"error\":"));
+  EXPECT_TRUE(c.waitClosed());
+}
+
+TEST_F(ProxyTest, HonoursExpect100Continue) {
+  startDefault();
+  TestConnection c(port_);
+  std::string body = R"({"model":"m","prompt":"x"})";
+  ASSERT_TRUE(c.send("POST /v1/completions HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                     "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n"));
+  auto cont = c.readHead();
+  ASSERT_TRUE(cont);
+  EXPECT_EQ(cont->status, 100);
+  ASSERT_TRUE(c.send(body));
+  auto r = c.readResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_THAT(sim().lastRequestHead(), Not(HasSubstr("Expect")));
+}
+
+TEST_F(ProxyTest, Http10ClientsGetACloseDelimitedStream) {
+  startDefault();
+  TestConnection c(port_);
+  std::string body = R"({"model":"m","prompt":"x","stream":true,"max_tokens":2})";
+  ASSERT_TRUE(c.send("POST /v1/completions HTTP/1.0\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n" + body));
+  auto r = c.readResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_FALSE(r->chunked);
+  EXPECT_THAT(r->body, HasSubstr("data: [DONE]"));
+}
+
+TEST_F(ProxyTest, EnforcesTheConnectionLimit) {
+  startSims(1);
+  auto c = baseConfig();
+  c.limits.max_connections = 1;
+  startRouter(c);
+  TestConnection first(port_);
+  ASSERT_TRUE(first.send(postRequest(kChat, R"({"model":"m","prompt":"x"})")));
+  ASSERT_TRUE(first.readResponse());
+  TestConnection second(port_);
+  auto r = second.readResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_THAT(metricsText(), HasSubstr("sluice_connections_rejected_total 1"));
+}
+
+TEST_F(ProxyTest, AdminEndpoints) {
+  startDefault();
+  auto health = testing::request(router_->adminPort(), "GET", "/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(testing::request(router_->adminPort(), "GET", "/readyz")->status, 200);
+  auto cfg = testing::request(router_->adminPort(), "GET", "/debug/config");
+  EXPECT_THAT(cfg->body, HasSubstr("\"models\":[{\"name\":\"m\""));
+  EXPECT_EQ(testing::request(router_->metricsPort(), "GET", "/healthz")->status, 404);
+}
+
+TEST_F(ProxyTest, ReloadPublishesANewSnapshot) {
+  startDefault();
+  auto c = baseConfig();
+  c.models[0].name = "renamed";
+  ASSERT_TRUE(router_->reload(c));
+  EXPECT_TRUE(waitFor([&] {
+    auto r = testing::request(port_, "POST", kChat, R"({"model":"renamed","prompt":"x"})");
+    return r && r->status == 200;
+  }));
+  EXPECT_EQ(testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})")->status, 404);
+  EXPECT_THAT(metricsText(), HasSubstr("sluice_config_snapshot_version 2"));
+}
+
+TEST_F(ProxyTest, DrainFinishesInFlightStreamsAndRefusesNewConnections) {
+  sim::SimOptions slow;
+  slow.itl = std::chrono::milliseconds(10);
+  startDefault(1, slow);
+  TestConnection c(port_);
+  ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":30})")));
+  ASSERT_TRUE(c.readUntil("tok0"));
+  TestConnection idle(port_);  // an idle keep-alive connection is closed by the drain
+  std::thread drain([&] { router_->drainAndStop(); });
+  auto rest = c.readUntil("0\r\n\r\n");
+  drain.join();
+  ASSERT_TRUE(rest);
+  EXPECT_THAT(*rest, HasSubstr("tok29"));
+  EXPECT_TRUE(idle.waitClosed());
+  TestConnection late(port_);
+  EXPECT_FALSE(late.connected() && late.send(postRequest(kChat, R"({"model":"m"})")) &&
+               late.readResponse(std::chrono::milliseconds(500)));
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,94 @@
+#include "base/strings.h"
+
+#include <gtest/gtest.h>
+
+#include "base/padded_buffer.h"
+#include "base/random.h"
+#include "base/spsc_ring.h"
+
+namespace sluice::base {
+namespace {
+
+TEST(Strings, ParsesDurations) {
+  EXPECT_EQ(parseDuration("250ms")->count(), 250);
+  EXPECT_EQ(parseDuration("10s")->count(), 10000);
+  EXPECT_EQ(parseDuration("1.5s")->count(), 1500);
+  EXPECT_EQ(parseDuration("5m")->count(), 300000);
+  EXPECT_EQ(parseDuration("1h")->count(), 3600000);
+  EXPECT_FALSE(parseDuration("10"));
+  EXPECT_FALSE(parseDuration("abc"));
+  EXPECT_FALSE(parseDuration("-1s"));
+  EXPECT_FALSE(parseDuration("1d"));
+}
+
+TEST(Strings, ParsesByteSizes) {
+  EXPECT_EQ(*parseByteSize("1024"), 1024u);
+  EXPECT_EQ(*parseByteSize("64KiB"), 65536u);
+  EXPECT_EQ(*parseByteSize("32MiB"), 32u * 1024 * 1024);
+  EXPECT_EQ(*parseByteSize("1GiB"), 1024ull * 1024 * 1024);
+  EXPECT_EQ(*parseByteSize("10MB"), 10'000'000u);
+  EXPECT_FALSE(parseByteSize("ten"));
+  EXPECT_FALSE(parseByteSize("10XB"));
+}
+
+TEST(Strings, ParsesHostPort) {
+  auto hp = parseHostPort("127.0.0.11:8000");
+  ASSERT_TRUE(hp);
+  EXPECT_EQ(hp->host, "127.0.0.11");
+  EXPECT_EQ(hp->port, 8000);
+  auto v6 = parseHostPort("[::1]:9000");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_TRUE(parseHostPort("localhost:80"));
+  EXPECT_FALSE(parseHostPort("localhost"));
+  EXPECT_FALSE(parseHostPort("h:0"));
+  EXPECT_FALSE(parseHostPort("h:70000"));
+  EXPECT_FALSE(parseHostPort(":80"));
+  EXPECT_FALSE(parseHostPort("a b:80"));
+}
+
+TEST(Strings, EscapesJson) {
+  EXPECT_EQ(jsonQuote("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\"");
+}
+
+TEST(Strings, CaseInsensitiveEquals) {
+  EXPECT_TRUE(iequals("Content-Length", "content-length"));
+  EXPECT_FALSE(iequals("Content-Length", "content-lengt"));
+}
+
+TEST(PaddedBuffer, KeepsPaddingAfterGrowth) {
+  PaddedBuffer b;
+  for (int i = 0; i < 1000; ++i) {
+    b.append("0123456789");
+  }
+  EXPECT_EQ(b.size(), 10000u);
+  EXPECT_GE(b.capacity(), b.size());
+  EXPECT_EQ(b.view().substr(0, 10), "0123456789");
+}
+
+TEST(SpscByteRing, PushesDrainsAndRefusesWhenFull) {
+  SpscByteRing ring(16);
+  EXPECT_TRUE(ring.tryPush("0123456789"));
+  EXPECT_FALSE(ring.tryPush("0123456789"));  // 20 > 16
+  std::string got;
+  ring.drain([&](std::string_view s) { got += s; });
+  EXPECT_EQ(got, "0123456789");
+  // Wraps around the end.
+  EXPECT_TRUE(ring.tryPush("abcdefghij"));
+  got.clear();
+  ring.drain([&](std::string_view s) { got += s; });
+  EXPECT_EQ(got, "abcdefghij");
+}
+
+TEST(Random, IsDeterministicForASeed) {
+  Xoshiro a(42), b(42), c(43);
+  EXPECT_EQ(a.next(), b.next());
+  EXPECT_NE(a.next(), c.next());
+  Xoshiro r(1);
+  std::string id = randomHexId(r);
+  EXPECT_EQ(id.size(), 32u);
+  EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sluice::base

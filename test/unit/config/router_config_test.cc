@@ -1,0 +1,104 @@
+#include "config/router_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace sluice::config {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+TEST(RouterConfig, EmptyIsDefaults) {
+  ConfigErrors errors;
+  auto c = parseRouterConfig("", errors);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->listener.port, 8080);
+  EXPECT_EQ(c->admin.address, "127.0.0.1");
+  EXPECT_EQ(c->admin.port, 15000);
+  EXPECT_EQ(c->metrics.port, 9090);
+  EXPECT_EQ(c->limits.max_body_bytes, 32u * 1024 * 1024);
+  EXPECT_EQ(c->timeouts.drain.count(), 30000);
+}
+
+TEST(RouterConfig, ParsesEverything) {
+  ConfigErrors errors;
+  auto c = parseRouterConfig(R"(
+listener: {address: 127.0.0.1, port: 18080}
+workers: 3
+limits: {max_header_bytes: 16KiB, max_body_bytes: 1MiB, max_connections: 100}
+timeouts: {header_read: 2s, idle: 30s, upstream_connect: 250ms, upstream_response: 1m, stream_idle: 10s, client_write: 5s, drain: 1s, request_body: 9s}
+upstream: {max_idle_per_endpoint: 8, idle_timeout: 20s, retries: 1, retry_on_status: [503]}
+access_log: {path: "off"}
+models:
+  - name: llama
+    upstream_model: meta-llama/Llama-3.1-8B
+    endpoints: [127.0.0.11:8000, "[::1]:8001"]
+)",
+                             errors);
+  ASSERT_TRUE(c) << ::testing::PrintToString(errors.errors);
+  EXPECT_EQ(c->listener.port, 18080);
+  EXPECT_EQ(c->workers, 3);
+  EXPECT_EQ(c->limits.max_header_bytes, 16u * 1024);
+  EXPECT_EQ(c->timeouts.upstream_connect.count(), 250);
+  EXPECT_EQ(c->timeouts.upstream_response.count(), 60000);
+  EXPECT_EQ(c->upstream.retries, 1u);
+  EXPECT_THAT(c->upstream.retry_on_status, ElementsAre(503));
+  EXPECT_EQ(c->access_log.path, "off");
+  ASSERT_EQ(c->models.size(), 1u);
+  EXPECT_EQ(c->models[0].upstream_model, "meta-llama/Llama-3.1-8B");
+  ASSERT_EQ(c->models[0].endpoints.size(), 2u);
+  EXPECT_EQ(c->models[0].endpoints[1].host, "::1");
+}
+
+TEST(RouterConfig, ReportsEveryErrorWithItsPath) {
+  ConfigErrors errors;
+  auto c = parseRouterConfig(R"(
+listener: {port: 99999}
+limits: {max_body_bytes: lots}
+timeouts: {idle: forever}
+colour: blue
+models:
+  - name: a
+    endpoints: [127.0.0.1:0, nohost]
+  - name: a
+    endpoints: []
+  - endpoints: [127.0.0.1:1]
+    wat: 1
+)",
+                             errors);
+  EXPECT_FALSE(c);
+  EXPECT_THAT(errors.errors,
+              ::testing::UnorderedElementsAre(
+                  HasSubstr("listener.port: must be an integer in 0..65535"),
+                  HasSubstr("limits.max_body_bytes: must be a size"),
+                  HasSubstr("timeouts.idle: must be a positive duration"),
+                  "colour: unknown field",
+                  HasSubstr("models[0].endpoints[0]: must be host:port"),
+                  HasSubstr("models[0].endpoints[1]: must be host:port"),
+                  HasSubstr("models[1].name: duplicate model name \"a\""),
+                  HasSubstr("models[1].endpoints: must be a non-empty list"),
+                  "models[2].wat: unknown field", "models[2].name: is required"));
+}
+
+TEST(RouterConfig, BrokenYamlIsAnErrorNotACrash) {
+  ConfigErrors errors;
+  EXPECT_FALSE(parseRouterConfig("models: [ {name: a", errors));
+  ASSERT_EQ(errors.errors.size(), 1u);
+  EXPECT_THAT(errors.errors[0], HasSubstr("invalid YAML"));
+  ConfigErrors errors2;
+  EXPECT_FALSE(parseRouterConfig("- just\n- a list\n", errors2));
+  EXPECT_THAT(errors2.errors[0], HasSubstr("must be a mapping"));
+}
+
+TEST(RouterConfig, JsonDumpRoundTripsTheEssentials) {
+  ConfigErrors errors;
+  auto c = parseRouterConfig("models: [{name: m, endpoints: [\"127.0.0.1:9\"]}]", errors);
+  ASSERT_TRUE(c);
+  std::string json = toJson(*c);
+  EXPECT_THAT(json, HasSubstr("\"models\":[{\"name\":\"m\",\"upstream_model\":\"\",\"endpoints\":[\"127.0.0.1:9\"]}]"));
+  EXPECT_THAT(json, HasSubstr("\"drain\":\"30000ms\""));
+}
+
+}  // namespace
+}  // namespace sluice::config

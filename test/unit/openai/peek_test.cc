@@ -1,0 +1,183 @@
+#include "openai/peek.h"
+
+#include <gtest/gtest.h>
+
+#include "base/padded_buffer.h"
+#include "openai/errors.h"
+#include "openai/splice.h"
+#include "openai/usage.h"
+
+namespace sluice::openai {
+namespace {
+
+// Peeks a copy held in a padded buffer, as the server does.
+struct Peeked {
+  explicit Peeked(std::string_view json) {
+    buf.append(json);
+    result.emplace(peekRequest(buf.view(), buf.capacity() + base::PaddedBuffer::kPadding));
+  }
+  base::PaddedBuffer buf;
+  std::optional<base::Result<RequestPeek>> result;
+  const RequestPeek& operator*() const { return result->value(); }
+  const RequestPeek* operator->() const { return &result->value(); }
+  bool ok() const { return result->has_value(); }
+  std::string error() const { return ok() ? "" : result->error().message; }
+};
+
+TEST(Peek, ReadsEveryField) {
+  Peeked p(R"({"model":"llama","messages":[{"role":"user","content":"hi"}],"stream":true,
+    "stream_options":{"include_usage":false},"max_tokens":12,"user":"u1"})");
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_EQ(p->model, "llama");
+  EXPECT_TRUE(p->stream);
+  EXPECT_TRUE(p->has_stream_options);
+  ASSERT_TRUE(p->include_usage.has_value());
+  EXPECT_FALSE(*p->include_usage);
+  EXPECT_EQ(*p->max_tokens, 12u);
+  EXPECT_EQ(p->user, "u1");
+  EXPECT_EQ(p->prompt_field, PromptField::Messages);
+  EXPECT_EQ(p.buf.view().substr(p->prompt.offset, p->prompt.length),
+            R"([{"role":"user","content":"hi"}])");
+  EXPECT_EQ(p.buf.view().substr(p->model_token.offset, p->model_token.length), "\"llama\"");
+}
+
+TEST(Peek, MaxCompletionTokensWinsInAnyOrder) {
+  Peeked a(R"({"model":"m","max_completion_tokens":5,"max_tokens":9})");
+  Peeked b(R"({"model":"m","max_tokens":9,"max_completion_tokens":5})");
+  EXPECT_EQ(*a->max_tokens, 5u);
+  EXPECT_EQ(*b->max_tokens, 5u);
+}
+
+TEST(Peek, PromptAndInput) {
+  Peeked p(R"({"model":"m","prompt":"once upon"})");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->prompt_field, PromptField::Prompt);
+  EXPECT_EQ(p.buf.view().substr(p->prompt.offset, p->prompt.length), "\"once upon\"");
+  Peeked e(R"({"model":"m","input":["a","b"]})");
+  EXPECT_EQ(e->prompt_field, PromptField::Input);
+  EXPECT_FALSE(e->stream);
+}
+
+TEST(Peek, UnescapesModel) {
+  Peeked p(R"({"model":"a\/b\u0041"})");
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_EQ(p->model, "a/bA");
+}
+
+TEST(Peek, RejectsBadBodies) {
+  EXPECT_EQ(Peeked("").error(), "request body is empty; expected a JSON object");
+  EXPECT_EQ(Peeked("[1,2]").error(), "request body is not a JSON object");
+  EXPECT_EQ(Peeked(R"({"model":)").error(), "request body is not a JSON object");
+  EXPECT_EQ(Peeked(R"({"messages":[]})").error(), "you must provide a model parameter");
+  EXPECT_EQ(Peeked(R"({"model":5})").error(), "'model' must be a string");
+  EXPECT_EQ(Peeked(R"({"model":""})").error(), "'model' must not be empty");
+  EXPECT_EQ(Peeked(R"({"model":"m","stream":"yes"})").error(), "'stream' must be a boolean");
+  EXPECT_EQ(Peeked(R"({"model":"m","max_tokens":-1})").error(),
+            "'max_tokens' must be a non-negative integer");
+  EXPECT_FALSE(Peeked(R"({"model":"m"} {"model":"n"})").ok());
+  EXPECT_FALSE(Peeked(R"({"model":"m",})").ok());
+  EXPECT_FALSE(Peeked(R"({"model":"m" "x":1})").ok());
+}
+
+TEST(Peek, NullOptionalsAreAbsent) {
+  Peeked p(R"({"model":"m","stream":null,"stream_options":null,"max_tokens":null})");
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_FALSE(p->stream);
+  EXPECT_FALSE(p->has_stream_options);
+  EXPECT_FALSE(p->max_tokens);
+}
+
+std::string edited(std::string_view json, const std::function<void(const RequestPeek&, BodyEdits&)>& f) {
+  Peeked p(json);
+  EXPECT_TRUE(p.ok()) << p.error();
+  BodyEdits edits;
+  f(*p, edits);
+  std::string out = edits.apply(p.buf.view());
+  EXPECT_EQ(out.size(), edits.editedSize(p.buf.size()));
+  // The edited body must itself peek cleanly.
+  Peeked again(out);
+  EXPECT_TRUE(again.ok()) << again.error() << " in " << out;
+  return out;
+}
+
+TEST(Splice, RewritesModel) {
+  EXPECT_EQ(edited(R"({"model": "alias" ,"prompt":"x"})",
+                   [](const RequestPeek& p, BodyEdits& e) { e.rewriteModel(p, "real/\"m\""); }),
+            R"({"model": "real/\"m\"" ,"prompt":"x"})");
+}
+
+TEST(Splice, AddsStreamOptionsWhenAbsent) {
+  bool changed = false;
+  EXPECT_EQ(edited(R"({"model":"m","stream":true} )",
+                   [&](const RequestPeek& p, BodyEdits& e) { changed = e.requestUsage(p); }),
+            R"({"model":"m","stream":true,"stream_options":{"include_usage":true}} )");
+  EXPECT_TRUE(changed);
+}
+
+TEST(Splice, AddsIncludeUsageToExistingOptions) {
+  EXPECT_EQ(edited(R"({"model":"m","stream_options":{},"stream":true})",
+                   [](const RequestPeek& p, BodyEdits& e) { EXPECT_TRUE(e.requestUsage(p)); }),
+            R"({"model":"m","stream_options":{"include_usage":true},"stream":true})");
+  EXPECT_EQ(
+      edited(R"({"model":"m","stream_options":{"continuous_usage_stats":false},"stream":true})",
+             [](const RequestPeek& p, BodyEdits& e) { EXPECT_TRUE(e.requestUsage(p)); }),
+      R"({"model":"m","stream_options":{"include_usage":true,"continuous_usage_stats":false},"stream":true})");
+}
+
+TEST(Splice, FlipsFalseAndLeavesTrueAlone) {
+  EXPECT_EQ(edited(R"({"model":"m","stream_options":{"include_usage":false}})",
+                   [](const RequestPeek& p, BodyEdits& e) { EXPECT_TRUE(e.requestUsage(p)); }),
+            R"({"model":"m","stream_options":{"include_usage":true}})");
+  EXPECT_EQ(edited(R"({"model":"m","stream_options":{"include_usage":true}})",
+                   [](const RequestPeek& p, BodyEdits& e) { EXPECT_FALSE(e.requestUsage(p)); }),
+            R"({"model":"m","stream_options":{"include_usage":true}})");
+}
+
+TEST(Splice, CombinesEditsInOrder) {
+  EXPECT_EQ(edited(R"({"stream":true,"model":"a"})",
+                   [](const RequestPeek& p, BodyEdits& e) {
+                     e.requestUsage(p);
+                     e.rewriteModel(p, "bb");
+                   }),
+            R"({"stream":true,"model":"bb","stream_options":{"include_usage":true}})");
+}
+
+TEST(Splice, PiecesAreZeroCopyViews) {
+  Peeked p(R"({"model":"a","prompt":"long prompt"})");
+  BodyEdits e;
+  e.rewriteModel(*p, "b");
+  std::vector<std::string_view> pieces;
+  e.pieces(p.buf.view(), pieces);
+  ASSERT_EQ(pieces.size(), 3u);
+  EXPECT_EQ(pieces[0].data(), p.buf.data());  // points into the original body
+  EXPECT_EQ(pieces[1], "\"b\"");
+}
+
+TEST(Usage, ReadsChatAndResponsesShapes) {
+  auto a = inspectJson(R"({"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}})");
+  ASSERT_TRUE(a.usage);
+  EXPECT_EQ(a.usage->input_tokens, 7u);
+  EXPECT_EQ(a.usage->output_tokens, 3u);
+  EXPECT_TRUE(a.choices_empty);
+  auto b = inspectJson(R"({"choices":[{"delta":{}}],"usage":null})");
+  EXPECT_TRUE(b.valid_json);
+  EXPECT_FALSE(b.usage);
+  EXPECT_FALSE(b.choices_empty);
+  auto c = inspectJson(
+      R"({"type":"response.completed","response":{"id":"r","usage":{"input_tokens":4,"output_tokens":2}}})");
+  ASSERT_TRUE(c.usage);
+  EXPECT_EQ(c.usage->input_tokens, 4u);
+  EXPECT_FALSE(inspectJson("not json").valid_json);
+}
+
+TEST(Errors, HaveTheOpenAIShape) {
+  EXPECT_EQ(errorBody(ErrorKind::ModelNotFound, "The model 'x' does not exist"),
+            R"({"error":{"message":"The model 'x' does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}})");
+  EXPECT_EQ(errorInfo(ErrorKind::PayloadTooLarge).status, 413);
+  EXPECT_EQ(errorInfo(ErrorKind::HeadersTooLarge).status, 431);
+  EXPECT_EQ(errorInfo(ErrorKind::UpstreamTimeout).status, 504);
+  EXPECT_EQ(errorInfo(ErrorKind::UpstreamUnavailable).status, 502);
+}
+
+}  // namespace
+}  // namespace sluice::openai

@@ -1,0 +1,89 @@
+#include "router/snapshot.h"
+
+#include <gtest/gtest.h>
+
+#include "backends/picker.h"
+#include "base/random.h"
+
+namespace sluice::router {
+namespace {
+
+config::RouterConfig twoModels() {
+  config::RouterConfig c;
+  c.models.push_back({"b-model", "", {{"127.0.0.1", 9001}, {"127.0.0.2", 9002}}});
+  c.models.push_back({"a-model", "real", {{"::1", 9003}}});
+  return c;
+}
+
+TEST(Snapshot, BuildsModelsAndListing) {
+  EndpointRegistry reg;
+  auto snap = buildSnapshot(twoModels(), 7, reg);
+  ASSERT_TRUE(snap) << snap.error().message;
+  const auto& s = **snap;
+  EXPECT_EQ(s.version, 7u);
+  ASSERT_NE(s.findModel("a-model"), nullptr);
+  EXPECT_EQ(s.findModel("a-model")->upstream_model, "real");
+  EXPECT_EQ(s.findModel("a-model")->endpoints[0].address, "[::1]:9003");
+  EXPECT_TRUE(s.findModel("a-model")->endpoints[0].v6);
+  EXPECT_EQ(s.findModel("b-model")->endpoints[1].address, "127.0.0.2:9002");
+  EXPECT_EQ(s.findModel("nope"), nullptr);
+  EXPECT_EQ(s.models_json,
+            "{\"object\":\"list\",\"data\":[{\"id\":\"a-model\",\"object\":\"model\",\"created\":0,"
+            "\"owned_by\":\"sluice\"},{\"id\":\"b-model\",\"object\":\"model\",\"created\":0,"
+            "\"owned_by\":\"sluice\"}]}");
+}
+
+TEST(Snapshot, EndpointStateSurvivesRebuilds) {
+  EndpointRegistry reg;
+  auto a = buildSnapshot(twoModels(), 1, reg);
+  (*a)->findModel("b-model")->endpoints[0].state->in_flight = 5;
+  auto b = buildSnapshot(twoModels(), 2, reg);
+  EXPECT_EQ((*b)->findModel("b-model")->endpoints[0].state->in_flight.load(), 5);
+}
+
+TEST(Snapshot, UnresolvableHostIsAnError) {
+  EndpointRegistry reg;
+  config::RouterConfig c;
+  c.models.push_back({"m", "", {{"no-such-host.invalid", 1}}});
+  auto snap = buildSnapshot(c, 1, reg);
+  ASSERT_FALSE(snap);
+  EXPECT_NE(snap.error().message.find("models[0].endpoints[0]: cannot resolve"), std::string::npos);
+}
+
+TEST(Picker, PrefersTheLeastLoadedAndCapsTheList) {
+  EndpointRegistry reg;
+  config::RouterConfig c;
+  c.models.push_back({"m", "", {{"127.0.0.1", 1}, {"127.0.0.2", 2}, {"127.0.0.3", 3}}});
+  auto snap = buildSnapshot(c, 1, reg);
+  const Backend& b = *(*snap)->findModel("m");
+  b.endpoints[0].state->in_flight = 4;
+  b.endpoints[1].state->in_flight = 0;
+  b.endpoints[2].state->in_flight = 2;
+  base::Xoshiro rnd(1);
+  std::vector<const Endpoint*> out;
+  backends::pickEndpoints(b, rnd, 2, out);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0]->port, 2);
+  EXPECT_EQ(out[1]->port, 3);
+}
+
+TEST(Picker, SpreadsTiesRandomly) {
+  EndpointRegistry reg;
+  config::RouterConfig c;
+  c.models.push_back({"m", "", {{"127.0.0.1", 1}, {"127.0.0.2", 2}, {"127.0.0.3", 3}}});
+  auto snap = buildSnapshot(c, 1, reg);
+  base::Xoshiro rnd(7);
+  std::vector<const Endpoint*> out;
+  std::map<int, int> firsts;
+  for (int i = 0; i < 300; ++i) {
+    backends::pickEndpoints(*(*snap)->findModel("m"), rnd, 3, out);
+    firsts[out[0]->port]++;
+  }
+  EXPECT_EQ(firsts.size(), 3u);
+  for (auto [port, n] : firsts) {
+    EXPECT_GT(n, 50) << port;
+  }
+}
+
+}  // namespace
+}  // namespace sluice::router
