@@ -39,7 +39,11 @@ UpstreamConnectionPtr UpstreamPool::takeIdle(const std::string& address) {
   while (!list.empty()) {
     UpstreamConnectionPtr conn = std::move(list.back());
     list.pop_back();
-    if (now - conn->idle_since < idle_timeout_ && stillOpen(conn->stream.socket())) {
+    const auto idle = now - conn->idle_since;
+    // A connection idle for a moment is almost surely alive, and the proxy retries a stale one
+    // on a fresh connection anyway; only older ones pay for the MSG_PEEK probe.
+    if (idle < idle_timeout_ &&
+        (idle < std::chrono::seconds(1) || stillOpen(conn->stream.socket()))) {
       conn->reused = true;
       return conn;
     }

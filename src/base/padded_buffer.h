@@ -31,6 +31,9 @@ class PaddedBuffer {
     capacity_ = n;
   }
   void append(const void* p, size_t n) {
+    if (n == 0) {
+      return;
+    }
     if (size_ + n > capacity_) {
       reserve(std::max(size_ + n, capacity_ * 2));
     }

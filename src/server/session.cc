@@ -302,7 +302,7 @@ struct ChunkWriter {
   std::vector<asio::const_buffer> bufs;
 
   // Frames `data` as one chunk (or raw bytes when not chunked).
-  const std::vector<asio::const_buffer>& frame(std::string_view data) {
+  std::vector<asio::const_buffer>& frame(std::string_view data) {
     bufs.clear();
     if (chunked) {
       int n = std::snprintf(size_line.data(), size_line.size(), "%zx\r\n", data.size());
@@ -324,7 +324,8 @@ enum class RelayEnd { Complete, UpstreamFailed, ClientGone };
 // each read's complete events go out in one write, never held back for later ones.
 awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
                               bhttp::response_parser<bhttp::buffer_body>& parser, bool sse,
-                              bool chunked, bool hide_usage, ClientWatch& watch) {
+                              bool chunked, bool hide_usage, ClientWatch& watch,
+                              std::string& head) {
   Session& s = x.session;
   const auto& cfg = s.worker.snapshot()->config;
   const auto& time = s.worker.context().time;
@@ -409,22 +410,34 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
         usage_copy.clear();
       }
     }
-    if (!data.empty() && !co_await writeClient(s, writer.frame(data), cfg.timeouts.client_write)) {
+    if (data.empty()) {
+      continue;
+    }
+    auto& bufs = writer.frame(data);
+    if (!head.empty()) {
+      // The response head goes out with the first body bytes: one write instead of two.
+      bufs.insert(bufs.begin(), asio::buffer(head));
+    }
+    if (!co_await writeClient(s, bufs, cfg.timeouts.client_write)) {
       co_return RelayEnd::ClientGone;
     }
+    head.clear();
   }
-  if (sse && !splitter.pending().empty()) {
+  std::vector<asio::const_buffer> tail;
+  if (!head.empty()) {
+    tail.push_back(asio::buffer(head));
+  }
+  std::string rest(sse ? splitter.pending() : std::string_view());
+  if (!rest.empty()) {
     // An unterminated last event: pass it on as it is.
-    std::string rest(splitter.pending());
-    if (!co_await writeClient(s, writer.frame(rest), cfg.timeouts.client_write)) {
-      co_return RelayEnd::ClientGone;
-    }
+    auto& bufs = writer.frame(rest);
+    tail.insert(tail.end(), bufs.begin(), bufs.end());
   }
   if (chunked) {
-    std::vector<asio::const_buffer> last{asio::buffer(kLastChunk.data(), kLastChunk.size())};
-    if (!co_await writeClient(s, last, cfg.timeouts.client_write)) {
-      co_return RelayEnd::ClientGone;
-    }
+    tail.push_back(asio::buffer(kLastChunk.data(), kLastChunk.size()));
+  }
+  if (!tail.empty() && !co_await writeClient(s, tail, cfg.timeouts.client_write)) {
+    co_return RelayEnd::ClientGone;
   }
   if (usage_copy_ok && !usage_copy.empty()) {
     if (auto info = openai::inspectJson(usage_copy); info.usage) {
@@ -595,11 +608,17 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend, const openai:
   }
   std::string head = clientHead(x, *parser, chunked, !x.keep_alive);
   RelayEnd end = RelayEnd::Complete;
-  std::vector<asio::const_buffer> head_buf{asio::buffer(head)};
-  if (!co_await writeClient(s, head_buf, cfg.timeouts.client_write)) {
-    end = RelayEnd::ClientGone;
-  } else if (has_body) {
-    end = co_await relayBody(x, *conn, *parser, sse, chunked, hide_usage, *watch);
+  if (!has_body || conn->buffer.size() == 0) {
+    // No body bytes yet (a stream whose first token is still being computed): the client gets
+    // the status and headers now rather than with the first event.
+    std::vector<asio::const_buffer> head_buf{asio::buffer(head)};
+    if (!co_await writeClient(s, head_buf, cfg.timeouts.client_write)) {
+      end = RelayEnd::ClientGone;
+    }
+    head.clear();
+  }
+  if (end == RelayEnd::Complete && has_body) {
+    end = co_await relayBody(x, *conn, *parser, sse, chunked, hide_usage, *watch, head);
   }
   watch->upstream = nullptr;
   chosen->state->in_flight.fetch_sub(1, std::memory_order_relaxed);

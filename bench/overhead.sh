@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Router overhead: the same wrk load against a fast upstream (nginx returning a fixed OpenAI
+# response) directly, through nginx proxy_pass, and through sluice. Runs are interleaved so
+# machine noise hits every target alike. Usage: bench/overhead.sh [seconds] [connections] [rounds]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+DURATION=${1:-5}
+CONNS=${2:-32}
+ROUNDS=${3:-3}
+BIN=${SLUICE_BIN_DIR:-build/bin}
+WORK=$(mktemp -d /tmp/sluice-overhead.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); NGX=$(free_port)
+
+RESPONSE='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":8,"total_tokens":258}}'
+mkdir -p "$WORK/logs"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
+  fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
+  keepalive_requests 1000000;
+  upstream llm { server 127.0.0.1:$UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$UP;
+    client_body_buffer_size 64k;
+    location / { default_type application/json; return 200 '$RESPONSE'; }
+  }
+  server {
+    listen 127.0.0.1:$NGX;
+    client_body_buffer_size 64k;
+    location / { proxy_pass http://llm; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -p "$WORK"
+
+cat > "$WORK/sluice.yaml" <<YAML
+listener: {address: 127.0.0.1, port: 0}
+admin: {address: 127.0.0.1, port: 0}
+metrics: {address: 127.0.0.1, port: 0}
+workers: 1
+access_log: {path: $WORK/access.log}
+models:
+  - name: bench
+    upstream_model: llama-3.1-8b
+    endpoints: [127.0.0.1:$UP]
+YAML
+"$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/sluice.ready" 2>"$WORK/sluice.err" &
+for _ in $(seq 200); do [ -f "$WORK/sluice.ready" ] && break; sleep 0.05; done
+SLUICE=$(python3 -c "import json;print(json.load(open('$WORK/sluice.ready'))['listener'])")
+
+# A 1 KB chat body.
+python3 - "$WORK/post.lua" <<'PY'
+import json, sys
+content = "Summarise the following text. " * 30
+body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": content[:900]}], "max_tokens": 64})
+open(sys.argv[1], "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = %s\n' % json.dumps(body))
+PY
+
+declare -A RPS P50 P99
+run() {
+  local name=$1 port=$2
+  local out
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
+  local rps p50 p99 non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+  if [ -n "$non2xx" ]; then echo "$name: $non2xx non-2xx responses" >&2; exit 1; fi
+  RPS[$name]+="$rps "
+  P50[$name]+="$p50 "
+  P99[$name]+="$p99 "
+  echo "round $r  $name: $rps req/s  p50 $p50  p99 $p99"
+}
+for r in $(seq "$ROUNDS"); do
+  run direct "$UP"
+  run nginx "$NGX"
+  run sluice "$SLUICE"
+done
+
+python3 - "$DURATION" "$CONNS" "$ROUNDS" "${RPS[direct]}" "${RPS[nginx]}" "${RPS[sluice]}" \
+  "${P50[direct]}" "${P50[nginx]}" "${P50[sluice]}" "${P99[direct]}" "${P99[nginx]}" "${P99[sluice]}" <<'PY'
+import json, statistics, sys, time
+d, c, rounds = sys.argv[1:4]
+rps = [list(map(float, a.split())) for a in sys.argv[4:7]]
+def ms(v):
+    v = v.strip()
+    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if v.endswith(unit):
+            return float(v[:-len(unit)]) * f
+    return float(v)
+p50 = [[ms(x) for x in a.split()] for a in sys.argv[7:10]]
+p99 = [[ms(x) for x in a.split()] for a in sys.argv[10:13]]
+names = ["direct", "nginx proxy_pass", "sluice"]
+rows = []
+print(f"\nwrk -t1 -c{c} -d{d}s, 1 KB chat POST, median of {rounds} interleaved rounds")
+print(f"{'target':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+for i, n in enumerate(names):
+    row = {"target": n, "rps": statistics.median(rps[i]), "p50_ms": statistics.median(p50[i]), "p99_ms": statistics.median(p99[i])}
+    rows.append(row)
+    print(f"{n:18} {row['rps']:>10.0f} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}")
+print(f"sluice / nginx throughput: {rows[2]['rps'] / rows[1]['rps']:.2f}")
+json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": int(d), "connections": int(c), "rows": rows},
+          open("bench/results/overhead-latest.json", "w"), indent=2)
+PY
