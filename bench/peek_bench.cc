@@ -1,7 +1,7 @@
 // Body peek and splice cost per request, for a typical 1 KB chat body and a 200 KB one.
-#include <benchmark/benchmark.h>
-
 #include <string>
+
+#include <benchmark/benchmark.h>
 
 #include "base/padded_buffer.h"
 #include "openai/peek.h"

@@ -16,10 +16,11 @@ void pickEndpoints(const router::Backend& backend, base::Random& random, size_t 
   for (size_t i = 0; i < eps.size(); ++i) {
     out.push_back(&eps[(start + i) % eps.size()]);
   }
-  std::stable_sort(out.begin(), out.end(), [](const router::Endpoint* a, const router::Endpoint* b) {
-    return a->state->in_flight.load(std::memory_order_relaxed) <
-           b->state->in_flight.load(std::memory_order_relaxed);
-  });
+  std::stable_sort(out.begin(), out.end(),
+                   [](const router::Endpoint* a, const router::Endpoint* b) {
+                     return a->state->in_flight.load(std::memory_order_relaxed) <
+                            b->state->in_flight.load(std::memory_order_relaxed);
+                   });
   if (out.size() > max_candidates) {
     out.resize(max_candidates);
   }

@@ -44,9 +44,11 @@ void setLogLevel(LogLevel level) {
 }
 
 bool parseLogLevel(std::string_view text, LogLevel& out) {
-  static constexpr std::pair<std::string_view, LogLevel> kNames[] = {
-      {"trace", LogLevel::Trace}, {"debug", LogLevel::Debug}, {"info", LogLevel::Info},
-      {"warn", LogLevel::Warn},   {"error", LogLevel::Error}};
+  static constexpr std::pair<std::string_view, LogLevel> kNames[] = {{"trace", LogLevel::Trace},
+                                                                     {"debug", LogLevel::Debug},
+                                                                     {"info", LogLevel::Info},
+                                                                     {"warn", LogLevel::Warn},
+                                                                     {"error", LogLevel::Error}};
   for (const auto& [name, level] : kNames) {
     if (name == text) {
       out = level;

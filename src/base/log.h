@@ -17,10 +17,10 @@ bool parseLogLevel(std::string_view text, LogLevel& out);
 }  // namespace sluice::base
 
 // Formatting happens only when the level is enabled.
-#define SLUICE_LOG(level, component, ...)                                                     \
-  do {                                                                                        \
-    if (::sluice::base::logEnabled(::sluice::base::LogLevel::level)) {                        \
-      ::sluice::base::logMessage(::sluice::base::LogLevel::level, component,                  \
-                                 ::fmt::format(__VA_ARGS__));                                 \
-    }                                                                                         \
+#define SLUICE_LOG(level, component, ...)                                    \
+  do {                                                                       \
+    if (::sluice::base::logEnabled(::sluice::base::LogLevel::level)) {       \
+      ::sluice::base::logMessage(::sluice::base::LogLevel::level, component, \
+                                 ::fmt::format(__VA_ARGS__));                \
+    }                                                                        \
   } while (0)

@@ -78,8 +78,8 @@ class Parser {
     out = static_cast<T>(*v);
   }
 
-  void bytes(const YAML::Node& parent, std::string_view key, const std::string& path,
-             uint64_t& out, uint64_t min) {
+  void bytes(const YAML::Node& parent, std::string_view key, const std::string& path, uint64_t& out,
+             uint64_t min) {
     auto n = parent[std::string(key)];
     if (!n) {
       return;
@@ -154,8 +154,9 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   }
   Parser p(errors);
   try {
-    if (!p.mapWithKeys(root, "", {"listener", "admin", "metrics", "workers", "limits", "timeouts",
-                                  "upstream", "access_log", "models"})) {
+    if (!p.mapWithKeys(root, "",
+                       {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
+                        "access_log", "models"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -252,8 +253,8 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
               }
               auto hp = base::parseHostPort(*s);
               if (!hp) {
-                p.error(ep_path, fmt::format("must be host:port with a port in 1..65535, got \"{}\"",
-                                             *s));
+                p.error(ep_path,
+                        fmt::format("must be host:port with a port in 1..65535, got \"{}\"", *s));
                 continue;
               }
               model.endpoints.push_back(*hp);
@@ -318,8 +319,8 @@ std::string toJson(const RouterConfig& c) {
   for (size_t i = 0; i < c.models.size(); ++i) {
     const auto& m = c.models[i];
     out += i ? "," : "";
-    out += fmt::format("{{\"name\":{},\"upstream_model\":{},\"endpoints\":[", base::jsonQuote(m.name),
-                       base::jsonQuote(m.upstream_model));
+    out += fmt::format("{{\"name\":{},\"upstream_model\":{},\"endpoints\":[",
+                       base::jsonQuote(m.name), base::jsonQuote(m.upstream_model));
     for (size_t j = 0; j < m.endpoints.size(); ++j) {
       out += j ? "," : "";
       out += base::jsonQuote(fmt::format("{}:{}", m.endpoints[j].host, m.endpoints[j].port));

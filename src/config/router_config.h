@@ -32,14 +32,14 @@ struct RouterConfig {
   } limits;
 
   struct Timeouts {
-    milliseconds header_read{10'000};        // first byte to end of headers; 408 after
-    milliseconds request_body{60'000};       // end of headers to end of body; 408 after
-    milliseconds idle{60'000};               // keep-alive wait for the next request
-    milliseconds upstream_connect{5'000};    // TCP connect to an endpoint
-    milliseconds upstream_response{300'000}; // request sent to response headers
-    milliseconds stream_idle{300'000};       // gap between two upstream body reads
-    milliseconds client_write{60'000};       // one write to a client that does not read
-    milliseconds drain{30'000};              // SIGTERM: wait this long for in-flight requests
+    milliseconds header_read{10'000};         // first byte to end of headers; 408 after
+    milliseconds request_body{60'000};        // end of headers to end of body; 408 after
+    milliseconds idle{60'000};                // keep-alive wait for the next request
+    milliseconds upstream_connect{5'000};     // TCP connect to an endpoint
+    milliseconds upstream_response{300'000};  // request sent to response headers
+    milliseconds stream_idle{300'000};        // gap between two upstream body reads
+    milliseconds client_write{60'000};        // one write to a client that does not read
+    milliseconds drain{30'000};               // SIGTERM: wait this long for in-flight requests
   } timeouts;
 
   struct Upstream {

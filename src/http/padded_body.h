@@ -24,8 +24,7 @@ struct PaddedBody {
     explicit reader(boost::beast::http::header<isRequest, Fields>&, value_type& body)
         : body_(body) {}
 
-    void init(const boost::optional<std::uint64_t>& content_length,
-              boost::system::error_code& ec) {
+    void init(const boost::optional<std::uint64_t>& content_length, boost::system::error_code& ec) {
       if (content_length) {
         body_.reserve(static_cast<size_t>(*content_length));
       }

@@ -15,8 +15,8 @@ const std::vector<double>& durationBounds() {
   return b;
 }
 const std::vector<double>& ttftBounds() {
-  static const std::vector<double> b = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                        1,     2.5,   5,    10,    30,   60};
+  static const std::vector<double> b = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                        0.5,   1,     2.5,  5,     10,   30,  60};
   return b;
 }
 const std::vector<double>& itlBounds() {

@@ -105,5 +105,7 @@ class Registry {
 // The label value the router uses for requests that matched no configured model, so client
 // input never creates new series.
 inline constexpr std::string_view kUnknownModel = "_unknown";
+// The label for requests that name no model at all (GET /v1/models, bad JSON, unknown paths).
+inline constexpr std::string_view kNoModel = "_none";
 
 }  // namespace sluice::metrics

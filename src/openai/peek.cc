@@ -13,7 +13,9 @@ od::parser& threadParser() {
   return parser;
 }
 
-bool isSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+bool isSpace(char c) {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
 
 Span spanOf(std::string_view body, std::string_view token) {
   while (!token.empty() && isSpace(token.back())) {
@@ -49,7 +51,9 @@ simdjson::error_code rawValue(od::value& v, std::string_view& out) {
   }
 }
 
-base::Error invalid(std::string message) { return base::Error{std::move(message)}; }
+base::Error invalid(std::string message) {
+  return base::Error{std::move(message)};
+}
 
 }  // namespace
 

@@ -29,8 +29,8 @@ struct RequestPeek {
   Span stream_options;  // the whole object, '{' to '}'
   bool stream_options_empty = true;
   std::optional<bool> include_usage;
-  Span include_usage_token;  // the true/false literal
-  size_t object_close = 0;   // offset of the top-level closing '}'
+  Span include_usage_token;            // the true/false literal
+  size_t object_close = 0;             // offset of the top-level closing '}'
   std::optional<uint64_t> max_tokens;  // max_completion_tokens wins over max_tokens
   std::string user;
   PromptField prompt_field = PromptField::None;

@@ -50,8 +50,9 @@ ChunkInfo inspectJson(std::string_view json) {
   scratch.append(json);
   ChunkInfo info;
   od::document doc;
-  if (parser.iterate(simdjson::padded_string_view(scratch.data(), scratch.size(),
-                                                  scratch.capacity() + base::PaddedBuffer::kPadding))
+  if (parser
+          .iterate(simdjson::padded_string_view(scratch.data(), scratch.size(),
+                                                scratch.capacity() + base::PaddedBuffer::kPadding))
           .get(doc)) {
     return info;
   }

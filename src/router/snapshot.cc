@@ -1,11 +1,10 @@
 #include "router/snapshot.h"
 
+#include <algorithm>
 #include <arpa/inet.h>
+#include <cstring>
 #include <netdb.h>
 #include <sys/socket.h>
-
-#include <algorithm>
-#include <cstring>
 
 #include <fmt/core.h>
 
@@ -74,8 +73,8 @@ base::Result<Endpoint> resolve(const base::HostPort& hp) {
 }  // namespace
 
 base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::RouterConfig& config,
-                                                             uint64_t version,
-                                                             EndpointRegistry& registry) {
+                                                            uint64_t version,
+                                                            EndpointRegistry& registry) {
   auto snap = std::make_shared<Snapshot>();
   snap->version = version;
   snap->config = config;

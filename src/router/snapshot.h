@@ -59,7 +59,7 @@ class EndpointRegistry {
 
 // Resolves names and builds a snapshot. Runs on the control thread (it may block on DNS).
 base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::RouterConfig& config,
-                                                             uint64_t version,
-                                                             EndpointRegistry& registry);
+                                                            uint64_t version,
+                                                            EndpointRegistry& registry);
 
 }  // namespace sluice::router

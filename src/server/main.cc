@@ -1,11 +1,10 @@
 // sluice: the command-line entry point. Everything else lives in libraries that tests link.
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
 #include <string_view>
+#include <unistd.h>
 
 #include <fmt/core.h>
 

@@ -142,9 +142,9 @@ class ControlPlane {
       return {200, "ok\n"};
     }
     if (path == "/readyz") {
-      return server_.ready() ? std::pair{200, std::string("ready\n")}
-                             : std::pair{503, std::string(server_.draining() ? "draining\n"
-                                                                           : "not ready\n")};
+      return server_.ready()
+                 ? std::pair{200, std::string("ready\n")}
+                 : std::pair{503, std::string(server_.draining() ? "draining\n" : "not ready\n")};
     }
     if (path == "/debug/config") {
       type = "application/json";
@@ -173,10 +173,10 @@ class ControlPlane {
       std::string type;
       auto [status, body] = route(target.substr(0, target.find('?')), admin, type);
       bool keep = req.keep_alive();
-      std::string head = fmt::format(
-          "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n", status,
-          bhttp::obsolete_reason(static_cast<bhttp::status>(status)), type, body.size(),
-          keep ? "" : "Connection: close\r\n");
+      std::string head =
+          fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n", status,
+                      bhttp::obsolete_reason(static_cast<bhttp::status>(status)), type, body.size(),
+                      keep ? "" : "Connection: close\r\n");
       std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(body)};
       co_await asio::async_write(stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
       if (ec || !keep) {
@@ -245,8 +245,8 @@ base::Result<void> Server::start() {
   error_code ec;
   auto address = asio::ip::make_address(config_.listener.address, ec);
   if (ec) {
-    return base::Error{fmt::format("listener.address: invalid address \"{}\"",
-                                   config_.listener.address)};
+    return base::Error{
+        fmt::format("listener.address: invalid address \"{}\"", config_.listener.address)};
   }
   uint16_t port = config_.listener.port;
   const uint64_t seed = base::osSeed();
@@ -282,11 +282,19 @@ base::Result<void> Server::start() {
   return {};
 }
 
-void Server::handleSignals() { control_->handleSignals(); }
+void Server::handleSignals() {
+  control_->handleSignals();
+}
 
-bool Server::draining() const { return ctx_->draining.load(); }
-bool Server::ready() const { return started_.load() && !draining(); }
-int64_t Server::openConnections() const { return ctx_->connections.load(); }
+bool Server::draining() const {
+  return ctx_->draining.load();
+}
+bool Server::ready() const {
+  return started_.load() && !draining();
+}
+int64_t Server::openConnections() const {
+  return ctx_->connections.load();
+}
 
 void Server::drainAndStop() {
   if (ctx_->draining.exchange(true)) {

@@ -56,7 +56,7 @@ struct Exchange {
 
   int status = 0;
   std::string_view error_type;
-  std::string model_label{metrics::kUnknownModel};
+  std::string model_label{metrics::kNoModel};
   std::string endpoint;
   int attempts = 0;
   openai::Usage usage;
@@ -201,8 +201,8 @@ std::string upstreamHeadPrefix(const Exchange& x) {
   std::string_view host;
   for (const auto& f : req) {
     std::string_view name = f.name_string();
-    if (http::isHopByHop(name) || (!connection_value.empty() &&
-                                   http::connectionListsToken(connection_value, name))) {
+    if (http::isHopByHop(name) ||
+        (!connection_value.empty() && http::connectionListsToken(connection_value, name))) {
       continue;
     }
     switch (f.name()) {
@@ -337,6 +337,9 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
   bool usage_copy_ok = !sse;
   base::MonoTime last_event{};
   bool first_event = true;
+  // Allocated per response, not per connection, so idle keep-alive connections stay small.
+  constexpr size_t kRelayBytes = 16384;
+  std::unique_ptr<char[]> relay(new char[kRelayBytes]);  // uninitialised on purpose
 
   auto onEvent = [&](std::string_view event, bool complete) {
     if (complete) {
@@ -370,8 +373,8 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
   };
 
   while (!parser.is_done()) {
-    parser.get().body().data = s.relay.data();
-    parser.get().body().size = s.relay.size();
+    parser.get().body().data = relay.get();
+    parser.get().body().size = kRelayBytes;
     error_code ec;
     conn.stream.expires_after(cfg.timeouts.stream_idle);
     co_await bhttp::async_read_some(conn.stream, conn.buffer, parser,
@@ -382,8 +385,8 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
     if (watch.client_gone) {
       co_return RelayEnd::ClientGone;
     }
-    size_t n = s.relay.size() - parser.get().body().size;
-    std::string_view data(s.relay.data(), n);
+    size_t n = kRelayBytes - parser.get().body().size;
+    std::string_view data(relay.get(), n);
     if (ec && n == 0) {
       if (isTimeout(ec)) {
         x.error_type = "upstream_timeout";
@@ -448,7 +451,8 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
 }
 
 // Sends the request to the backend's endpoints in order until one answers, then relays.
-awaitable<void> proxy(Exchange& x, const router::Backend& backend, const openai::RequestPeek& peek) {
+awaitable<void> proxy(Exchange& x, const router::Backend& backend,
+                      const openai::RequestPeek& peek) {
   Session& s = x.session;
   Worker& w = s.worker;
   const auto snapshot = w.snapshot();  // keep the config this request started with
@@ -546,23 +550,23 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend, const openai:
       }
       bool timeout = isTimeout(ec);
       if (x.series) {
-        x.series->countUpstreamError(timeout              ? metrics::UpstreamError::ResponseTimeout
-                                     : isStaleConnectionError(ec) ? metrics::UpstreamError::Reset
-                                                          : metrics::UpstreamError::BadResponse);
+        x.series->countUpstreamError(timeout ? metrics::UpstreamError::ResponseTimeout
+                                     : isStaleConnectionError(ec)
+                                         ? metrics::UpstreamError::Reset
+                                         : metrics::UpstreamError::BadResponse);
       }
       failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
-      failure_message =
-          timeout ? fmt::format("endpoint {} did not answer in time", ep.address)
-                  : fmt::format("endpoint {} failed before responding: {}", ep.address,
-                                ec.message());
+      failure_message = timeout ? fmt::format("endpoint {} did not answer in time", ep.address)
+                                : fmt::format("endpoint {} failed before responding: {}",
+                                              ep.address, ec.message());
       conn.reset();
       break;
     }
     if (answered) {
       int status = static_cast<int>(parser->get().result_int());
-      bool retriable = std::find(cfg.upstream.retry_on_status.begin(),
-                                 cfg.upstream.retry_on_status.end(),
-                                 status) != cfg.upstream.retry_on_status.end();
+      bool retriable =
+          std::find(cfg.upstream.retry_on_status.begin(), cfg.upstream.retry_on_status.end(),
+                    status) != cfg.upstream.retry_on_status.end();
       if (retriable && i + 1 < candidates.size()) {
         if (x.series) {
           x.series->countUpstreamError(metrics::UpstreamError::Status5xx);
@@ -719,6 +723,7 @@ awaitable<void> handleInference(Exchange& x) {
   const auto snapshot = x.session.worker.snapshot();
   const router::Backend* backend = snapshot->findModel(peek->model);
   if (backend == nullptr) {
+    x.model_label = metrics::kUnknownModel;
     co_await writeError(x, ErrorKind::ModelNotFound,
                         fmt::format("The model '{}' does not exist", peek->model));
     co_return;
@@ -744,8 +749,8 @@ awaitable<void> dispatch(Exchange& x) {
     co_return;
   }
   if (x.method != "POST") {
-    co_await writeError(x, ErrorKind::MethodNotAllowed,
-                        fmt::format("use POST for {}", x.path), "Allow: POST\r\n");
+    co_await writeError(x, ErrorKind::MethodNotAllowed, fmt::format("use POST for {}", x.path),
+                        "Allow: POST\r\n");
     co_return;
   }
   co_await handleInference(x);
@@ -756,8 +761,7 @@ void finishExchange(Exchange& x) {
   auto& ctx = w.context();
   const auto now = ctx.time.monotonicNow();
   double seconds = base::secondsBetween(x.start, now);
-  metrics::ModelSeries& series =
-      x.series ? *x.series : w.shard().model(metrics::kUnknownModel);
+  metrics::ModelSeries& series = x.series ? *x.series : w.shard().model(x.model_label);
   series.countRequest(x.status, seconds);
   series.input_tokens.fetch_add(x.usage.input_tokens, std::memory_order_relaxed);
   series.output_tokens.fetch_add(x.usage.output_tokens, std::memory_order_relaxed);
@@ -844,15 +848,15 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket) {
                                  "request headers were not received in time",
                                  cfg.timeouts.client_write);
       } else if (ec == bhttp::error::header_limit) {
-        co_await writeEarlyError(s, ErrorKind::HeadersTooLarge,
-                                 fmt::format("request headers exceed {} bytes",
-                                             cfg.limits.max_header_bytes),
-                                 cfg.timeouts.client_write);
+        co_await writeEarlyError(
+            s, ErrorKind::HeadersTooLarge,
+            fmt::format("request headers exceed {} bytes", cfg.limits.max_header_bytes),
+            cfg.timeouts.client_write);
       } else if (ec == bhttp::error::body_limit) {
-        co_await writeEarlyError(s, ErrorKind::PayloadTooLarge,
-                                 fmt::format("request body exceeds {} bytes",
-                                             cfg.limits.max_body_bytes),
-                                 cfg.timeouts.client_write);
+        co_await writeEarlyError(
+            s, ErrorKind::PayloadTooLarge,
+            fmt::format("request body exceeds {} bytes", cfg.limits.max_body_bytes),
+            cfg.timeouts.client_write);
       } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
                  ec != asio::error::connection_reset && ec != asio::error::operation_aborted) {
         co_await writeEarlyError(s, ErrorKind::InvalidRequest,
@@ -879,10 +883,10 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket) {
     body_deadline.disarm();
     if (ec) {
       if (ec == bhttp::error::body_limit) {
-        co_await writeEarlyError(s, ErrorKind::PayloadTooLarge,
-                                 fmt::format("request body exceeds {} bytes",
-                                             cfg.limits.max_body_bytes),
-                                 cfg.timeouts.client_write);
+        co_await writeEarlyError(
+            s, ErrorKind::PayloadTooLarge,
+            fmt::format("request body exceeds {} bytes", cfg.limits.max_body_bytes),
+            cfg.timeouts.client_write);
       } else if (body_deadline.expired()) {
         co_await writeEarlyError(s, ErrorKind::RequestTimeout,
                                  "request body was not received in time",

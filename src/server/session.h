@@ -1,6 +1,5 @@
 #pragma once
 
-#include <array>
 #include <string>
 
 #include "base/asio.h"
@@ -18,7 +17,6 @@ struct Session {
   beast::flat_buffer buffer;  // bytes read but not yet parsed (pipelined requests survive here)
   std::string client_ip;
   bool idle = false;  // waiting for the next request: drain may close it at once
-  std::array<char, 16384> relay{};
 };
 
 // Serves requests on the connection until it closes.

@@ -1,8 +1,7 @@
 #include "server/worker.h"
 
-#include <sys/socket.h>
-
 #include <exception>
+#include <sys/socket.h>
 
 #include <boost/asio/socket_base.hpp>
 
@@ -88,7 +87,8 @@ void Worker::publish(std::shared_ptr<const router::Snapshot> snapshot) {
     return;
   }
   asio::post(*ioc_, [this, snap = std::move(snapshot)]() mutable {
-    pool_.configure(snap->config.upstream.max_idle_per_endpoint, snap->config.upstream.idle_timeout);
+    pool_.configure(snap->config.upstream.max_idle_per_endpoint,
+                    snap->config.upstream.idle_timeout);
     snapshot_ = std::move(snap);
   });
 }
@@ -137,9 +137,10 @@ awaitable<void> Worker::acceptLoop() {
       // Best effort, never blocking: tell the client why, then close.
       std::string body = openai::errorBody(openai::ErrorKind::Unavailable,
                                            "the router is at its connection limit");
-      std::string msg = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                        "Connection: close\r\nContent-Length: " +
-                        std::to_string(body.size()) + "\r\n\r\n" + body;
+      std::string msg =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+          "Connection: close\r\nContent-Length: " +
+          std::to_string(body.size()) + "\r\n\r\n" + body;
       socket.non_blocking(true, ec);
       socket.write_some(asio::buffer(msg), ec);
       socket.close(ec);

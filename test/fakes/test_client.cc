@@ -5,9 +5,8 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
-
 #include <thread>
+#include <unistd.h>
 
 namespace sluice::testing {
 
@@ -26,7 +25,9 @@ TestConnection::TestConnection(uint16_t port, const char* host) {
   setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-TestConnection::~TestConnection() { close(); }
+TestConnection::~TestConnection() {
+  close();
+}
 
 void TestConnection::close() {
   if (fd_ >= 0) {
@@ -57,7 +58,8 @@ bool TestConnection::fill(std::chrono::steady_clock::time_point deadline) {
   }
   pollfd p{fd_, POLLIN, 0};
   int ms = static_cast<int>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count()) + 1;
+               std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count()) +
+           1;
   if (::poll(&p, 1, ms) <= 0) {
     return false;
   }
@@ -197,8 +199,8 @@ std::optional<HttpResponse> request(uint16_t port, const std::string& method,
   }
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: test\r\n" + extra_headers;
   if (!body.empty() || method == "POST") {
-    req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-           "\r\n";
+    req +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   }
   req += "\r\n" + body;
   if (!c.send(req)) {

@@ -33,13 +33,14 @@ class TestConnection {
   bool connected() const { return fd_ >= 0; }
   bool send(const std::string& bytes);
   // Reads one full response. nullopt on timeout, close or parse failure.
-  std::optional<HttpResponse> readResponse(std::chrono::milliseconds timeout =
-                                               std::chrono::seconds(10));
+  std::optional<HttpResponse> readResponse(
+      std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Reads only the status line and headers; the body is then read with readSome/readUntil.
-  std::optional<HttpResponse> readHead(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  std::optional<HttpResponse> readHead(
+      std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Reads until `needle` appears in the bytes received after the head; returns them all.
-  std::optional<std::string> readUntil(const std::string& needle,
-                                       std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  std::optional<std::string> readUntil(
+      const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // True if the peer closed the connection within the timeout (EOF or reset).
   bool waitClosed(std::chrono::milliseconds timeout = std::chrono::seconds(10));
   void close();

@@ -1,12 +1,11 @@
 // In-process integration tests: the real Server on 127.0.0.1:0 against simulated engines
 // running on their own io_context thread, driven by a raw-socket client.
 #include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include <thread>
 
 #include "base/asio.h"
 #include "fakes/test_client.h"
@@ -17,8 +16,8 @@ namespace sluice {
 namespace {
 
 using ::testing::HasSubstr;
-using ::testing::Not;
 using testing::HttpResponse;
+using ::testing::Not;
 using testing::postRequest;
 using testing::TestConnection;
 using testing::waitFor;
@@ -111,8 +110,9 @@ class ProxyTest : public ::testing::Test {
 
 TEST_F(ProxyTest, ProxiesANonStreamingRequest) {
   startDefault();
-  auto r = testing::request(port_, "POST", kChat,
-                            R"({"model":"m","messages":[{"role":"user","content":"hello"}],"max_tokens":3})");
+  auto r = testing::request(
+      port_, "POST", kChat,
+      R"({"model":"m","messages":[{"role":"user","content":"hello"}],"max_tokens":3})");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(r->header("content-type"), "application/json");
@@ -137,7 +137,8 @@ TEST_F(ProxyTest, ForwardsHeadersAsAProxyShould) {
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(r->header("x-request-id"), "client-id-1");
   std::string head = sim().lastRequestHead();
-  EXPECT_THAT(head, HasSubstr("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+  EXPECT_THAT(head,
+              HasSubstr("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
   EXPECT_THAT(head, HasSubstr("x-request-id: client-id-1"));
   EXPECT_THAT(head, HasSubstr("X-Forwarded-For: 10.1.1.1, 127.0.0.1"));
   EXPECT_THAT(head, HasSubstr("X-Forwarded-Proto: http"));
@@ -166,14 +167,16 @@ TEST_F(ProxyTest, RewritesTheModelWithoutReserialising) {
   auto r = testing::request(port_, "POST", "/v1/completions", body);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
-  EXPECT_EQ(sim().lastRequestBody(), R"({ "model" : "meta/llama-3",  "prompt":"x", "temperature": 0.70})");
+  EXPECT_EQ(sim().lastRequestBody(),
+            R"({ "model" : "meta/llama-3",  "prompt":"x", "temperature": 0.70})");
 }
 
 TEST_F(ProxyTest, StreamsEventsBeforeTheUpstreamFinishes) {
   startDefault();
   sim().hold_after_first = true;
   TestConnection c(port_);
-  ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":4})")));
+  ASSERT_TRUE(
+      c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":4})")));
   auto head = c.readHead();
   ASSERT_TRUE(head);
   EXPECT_EQ(head->status, 200);
@@ -220,7 +223,8 @@ TEST_F(ProxyTest, ClientDisconnectCancelsTheUpstreamAtOnce) {
   startDefault(1, slow);
   {
     TestConnection c(port_);
-    ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":100000})")));
+    ASSERT_TRUE(c.send(
+        postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":100000})")));
     ASSERT_TRUE(c.readUntil("tok1"));
   }  // the client goes away mid-stream
   // The engine sees its connection close and abandons the response long before 100000 tokens.
@@ -334,8 +338,9 @@ TEST_F(ProxyTest, ListsModelsFromConfiguration) {
   auto r = testing::request(port_, "GET", "/v1/models");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
-  EXPECT_EQ(r->body,
-            R"({"object":"list","data":[{"id":"m","object":"model","created":0,"owned_by":"sluice"}]})");
+  EXPECT_EQ(
+      r->body,
+      R"({"object":"list","data":[{"id":"m","object":"model","created":0,"owned_by":"sluice"}]})");
   auto one = testing::request(port_, "GET", "/v1/models/m");
   EXPECT_EQ(one->status, 200);
   auto missing = testing::request(port_, "GET", "/v1/models/x");
@@ -448,7 +453,8 @@ TEST_F(ProxyTest, BrokenStreamEndsWithAnSseErrorEvent) {
   sim().setFault(sim::Fault::BreakMidStream);
   sim().break_after_events = 2;
   TestConnection c(port_);
-  ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":10})")));
+  ASSERT_TRUE(
+      c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":10})")));
   auto r = c.readResponse();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
@@ -461,8 +467,10 @@ TEST_F(ProxyTest, HonoursExpect100Continue) {
   startDefault();
   TestConnection c(port_);
   std::string body = R"({"model":"m","prompt":"x"})";
-  ASSERT_TRUE(c.send("POST /v1/completions HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
-                     "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("POST /v1/completions HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+             "Content-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n"));
   auto cont = c.readHead();
   ASSERT_TRUE(cont);
   EXPECT_EQ(cont->status, 100);
@@ -530,7 +538,8 @@ TEST_F(ProxyTest, DrainFinishesInFlightStreamsAndRefusesNewConnections) {
   slow.itl = std::chrono::milliseconds(10);
   startDefault(1, slow);
   TestConnection c(port_);
-  ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":30})")));
+  ASSERT_TRUE(
+      c.send(postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":30})")));
   ASSERT_TRUE(c.readUntil("tok0"));
   TestConnection idle(port_);  // an idle keep-alive connection is closed by the drain
   std::thread drain([&] { router_->drainAndStop(); });

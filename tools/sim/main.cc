@@ -1,6 +1,5 @@
 // sluice-sim: serves one or more simulated OpenAI-compatible engines from one process.
 #include <arpa/inet.h>
-
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -59,23 +58,28 @@ int main(int argc, char** argv) {
     };
     std::optional<uint64_t> n;
     if (arg == "--replicas") {
-      if (!(n = number(1000))) return 2;
+      if (!(n = number(1000)))
+        return 2;
       replicas = static_cast<int>(*n);
     } else if (arg == "--address") {
       address = v;
     } else if (arg == "--port") {
-      if (!(n = number(65535))) return 2;
+      if (!(n = number(65535)))
+        return 2;
       port = static_cast<uint16_t>(*n);
     } else if (arg == "--model") {
       options.model = v;
     } else if (arg == "--max-tokens") {
-      if (!(n = number(1'000'000))) return 2;
+      if (!(n = number(1'000'000)))
+        return 2;
       options.default_max_tokens = static_cast<uint32_t>(*n);
     } else if (arg == "--ttft-ms") {
-      if (!(n = number(3'600'000))) return 2;
+      if (!(n = number(3'600'000)))
+        return 2;
       options.ttft = std::chrono::milliseconds(*n);
     } else if (arg == "--itl-ms") {
-      if (!(n = number(3'600'000))) return 2;
+      if (!(n = number(3'600'000)))
+        return 2;
       options.itl = std::chrono::milliseconds(*n);
     } else if (arg == "--ready-file") {
       ready_file = v;

@@ -30,8 +30,7 @@ void SimControl::record(std::string head, std::string body) {
   last_body_ = std::move(body);
 }
 
-SimServer::SimServer(asio::io_context& ioc, SimOptions options,
-                     std::shared_ptr<SimControl> control)
+SimServer::SimServer(asio::io_context& ioc, SimOptions options, std::shared_ptr<SimControl> control)
     : ioc_(ioc),
       options_(std::move(options)),
       control_(std::move(control)),
@@ -60,7 +59,9 @@ uint16_t SimServer::port() const {
   return acceptor_.local_endpoint(ec).port();
 }
 
-void SimServer::start() { asio::co_spawn(ioc_, acceptLoop(), asio::detached); }
+void SimServer::start() {
+  asio::co_spawn(ioc_, acceptLoop(), asio::detached);
+}
 
 void SimServer::release() {
   asio::post(ioc_, [this] {
@@ -95,9 +96,9 @@ struct Reply {
 
 std::string headFor(int status, std::string_view content_type, std::string_view engine,
                     std::optional<size_t> length) {
-  std::string head = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nx-sim-engine: {}\r\n",
-                                 status, bhttp::obsolete_reason(static_cast<bhttp::status>(status)),
-                                 content_type, engine);
+  std::string head =
+      fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nx-sim-engine: {}\r\n", status,
+                  bhttp::obsolete_reason(static_cast<bhttp::status>(status)), content_type, engine);
   if (length) {
     head += fmt::format("Content-Length: {}\r\n\r\n", *length);
   } else {
@@ -110,9 +111,13 @@ std::string chunk(std::string_view data) {
   return fmt::format("{:x}\r\n{}\r\n", data.size(), data);
 }
 
-bool isChat(std::string_view path) { return path == "/v1/chat/completions"; }
+bool isChat(std::string_view path) {
+  return path == "/v1/chat/completions";
+}
 
-std::string tokenText(uint32_t i) { return fmt::format("tok{} ", i); }
+std::string tokenText(uint32_t i) {
+  return fmt::format("tok{} ", i);
+}
 
 std::string streamEvent(bool chat, std::string_view model, uint32_t i, bool last) {
   const char* finish = last ? "\"length\"" : "null";
@@ -194,7 +199,8 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
       reply.body = openai::errorBody(openai::ErrorKind::Unavailable, "simulated failure");
     } else if (inference) {
       auto& body = req.body();
-      auto parsed = openai::peekRequest(body.view(), body.capacity() + base::PaddedBuffer::kPadding);
+      auto parsed =
+          openai::peekRequest(body.view(), body.capacity() + base::PaddedBuffer::kPadding);
       if (!parsed) {
         reply.status = 400;
         reply.body = openai::errorBody(openai::ErrorKind::InvalidRequest, parsed.error().message);
@@ -207,7 +213,8 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
     }
 
     if (!peek) {
-      std::string head = headFor(reply.status, reply.content_type, options_.name, reply.body.size());
+      std::string head =
+          headFor(reply.status, reply.content_type, options_.name, reply.body.size());
       std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(reply.body)};
       co_await asio::async_write(stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
       if (ec || !req.keep_alive()) {
@@ -280,17 +287,19 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
         text += tokenText(i);
       }
       std::string body =
-          chat ? fmt::format("{{\"id\":\"chatcmpl-sim\",\"object\":\"chat.completion\",\"created\":0,"
-                             "\"model\":{},\"choices\":[{{\"index\":0,\"message\":{{\"role\":"
-                             "\"assistant\",\"content\":{}}},\"finish_reason\":\"length\"}}],"
-                             "\"usage\":{}}}",
-                             base::jsonQuote(model), base::jsonQuote(text),
-                             usageJson(prompt_tokens, n_tokens))
-               : fmt::format("{{\"id\":\"cmpl-sim\",\"object\":\"text_completion\",\"created\":0,"
-                             "\"model\":{},\"choices\":[{{\"index\":0,\"text\":{},"
-                             "\"finish_reason\":\"length\"}}],\"usage\":{}}}",
-                             base::jsonQuote(model), base::jsonQuote(text),
-                             usageJson(prompt_tokens, n_tokens));
+          chat ? fmt::format(
+                     "{{\"id\":\"chatcmpl-sim\",\"object\":\"chat.completion\",\"created\":0,"
+                     "\"model\":{},\"choices\":[{{\"index\":0,\"message\":{{\"role\":"
+                     "\"assistant\",\"content\":{}}},\"finish_reason\":\"length\"}}],"
+                     "\"usage\":{}}}",
+                     base::jsonQuote(model), base::jsonQuote(text),
+                     usageJson(prompt_tokens, n_tokens))
+               : fmt::format(
+                     "{{\"id\":\"cmpl-sim\",\"object\":\"text_completion\",\"created\":0,"
+                     "\"model\":{},\"choices\":[{{\"index\":0,\"text\":{},"
+                     "\"finish_reason\":\"length\"}}],\"usage\":{}}}",
+                     base::jsonQuote(model), base::jsonQuote(text),
+                     usageJson(prompt_tokens, n_tokens));
       std::string head = headFor(200, "application/json", options_.name, body.size());
       std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(body)};
       co_await asio::async_write(stream, bufs, asio::redirect_error(asio::use_awaitable, ec));

@@ -38,9 +38,9 @@ struct SimControl {
   std::atomic<bool> hold_after_first{false};  // stream one event, then wait for release()
   std::atomic<int> connections{0};
   std::atomic<int> requests{0};
-  std::atomic<int> completed{0};   // responses fully written
-  std::atomic<int> cancelled{0};   // responses abandoned because the peer went away
-  std::atomic<int> active{0};      // requests being answered
+  std::atomic<int> completed{0};  // responses fully written
+  std::atomic<int> cancelled{0};  // responses abandoned because the peer went away
+  std::atomic<int> active{0};     // requests being answered
 
   void setFault(Fault f) { fault.store(static_cast<int>(f)); }
   Fault currentFault() const { return static_cast<Fault>(fault.load()); }

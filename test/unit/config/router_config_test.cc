@@ -72,8 +72,7 @@ models:
               ::testing::UnorderedElementsAre(
                   HasSubstr("listener.port: must be an integer in 0..65535"),
                   HasSubstr("limits.max_body_bytes: must be a size"),
-                  HasSubstr("timeouts.idle: must be a positive duration"),
-                  "colour: unknown field",
+                  HasSubstr("timeouts.idle: must be a positive duration"), "colour: unknown field",
                   HasSubstr("models[0].endpoints[0]: must be host:port"),
                   HasSubstr("models[0].endpoints[1]: must be host:port"),
                   HasSubstr("models[1].name: duplicate model name \"a\""),
@@ -96,7 +95,10 @@ TEST(RouterConfig, JsonDumpRoundTripsTheEssentials) {
   auto c = parseRouterConfig("models: [{name: m, endpoints: [\"127.0.0.1:9\"]}]", errors);
   ASSERT_TRUE(c);
   std::string json = toJson(*c);
-  EXPECT_THAT(json, HasSubstr("\"models\":[{\"name\":\"m\",\"upstream_model\":\"\",\"endpoints\":[\"127.0.0.1:9\"]}]"));
+  EXPECT_THAT(
+      json,
+      HasSubstr(
+          "\"models\":[{\"name\":\"m\",\"upstream_model\":\"\",\"endpoints\":[\"127.0.0.1:9\"]}]"));
   EXPECT_THAT(json, HasSubstr("\"drain\":\"30000ms\""));
 }
 

@@ -1,8 +1,8 @@
 #include "http/sse.h"
 
-#include <gtest/gtest.h>
-
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "http/headers.h"
 

@@ -24,14 +24,20 @@ TEST(Metrics, MergesShardsInPrometheusText) {
   EXPECT_THAT(text, HasSubstr("# TYPE sluice_requests_total counter\n"));
   EXPECT_THAT(text, HasSubstr("sluice_requests_total{model=\"llama\",code=\"200\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("sluice_requests_total{model=\"llama\",code=\"502\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("sluice_request_duration_seconds_bucket{model=\"llama\",le=\"0.025\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("sluice_request_duration_seconds_bucket{model=\"llama\",le=\"0.25\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("sluice_request_duration_seconds_bucket{model=\"llama\",le=\"+Inf\"} 3\n"));
+  EXPECT_THAT(
+      text, HasSubstr("sluice_request_duration_seconds_bucket{model=\"llama\",le=\"0.025\"} 1\n"));
+  EXPECT_THAT(text,
+              HasSubstr("sluice_request_duration_seconds_bucket{model=\"llama\",le=\"0.25\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("sluice_request_duration_seconds_bucket{model=\"llama\",le=\"+Inf\"} 3\n"));
   EXPECT_THAT(text, HasSubstr("sluice_request_duration_seconds_count{model=\"llama\"} 3\n"));
   EXPECT_THAT(text, HasSubstr("sluice_request_duration_seconds_sum{model=\"llama\"} 1.22\n"));
-  EXPECT_THAT(text, HasSubstr("sluice_time_to_first_token_seconds_bucket{model=\"llama\",le=\"0.005\"} 1\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("sluice_time_to_first_token_seconds_bucket{model=\"llama\",le=\"0.005\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("sluice_tokens_total{model=\"llama\",type=\"output\"} 5\n"));
-  EXPECT_THAT(text, HasSubstr("sluice_upstream_errors_total{model=\"llama\",kind=\"connect_failed\"} 1\n"));
+  EXPECT_THAT(
+      text, HasSubstr("sluice_upstream_errors_total{model=\"llama\",kind=\"connect_failed\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("sluice_active_connections 4\n"));
 }
 

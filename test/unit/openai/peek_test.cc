@@ -87,7 +87,8 @@ TEST(Peek, NullOptionalsAreAbsent) {
   EXPECT_FALSE(p->max_tokens);
 }
 
-std::string edited(std::string_view json, const std::function<void(const RequestPeek&, BodyEdits&)>& f) {
+std::string edited(std::string_view json,
+                   const std::function<void(const RequestPeek&, BodyEdits&)>& f) {
   Peeked p(json);
   EXPECT_TRUE(p.ok()) << p.error();
   BodyEdits edits;
@@ -154,7 +155,8 @@ TEST(Splice, PiecesAreZeroCopyViews) {
 }
 
 TEST(Usage, ReadsChatAndResponsesShapes) {
-  auto a = inspectJson(R"({"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}})");
+  auto a = inspectJson(
+      R"({"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}})");
   ASSERT_TRUE(a.usage);
   EXPECT_EQ(a.usage->input_tokens, 7u);
   EXPECT_EQ(a.usage->output_tokens, 3u);
@@ -171,8 +173,9 @@ TEST(Usage, ReadsChatAndResponsesShapes) {
 }
 
 TEST(Errors, HaveTheOpenAIShape) {
-  EXPECT_EQ(errorBody(ErrorKind::ModelNotFound, "The model 'x' does not exist"),
-            R"({"error":{"message":"The model 'x' does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}})");
+  EXPECT_EQ(
+      errorBody(ErrorKind::ModelNotFound, "The model 'x' does not exist"),
+      R"({"error":{"message":"The model 'x' does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}})");
   EXPECT_EQ(errorInfo(ErrorKind::PayloadTooLarge).status, 413);
   EXPECT_EQ(errorInfo(ErrorKind::HeadersTooLarge).status, 431);
   EXPECT_EQ(errorInfo(ErrorKind::UpstreamTimeout).status, 504);
