@@ -1,40 +1,48 @@
 #include "metrics/access_log.h"
 
 #include <chrono>
+#include <iterator>
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "base/strings.h"
 
 namespace sluice::metrics {
 
 void formatAccessRecord(const AccessRecord& r, std::string& out) {
+  // format_to and in-place escaping: no temporary strings per record.
   out.clear();
-  out += fmt::format("{{\"ts_ms\":{},\"request_id\":", r.unix_ms);
-  out += base::jsonQuote(r.request_id);
+  auto it = std::back_inserter(out);
+  auto quoted = [&](std::string_view v) {
+    out += '"';
+    base::appendJsonEscaped(out, v);
+    out += '"';
+  };
+  fmt::format_to(it, "{{\"ts_ms\":{},\"request_id\":", r.unix_ms);
+  quoted(r.request_id);
   out += ",\"method\":";
-  out += base::jsonQuote(r.method);
+  quoted(r.method);
   out += ",\"path\":";
-  out += base::jsonQuote(r.path);
-  out += fmt::format(",\"status\":{},\"model\":", r.status);
-  out += base::jsonQuote(r.model);
+  quoted(r.path);
+  fmt::format_to(it, ",\"status\":{},\"model\":", r.status);
+  quoted(r.model);
   out += ",\"endpoint\":";
-  out += base::jsonQuote(r.endpoint);
-  out += fmt::format(",\"attempts\":{},\"stream\":{},\"input_tokens\":{},\"output_tokens\":{}",
-                     r.attempts, r.stream, r.input_tokens, r.output_tokens);
+  quoted(r.endpoint);
+  fmt::format_to(it, ",\"attempts\":{},\"stream\":{},\"input_tokens\":{},\"output_tokens\":{}",
+                 r.attempts, r.stream, r.input_tokens, r.output_tokens);
   if (r.ttft_ms >= 0) {
-    out += fmt::format(",\"ttft_ms\":{:.3f}", r.ttft_ms);
+    fmt::format_to(it, ",\"ttft_ms\":{:.3f}", r.ttft_ms);
   } else {
     out += ",\"ttft_ms\":null";
   }
-  out += fmt::format(",\"duration_ms\":{:.3f},\"error_type\":", r.duration_ms);
+  fmt::format_to(it, ",\"duration_ms\":{:.3f},\"error_type\":", r.duration_ms);
   if (r.error_type.empty()) {
     out += "null";
   } else {
-    out += base::jsonQuote(r.error_type);
+    quoted(r.error_type);
   }
   out += ",\"client\":";
-  out += base::jsonQuote(r.client);
+  quoted(r.client);
   out += "}\n";
 }
 

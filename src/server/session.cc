@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -9,7 +10,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "backends/picker.h"
 #include "base/log.h"
@@ -263,7 +264,7 @@ std::string clientHead(const Exchange& x, const bhttp::response_parser<bhttp::bu
   std::string head;
   head.reserve(512);
   int status = static_cast<int>(res.result_int());
-  head += fmt::format("HTTP/1.1 {} {}\r\n", status, reasonFor(status));
+  fmt::format_to(std::back_inserter(head), "HTTP/1.1 {} {}\r\n", status, reasonFor(status));
   std::string_view connection_value;
   if (auto it = res.find(bhttp::field::connection); it != res.end()) {
     connection_value = it->value();
@@ -286,7 +287,7 @@ std::string clientHead(const Exchange& x, const bhttp::response_parser<bhttp::bu
   if (chunked) {
     head += "Transfer-Encoding: chunked\r\n";
   } else if (parser.content_length()) {
-    head += fmt::format("Content-Length: {}\r\n", *parser.content_length());
+    fmt::format_to(std::back_inserter(head), "Content-Length: {}\r\n", *parser.content_length());
   }
   if (close) {
     head += "Connection: close\r\n";
@@ -320,6 +321,19 @@ constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
 enum class RelayEnd { Complete, UpstreamFailed, ClientGone };
 
+class RelayBuffer {
+ public:
+  explicit RelayBuffer(Worker& w) : worker_(w), buf_(w.takeRelayBuffer()) {}
+  ~RelayBuffer() { worker_.returnRelayBuffer(std::move(buf_)); }
+  RelayBuffer(const RelayBuffer&) = delete;
+  RelayBuffer& operator=(const RelayBuffer&) = delete;
+  char* get() { return buf_.get(); }
+
+ private:
+  Worker& worker_;
+  std::unique_ptr<char[]> buf_;
+};
+
 // Streams the upstream body to the client as it arrives. SSE responses are cut into events:
 // each read's complete events go out in one write, never held back for later ones.
 awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
@@ -337,9 +351,10 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
   bool usage_copy_ok = !sse;
   base::MonoTime last_event{};
   bool first_event = true;
-  // Allocated per response, not per connection, so idle keep-alive connections stay small.
-  constexpr size_t kRelayBytes = 16384;
-  std::unique_ptr<char[]> relay(new char[kRelayBytes]);  // uninitialised on purpose
+  // Taken per response from the worker's pool, not held per connection, so idle keep-alive
+  // connections stay small.
+  RelayBuffer relay(s.worker);
+  constexpr size_t kRelayBytes = Worker::kRelayBytes;
 
   auto onEvent = [&](std::string_view event, bool complete) {
     if (complete) {
@@ -518,7 +533,8 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
       }
       watch->upstream = &conn->stream;
       std::string head = head_prefix;
-      head += fmt::format("Host: {}\r\nContent-Length: {}\r\n\r\n", ep.address, body_size);
+      fmt::format_to(std::back_inserter(head), "Host: {}\r\nContent-Length: {}\r\n\r\n", ep.address,
+                     body_size);
       std::vector<asio::const_buffer> bufs;
       bufs.reserve(pieces.size() + 1);
       bufs.push_back(asio::buffer(head));

@@ -115,6 +115,22 @@ void Worker::stop() {
   }
 }
 
+std::unique_ptr<char[]> Worker::takeRelayBuffer() {
+  if (relay_pool_.empty()) {
+    return std::unique_ptr<char[]>(new char[kRelayBytes]);  // uninitialised on purpose
+  }
+  auto buf = std::move(relay_pool_.back());
+  relay_pool_.pop_back();
+  return buf;
+}
+
+void Worker::returnRelayBuffer(std::unique_ptr<char[]> buf) {
+  constexpr size_t kMaxPooled = 256;  // bounds the pool at 4 MiB per worker
+  if (buf && relay_pool_.size() < kMaxPooled) {
+    relay_pool_.push_back(std::move(buf));
+  }
+}
+
 awaitable<void> Worker::acceptLoop() {
   while (acceptor_ && acceptor_->is_open()) {
     error_code ec;

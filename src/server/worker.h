@@ -47,6 +47,11 @@ class Worker {
   std::vector<const router::Endpoint*>& candidates() { return candidates_; }
   std::unordered_set<Session*>& sessions() { return sessions_; }
 
+  // Body relay buffers, recycled so a response costs no large allocation.
+  static constexpr size_t kRelayBytes = 16384;
+  std::unique_ptr<char[]> takeRelayBuffer();
+  void returnRelayBuffer(std::unique_ptr<char[]> buf);
+
  private:
   awaitable<void> acceptLoop();
 
@@ -60,6 +65,7 @@ class Worker {
   metrics::Shard& shard_;
   std::vector<const router::Endpoint*> candidates_;
   std::unordered_set<Session*> sessions_;
+  std::vector<std::unique_ptr<char[]>> relay_pool_;
   std::thread thread_;
 };
 
