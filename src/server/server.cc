@@ -63,7 +63,14 @@ class ControlPlane {
     }
   }
 
+  void joinDrain() {
+    if (drain_thread_.joinable() && drain_thread_.get_id() != std::this_thread::get_id()) {
+      drain_thread_.join();
+    }
+  }
+
   ~ControlPlane() {
+    joinDrain();
     stop();
     if (thread_.joinable()) {
       thread_.detach();  // only when stop() ran on the control thread itself
@@ -89,7 +96,10 @@ class ControlPlane {
       }
       SLUICE_LOG(Info, "server", "signal {}: draining", sig);
       // Drain blocks; run it off the control thread so /readyz keeps answering meanwhile.
-      std::thread([this] { server_.drainAndStop(); }).detach();
+      // The server joins this thread before it is destroyed.
+      if (!drain_thread_.joinable()) {
+        drain_thread_ = std::thread([this] { server_.drainAndStop(); });
+      }
     });
   }
 
@@ -192,10 +202,12 @@ class ControlPlane {
   asio::signal_set signals_;
   std::list<tcp::acceptor> acceptors_;
   std::thread thread_;
+  std::thread drain_thread_;
 };
 
-Server::Server(config::RouterConfig config, const base::TimeSource& time)
-    : config_(std::move(config)), time_(time) {
+Server::Server(config::RouterConfig config, const base::TimeSource& time,
+               std::optional<uint64_t> seed)
+    : config_(std::move(config)), time_(time), seed_(seed) {
   worker_count_ = config_.workers > 0 ? static_cast<size_t>(config_.workers)
                                       : std::max(1u, std::thread::hardware_concurrency());
   registry_ = std::make_unique<metrics::Registry>(worker_count_);
@@ -206,6 +218,7 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time)
 }
 
 Server::~Server() {
+  control_->joinDrain();
   stopAll();
   control_.reset();
   workers_.clear();
@@ -249,7 +262,7 @@ base::Result<void> Server::start() {
         fmt::format("listener.address: invalid address \"{}\"", config_.listener.address)};
   }
   uint16_t port = config_.listener.port;
-  const uint64_t seed = base::osSeed();
+  const uint64_t seed = seed_ ? *seed_ : base::osSeed();
   for (size_t i = 0; i < worker_count_; ++i) {
     auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
     w->publish(snapshot());
@@ -319,13 +332,13 @@ void Server::stopAll() {
   if (stopped_) {
     return;
   }
-  stopped_ = true;
   ctx_->draining = true;
   for (auto& w : workers_) {
     w->stop();
   }
   control_->stop();
   access_log_->flush();
+  stopped_ = true;  // last: wait() returns only once everything is down
 }
 
 void Server::wait() {

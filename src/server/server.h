@@ -26,8 +26,11 @@ struct ServerContext;
 // listeners, signals, config publishing) and the shared state.
 class Server {
  public:
+  // `seed` fixes the workers' randomness (request ids, tie-breaks) for tests; by default it
+  // comes from the OS.
   explicit Server(config::RouterConfig config,
-                  const base::TimeSource& time = base::RealTimeSource::instance());
+                  const base::TimeSource& time = base::RealTimeSource::instance(),
+                  std::optional<uint64_t> seed = std::nullopt);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -65,6 +68,7 @@ class Server {
   config::RouterConfig config_;
   const base::TimeSource& time_;
   std::string config_path_;
+  std::optional<uint64_t> seed_;
   size_t worker_count_;
   std::unique_ptr<metrics::Registry> registry_;
   std::unique_ptr<metrics::AccessLog> access_log_;

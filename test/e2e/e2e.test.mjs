@@ -16,6 +16,7 @@ const dir = mkdtempSync(join(tmpdir(), 'sluice-e2e-'));
 const procs = [];
 let ports;
 let client;
+let router;
 
 function start(cmd, args) {
   const p = spawn(join(bin, cmd), args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -54,7 +55,7 @@ before(async () => {
     `    endpoints: [${endpoints.join(', ')}]`,
   ].join('\n'));
   const routerReady = join(dir, 'router.ready');
-  const router = start('sluice', ['serve', '--config', config, '--ready-file', routerReady]);
+  router = start('sluice', ['serve', '--config', config, '--ready-file', routerReady]);
   ports = JSON.parse(await waitForFile(routerReady, router));
   client = new OpenAI({ apiKey: 'unused', baseURL: `http://127.0.0.1:${ports.listener}/v1`, maxRetries: 0 });
 });
@@ -125,4 +126,20 @@ test('metrics and access log record the traffic', async () => {
   assert.match(metrics, /sluice_time_to_first_token_seconds_count\{model="llama"\} [1-9]/);
   const ready = await fetch(`http://127.0.0.1:${ports.admin}/readyz`);
   assert.equal(ready.status, 200);
+});
+
+test('SIGTERM drains: an in-flight stream finishes, then the router exits 0', async () => {
+  const stream = await client.chat.completions.create({
+    model: 'llama', messages: [{ role: 'user', content: 'long answer' }], max_tokens: 150, stream: true,
+  });
+  const exited = new Promise((resolve) => router.on('exit', (code, signal) => resolve({ code, signal })));
+  let chunks = 0;
+  for await (const chunk of stream) {
+    if (chunks++ === 0) router.kill('SIGTERM');
+    assert.ok(chunk.choices.length > 0);
+  }
+  assert.equal(chunks, 150);
+  const { code, signal } = await exited;
+  assert.equal(signal, null);
+  assert.equal(code, 0);
 });
