@@ -24,7 +24,7 @@ free_port() {
 
 PORT=$(free_port)
 "$BIN/sluice-sim" --replicas 3 --address 127.0.0.11 --port "$PORT" --model sim-llama \
-  --ttft-ms 20 --itl-ms 15 --ready-file "$WORK/sim.ready" 2>"$WORK/sim.log" &
+  --ready-file "$WORK/sim.ready" 2>"$WORK/sim.log" &
 wait_file "$WORK/sim.ready"
 ENDPOINTS=$(paste -sd, "$WORK/sim.ready" | sed 's/,/, /g')
 echo "simulated engines: $ENDPOINTS"

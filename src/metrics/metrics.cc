@@ -25,6 +25,8 @@ const std::vector<double>& itlBounds() {
   return b;
 }
 
+}  // namespace
+
 std::string escapeLabel(std::string_view v) {
   std::string out;
   out.reserve(v.size());
@@ -41,6 +43,8 @@ std::string escapeLabel(std::string_view v) {
   return out;
 }
 
+namespace {
+
 std::string fmtDouble(double v) {
   if (std::isinf(v)) {
     return v > 0 ? "+Inf" : "-Inf";
@@ -48,46 +52,42 @@ std::string fmtDouble(double v) {
   return fmt::format("{:.9g}", v);
 }
 
-void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
+}  // namespace
+
+void appendHeader(std::string& out, std::string_view name, std::string_view type,
+                  std::string_view help) {
   out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
 
-struct MergedHistogram {
-  const std::vector<double>* bounds = nullptr;
-  std::vector<uint64_t> counts;
-  uint64_t count = 0;
-  double sum = 0;
-  void add(const Histogram& h) {
-    if (!bounds) {
-      bounds = &h.bounds();
-      counts.assign(bounds->size() + 1, 0);
-    }
-    for (size_t i = 0; i <= bounds->size(); ++i) {
-      counts[i] += h.bucket(i);
-    }
-    count += h.count();
-    sum += h.sum();
+void HistogramSnapshot::add(const Histogram& h) {
+  if (!bounds) {
+    bounds = &h.bounds();
+    counts.assign(bounds->size() + 1, 0);
   }
-};
+  for (size_t i = 0; i <= bounds->size(); ++i) {
+    counts[i] += h.bucket(i);
+  }
+  count += h.count();
+  sum += h.sum();
+}
 
-void renderHistogram(std::string& out, std::string_view name, const std::string& labels,
-                     const MergedHistogram& h) {
+void appendHistogram(std::string& out, std::string_view name, std::string_view labels,
+                     const HistogramSnapshot& h) {
   if (!h.bounds) {
     return;
   }
+  const std::string_view sep = labels.empty() ? "" : ",";
   uint64_t cumulative = 0;
   for (size_t i = 0; i < h.bounds->size(); ++i) {
     cumulative += h.counts[i];
-    out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", name, labels, fmtDouble((*h.bounds)[i]),
-                       cumulative);
+    out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep,
+                       fmtDouble((*h.bounds)[i]), cumulative);
   }
   cumulative += h.counts[h.bounds->size()];
-  out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", name, labels, cumulative);
+  out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, sep, cumulative);
   out += fmt::format("{}_sum{{{}}} {}\n", name, labels, fmtDouble(h.sum));
   out += fmt::format("{}_count{{{}}} {}\n", name, labels, h.count);
 }
-
-}  // namespace
 
 void Histogram::observe(double v) {
   const auto& b = *bounds_;
@@ -155,7 +155,7 @@ Registry::Registry(size_t shards) {
 std::string Registry::renderPrometheus() const {
   struct Merged {
     std::map<int, uint64_t> by_status;
-    MergedHistogram duration, ttft, itl;
+    HistogramSnapshot duration, ttft, itl;
     uint64_t input_tokens = 0, output_tokens = 0, retries = 0;
     std::array<uint64_t, static_cast<size_t>(UpstreamError::kCount)> errors{};
   };
@@ -192,41 +192,44 @@ std::string Registry::renderPrometheus() const {
 
   std::string out;
   out.reserve(4096 + models.size() * 4096);
-  header(out, "sluice_requests_total", "counter", "Requests completed, by model and HTTP status.");
+  appendHeader(out, "sluice_requests_total", "counter",
+               "Requests completed, by model and HTTP status.");
   for (const auto& [name, m] : models) {
     for (const auto& [status, n] : m.by_status) {
       out += fmt::format("sluice_requests_total{{model=\"{}\",code=\"{}\"}} {}\n",
                          escapeLabel(name), status, n);
     }
   }
-  header(out, "sluice_request_duration_seconds", "histogram",
-         "Time from the end of the request headers to the last response byte.");
+  appendHeader(out, "sluice_request_duration_seconds", "histogram",
+               "Time from the end of the request headers to the last response byte.");
   for (const auto& [name, m] : models) {
-    renderHistogram(out, "sluice_request_duration_seconds",
+    appendHistogram(out, "sluice_request_duration_seconds",
                     fmt::format("model=\"{}\"", escapeLabel(name)), m.duration);
   }
-  header(out, "sluice_time_to_first_token_seconds", "histogram",
-         "Time from the end of the request headers to the first streamed event, as the router "
-         "sees it.");
+  appendHeader(
+      out, "sluice_time_to_first_token_seconds", "histogram",
+      "Time from the end of the request headers to the first streamed event, as the router "
+      "sees it.");
   for (const auto& [name, m] : models) {
-    renderHistogram(out, "sluice_time_to_first_token_seconds",
+    appendHistogram(out, "sluice_time_to_first_token_seconds",
                     fmt::format("model=\"{}\"", escapeLabel(name)), m.ttft);
   }
-  header(out, "sluice_inter_token_latency_seconds", "histogram",
-         "Gap between two consecutive streamed events.");
+  appendHeader(out, "sluice_inter_token_latency_seconds", "histogram",
+               "Gap between two consecutive streamed events.");
   for (const auto& [name, m] : models) {
-    renderHistogram(out, "sluice_inter_token_latency_seconds",
+    appendHistogram(out, "sluice_inter_token_latency_seconds",
                     fmt::format("model=\"{}\"", escapeLabel(name)), m.itl);
   }
-  header(out, "sluice_tokens_total", "counter", "Tokens reported by upstream usage, by type.");
+  appendHeader(out, "sluice_tokens_total", "counter",
+               "Tokens reported by upstream usage, by type.");
   for (const auto& [name, m] : models) {
     out += fmt::format("sluice_tokens_total{{model=\"{}\",type=\"input\"}} {}\n", escapeLabel(name),
                        m.input_tokens);
     out += fmt::format("sluice_tokens_total{{model=\"{}\",type=\"output\"}} {}\n",
                        escapeLabel(name), m.output_tokens);
   }
-  header(out, "sluice_upstream_errors_total", "counter",
-         "Failed upstream attempts, by model and kind.");
+  appendHeader(out, "sluice_upstream_errors_total", "counter",
+               "Failed upstream attempts, by model and kind.");
   for (const auto& [name, m] : models) {
     for (size_t e = 0; e < m.errors.size(); ++e) {
       if (m.errors[e]) {
@@ -236,35 +239,36 @@ std::string Registry::renderPrometheus() const {
       }
     }
   }
-  header(out, "sluice_upstream_retries_total", "counter",
-         "Attempts made on another endpoint after a failed one.");
+  appendHeader(out, "sluice_upstream_retries_total", "counter",
+               "Attempts made on another endpoint after a failed one.");
   for (const auto& [name, m] : models) {
     out += fmt::format("sluice_upstream_retries_total{{model=\"{}\"}} {}\n", escapeLabel(name),
                        m.retries);
   }
-  header(out, "sluice_active_connections", "gauge", "Open client connections.");
+  appendHeader(out, "sluice_active_connections", "gauge", "Open client connections.");
   out += fmt::format("sluice_active_connections {}\n", active_connections);
-  header(out, "sluice_active_requests", "gauge", "Requests being processed.");
+  appendHeader(out, "sluice_active_requests", "gauge", "Requests being processed.");
   out += fmt::format("sluice_active_requests {}\n", active_requests);
-  header(out, "sluice_connections_total", "counter", "Client connections accepted.");
+  appendHeader(out, "sluice_connections_total", "counter", "Client connections accepted.");
   out += fmt::format("sluice_connections_total {}\n", connections_total);
-  header(out, "sluice_connections_rejected_total", "counter",
-         "Client connections refused because limits.max_connections was reached.");
+  appendHeader(out, "sluice_connections_rejected_total", "counter",
+               "Client connections refused because limits.max_connections was reached.");
   out += fmt::format("sluice_connections_rejected_total {}\n", connections_rejected);
-  header(out, "sluice_upstream_connections_opened_total", "counter",
-         "New TCP connections to endpoints.");
+  appendHeader(out, "sluice_upstream_connections_opened_total", "counter",
+               "New TCP connections to endpoints.");
   out += fmt::format("sluice_upstream_connections_opened_total {}\n", up_opened);
-  header(out, "sluice_upstream_connections_reused_total", "counter",
-         "Requests sent on a pooled keep-alive connection.");
+  appendHeader(out, "sluice_upstream_connections_reused_total", "counter",
+               "Requests sent on a pooled keep-alive connection.");
   out += fmt::format("sluice_upstream_connections_reused_total {}\n", up_reused);
-  header(out, "sluice_config_reloads_total", "counter", "Configuration snapshots published.");
+  appendHeader(out, "sluice_config_reloads_total", "counter", "Configuration snapshots published.");
   out += fmt::format("sluice_config_reloads_total {}\n", config_reloads.load());
-  header(out, "sluice_config_reload_errors_total", "counter", "Configuration updates rejected.");
+  appendHeader(out, "sluice_config_reload_errors_total", "counter",
+               "Configuration updates rejected.");
   out += fmt::format("sluice_config_reload_errors_total {}\n", config_reload_errors.load());
-  header(out, "sluice_config_snapshot_version", "gauge", "Version of the active snapshot.");
+  appendHeader(out, "sluice_config_snapshot_version", "gauge", "Version of the active snapshot.");
   out += fmt::format("sluice_config_snapshot_version {}\n", snapshot_version.load());
-  header(out, "sluice_access_log_dropped_total", "counter",
-         "Access-log records dropped because the writer fell behind.");
+  appendHeader(out, "sluice_access_log_dropped_total", "counter",
+               "Access-log records dropped because the writer fell behind.");
   out += fmt::format("sluice_access_log_dropped_total {}\n", access_log_dropped.load());
   return out;
 }

@@ -31,6 +31,23 @@ class Histogram {
   std::atomic<uint64_t> sum_ns_{0};  // values are seconds; stored as integer nanoseconds
 };
 
+// A point-in-time sum of one or more Histograms, and its Prometheus rendering.
+struct HistogramSnapshot {
+  const std::vector<double>* bounds = nullptr;
+  std::vector<uint64_t> counts;  // non-cumulative, last = +Inf
+  uint64_t count = 0;
+  double sum = 0;
+  void add(const Histogram& h);
+};
+
+// Prometheus text-format helpers shared by the router and the simulator.
+std::string escapeLabel(std::string_view v);
+void appendHeader(std::string& out, std::string_view name, std::string_view type,
+                  std::string_view help);
+// `labels` is the inner label text without braces, e.g. model="x" (may be empty).
+void appendHistogram(std::string& out, std::string_view name, std::string_view labels,
+                     const HistogramSnapshot& h);
+
 enum class UpstreamError : uint8_t {
   ConnectFailed,
   ConnectTimeout,

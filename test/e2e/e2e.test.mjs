@@ -40,7 +40,7 @@ async function waitForFile(path, proc) {
 before(async () => {
   const simReady = join(dir, 'sim.ready');
   const sim = start('sluice-sim', ['--replicas', '3', '--address', '127.0.0.1', '--port', '0',
-    '--model', 'sim-llama', '--ready-file', simReady, '--itl-ms', '2']);
+    '--model', 'sim-llama', '--ready-file', simReady, '--step-overhead-ms', '2']);
   const endpoints = (await waitForFile(simReady, sim)).trim().split('\n');
   const config = join(dir, 'sluice.yaml');
   writeFileSync(config, [

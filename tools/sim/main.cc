@@ -1,8 +1,10 @@
 // sluice-sim: serves one or more simulated OpenAI-compatible engines from one process.
-#include <arpa/inet.h>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -16,16 +18,51 @@
 namespace {
 
 constexpr const char* kUsage = R"(usage: sluice-sim [options]
-  --replicas N          engines to run (default 1)
-  --address A           first engine address (default 127.0.0.1); with --replicas > 1 and a
-                        127.x address, engine i listens on A+i (127.0.0.11, .12, ...)
-  --port P              port for every engine (default 8000; 0 = pick free ports)
-  --model NAME          served model name (default sim-model)
-  --max-tokens N        output tokens when the request sets none (default 16)
-  --ttft-ms MS          delay before the first token (default 0)
-  --itl-ms MS           delay between tokens (default 0)
-  --ready-file PATH     write one "address:port" line per engine once listening
+Serving:
+  --replicas N                 engines to run (default 1)
+  --address A                  first engine address (default 127.0.0.1); engine i listens on A+i
+                               (127.0.0.11, .12, ...) so each has its own address
+  --port P                     port for every engine (default 8000; 0 = a free port each)
+  --model NAME[,ALIAS...]      served model name(s) (default sim-model)
+  --engine vllm|vllm-v0|sglang metric names to expose (default vllm)
+  --max-tokens N               output tokens when a request sets none (default 16)
+  --time-scale X               run model time X times faster than real time (default 1)
+  --seed N                     random faults are drawn from this seed (default 1)
+  --ready-file PATH            write one "address:port" line per engine once listening
+Engine (defaults: an 8B model on one H100, vLLM v1):
+  --max-num-seqs N             running sequences (256)
+  --max-num-batched-tokens N   per-step token budget shared by prefill chunks and decodes (8192)
+  --block-size N               tokens per KV block (16)
+  --num-gpu-blocks N           KV blocks (16384)
+  --max-model-len N            prompt + output limit (32768)
+  --step-overhead-ms X         fixed cost of a step (5)
+  --prefill-ms-per-token X     per prompt token computed in a step (0.06)
+  --decode-ms-per-seq X        per sequence decoded in a step (0.04)
+  --lora-adapters A,B,...      adapters this engine serves
+  --max-loras N                adapter slots (4)
+  --lora-load-ms X             adapter load time (30)
+Faults (also switchable at run time with POST /admin):
+  --error-rate X --error-status 429|500|503   fail this share of requests at once
+  --stall-rate X --stall-ms X                  pause this share of streams once mid-stream
+  --disconnect-rate X                          cut this share of streams mid-way
+  --startup-delay-ms X                         answer 503 (and /health 503) until then
 )";
+
+std::vector<std::string> splitList(std::string_view s) {
+  std::vector<std::string> out;
+  while (!s.empty()) {
+    size_t comma = s.find(',');
+    std::string_view item = sluice::base::trim(s.substr(0, comma));
+    if (!item.empty()) {
+      out.emplace_back(item);
+    }
+    if (comma == std::string_view::npos) {
+      break;
+    }
+    s.remove_prefix(comma + 1);
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -36,6 +73,37 @@ int main(int argc, char** argv) {
   uint16_t port = 8000;
   std::string ready_file;
   sim::SimOptions options;
+  double error_rate = 0, stall_rate = 0, stall_ms = 0, disconnect_rate = 0, startup_ms = 0;
+  int error_status = 503;
+
+  auto& e = options.engine;
+  // Flags taking a number: name -> (max, setter).
+  using Setter = std::function<void(double)>;
+  const std::map<std::string_view, std::pair<double, Setter>> numeric = {
+      {"--replicas", {1000, [&](double v) { replicas = static_cast<int>(v); }}},
+      {"--port", {65535, [&](double v) { port = static_cast<uint16_t>(v); }}},
+      {"--max-tokens",
+       {1e6, [&](double v) { options.default_max_tokens = static_cast<uint32_t>(v); }}},
+      {"--time-scale", {1e4, [&](double v) { options.time_scale = v; }}},
+      {"--seed", {1e18, [&](double v) { options.seed = static_cast<uint64_t>(v); }}},
+      {"--max-num-seqs", {1e5, [&](double v) { e.max_num_seqs = static_cast<uint32_t>(v); }}},
+      {"--max-num-batched-tokens",
+       {1e7, [&](double v) { e.max_num_batched_tokens = static_cast<uint32_t>(v); }}},
+      {"--block-size", {4096, [&](double v) { e.block_size = static_cast<uint32_t>(v); }}},
+      {"--num-gpu-blocks", {1e8, [&](double v) { e.num_gpu_blocks = static_cast<uint32_t>(v); }}},
+      {"--max-model-len", {1e8, [&](double v) { e.max_model_len = static_cast<uint32_t>(v); }}},
+      {"--step-overhead-ms", {1e6, [&](double v) { e.step_overhead_ms = v; }}},
+      {"--prefill-ms-per-token", {1e3, [&](double v) { e.prefill_ms_per_token = v; }}},
+      {"--decode-ms-per-seq", {1e3, [&](double v) { e.decode_ms_per_seq = v; }}},
+      {"--max-loras", {1024, [&](double v) { e.max_loras = static_cast<uint32_t>(v); }}},
+      {"--lora-load-ms", {1e7, [&](double v) { e.lora_load_ms = v; }}},
+      {"--error-rate", {1, [&](double v) { error_rate = v; }}},
+      {"--error-status", {599, [&](double v) { error_status = static_cast<int>(v); }}},
+      {"--stall-rate", {1, [&](double v) { stall_rate = v; }}},
+      {"--stall-ms", {1e7, [&](double v) { stall_ms = v; }}},
+      {"--disconnect-rate", {1, [&](double v) { disconnect_rate = v; }}},
+      {"--startup-delay-ms", {1e8, [&](double v) { startup_ms = v; }}},
+  };
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -47,46 +115,38 @@ int main(int argc, char** argv) {
       return 2;
     }
     std::string_view v = argv[++i];
-    auto number = [&](uint64_t max) -> std::optional<uint64_t> {
-      auto n = base::parseUint(v);
-      if (!n || *n > max) {
-        std::fprintf(stderr, "%s: expected a number up to %llu\n", argv[i - 1],
-                     static_cast<unsigned long long>(max));
-        return std::nullopt;
-      }
-      return n;
-    };
-    std::optional<uint64_t> n;
-    if (arg == "--replicas") {
-      if (!(n = number(1000)))
+    if (auto it = numeric.find(arg); it != numeric.end()) {
+      double d = 0;
+      auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+      if (ec != std::errc() || ptr != v.data() + v.size() || d < 0 || d > it->second.first) {
+        std::fprintf(stderr, "%s: expected a number in 0..%g, got \"%s\"\n", argv[i - 1],
+                     it->second.first, argv[i]);
         return 2;
-      replicas = static_cast<int>(*n);
+      }
+      it->second.second(d);
     } else if (arg == "--address") {
       address = v;
-    } else if (arg == "--port") {
-      if (!(n = number(65535)))
-        return 2;
-      port = static_cast<uint16_t>(*n);
     } else if (arg == "--model") {
-      options.model = v;
-    } else if (arg == "--max-tokens") {
-      if (!(n = number(1'000'000)))
+      options.served_names = splitList(v);
+    } else if (arg == "--engine") {
+      bool ok = false;
+      options.kind = sim::parseEngineKind(v, ok);
+      if (!ok) {
+        std::fprintf(stderr, "--engine: expected vllm, vllm-v0 or sglang\n");
         return 2;
-      options.default_max_tokens = static_cast<uint32_t>(*n);
-    } else if (arg == "--ttft-ms") {
-      if (!(n = number(3'600'000)))
-        return 2;
-      options.ttft = std::chrono::milliseconds(*n);
-    } else if (arg == "--itl-ms") {
-      if (!(n = number(3'600'000)))
-        return 2;
-      options.itl = std::chrono::milliseconds(*n);
+      }
+    } else if (arg == "--lora-adapters") {
+      e.lora_adapters = splitList(v);
     } else if (arg == "--ready-file") {
       ready_file = v;
     } else {
       std::fprintf(stderr, "unknown option %s\n%s", argv[i - 1], kUsage);
       return 2;
     }
+  }
+  if (options.served_names.empty()) {
+    std::fprintf(stderr, "--model: at least one name\n");
+    return 2;
   }
 
   asio::io_context ioc(1);
@@ -102,7 +162,15 @@ int main(int argc, char** argv) {
     auto addr = asio::ip::address_v4(base_addr.to_uint() + static_cast<uint32_t>(i));
     sim::SimOptions opts = options;
     opts.name = fmt::format("sim-{}", i);
-    auto server = std::make_unique<sim::SimServer>(ioc, opts, std::make_shared<sim::SimControl>());
+    opts.seed = options.seed + static_cast<uint64_t>(i);
+    auto control = std::make_shared<sim::SimControl>();
+    control->error_rate = error_rate;
+    control->error_status = error_status;
+    control->stall_rate = stall_rate;
+    control->stall_ms = stall_ms;
+    control->disconnect_rate = disconnect_rate;
+    control->ready_at_ms = startup_ms;
+    auto server = std::make_unique<sim::SimServer>(ioc, opts, control);
     if (auto err = server->listen(tcp::endpoint(addr, port))) {
       std::fprintf(stderr, "sluice-sim: cannot listen on %s:%u: %s\n", addr.to_string().c_str(),
                    port, err.message().c_str());
@@ -117,8 +185,8 @@ int main(int argc, char** argv) {
     std::ofstream(tmp) << ready;
     std::rename(tmp.c_str(), ready_file.c_str());
   }
-  std::fprintf(stderr, "sluice-sim: %d engine(s) serving %s\n%s", replicas, options.model.c_str(),
-               ready.c_str());
+  std::fprintf(stderr, "sluice-sim: %d engine(s) serving %s\n%s", replicas,
+               options.served_names.front().c_str(), ready.c_str());
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const error_code&, int) { ioc.stop(); });
   ioc.run();
