@@ -1,6 +1,8 @@
 #include "config/router_config.h"
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -214,6 +216,26 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
         }
       }
     }
+    if (auto n = root["metrics_fetcher"]) {
+      if (p.mapWithKeys(n, "metrics_fetcher",
+                        {"enabled", "interval", "timeout", "models_interval", "max_concurrency",
+                         "unhealthy_after"})) {
+        auto& f = config.metrics_fetcher;
+        if (auto e = n["enabled"]) {
+          auto v = p.scalar(e, "metrics_fetcher.enabled");
+          if (v && (*v == "true" || *v == "false")) {
+            f.enabled = *v == "true";
+          } else if (v) {
+            p.error("metrics_fetcher.enabled", "must be true or false");
+          }
+        }
+        p.duration(n, "interval", "metrics_fetcher", f.interval);
+        p.duration(n, "timeout", "metrics_fetcher", f.timeout);
+        p.duration(n, "models_interval", "metrics_fetcher", f.models_interval);
+        p.uint(n, "max_concurrency", "metrics_fetcher", f.max_concurrency, 1, 100000);
+        p.uint(n, "unhealthy_after", "metrics_fetcher", f.unhealthy_after, 1, 1000);
+      }
+    }
     if (auto n = root["access_log"]) {
       if (p.mapWithKeys(n, "access_log", {"path"})) {
         p.string(n, "path", "access_log", config.access_log.path);
@@ -230,12 +252,23 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
         for (size_t i = 0; i < list.size(); ++i) {
           std::string path = fmt::format("models[{}]", i);
           const auto& m = list[i];
-          if (!p.mapWithKeys(m, path, {"name", "upstream_model", "endpoints"})) {
+          if (!p.mapWithKeys(m, path, {"name", "upstream_model", "engine", "endpoints"})) {
             continue;
           }
           RouterConfig::Model model;
           p.string(m, "name", path, model.name);
           p.string(m, "upstream_model", path, model.upstream_model);
+          p.string(m, "engine", path, model.engine);
+          {
+            static constexpr std::string_view kEngines[] = {"vllm", "sglang", "trtllm-serve",
+                                                            "trtllm", "triton"};
+            if (std::find(std::begin(kEngines), std::end(kEngines), model.engine) ==
+                std::end(kEngines)) {
+              p.error(path + ".engine", fmt::format("must be one of vllm, sglang, trtllm-serve, "
+                                                    "triton; got \"{}\"",
+                                                    model.engine));
+            }
+          }
           if (model.name.empty()) {
             p.error(path + ".name", "is required");
           } else if (!seen.insert(model.name).second) {
@@ -314,13 +347,20 @@ std::string toJson(const RouterConfig& c) {
       "\"upstream\":{{\"max_idle_per_endpoint\":{},\"idle_timeout\":{},\"retries\":{},"
       "\"retry_on_status\":[{}]}},",
       c.upstream.max_idle_per_endpoint, ms(c.upstream.idle_timeout), c.upstream.retries, statuses);
+  const auto& f = c.metrics_fetcher;
+  out += fmt::format(
+      "\"metrics_fetcher\":{{\"enabled\":{},\"interval\":{},\"timeout\":{},\"models_interval\":{},"
+      "\"max_concurrency\":{},\"unhealthy_after\":{}}},",
+      f.enabled, ms(f.interval), ms(f.timeout), ms(f.models_interval), f.max_concurrency,
+      f.unhealthy_after);
   out += fmt::format("\"access_log\":{{\"path\":{}}},", base::jsonQuote(c.access_log.path));
   out += "\"models\":[";
   for (size_t i = 0; i < c.models.size(); ++i) {
     const auto& m = c.models[i];
     out += i ? "," : "";
-    out += fmt::format("{{\"name\":{},\"upstream_model\":{},\"endpoints\":[",
-                       base::jsonQuote(m.name), base::jsonQuote(m.upstream_model));
+    out += fmt::format("{{\"name\":{},\"upstream_model\":{},\"engine\":{},\"endpoints\":[",
+                       base::jsonQuote(m.name), base::jsonQuote(m.upstream_model),
+                       base::jsonQuote(m.engine));
     for (size_t j = 0; j < m.endpoints.size(); ++j) {
       out += j ? "," : "";
       out += base::jsonQuote(fmt::format("{}:{}", m.endpoints[j].host, m.endpoints[j].port));

@@ -49,6 +49,15 @@ struct RouterConfig {
     std::vector<int> retry_on_status{502, 503, 504};
   } upstream;
 
+  struct MetricsFetcher {
+    bool enabled = true;
+    milliseconds interval{50};
+    milliseconds timeout{1000};
+    milliseconds models_interval{5000};
+    uint32_t max_concurrency = 128;
+    uint32_t unhealthy_after = 3;
+  } metrics_fetcher;
+
   struct AccessLog {
     std::string path = "stdout";  // stdout | stderr | off | a file path
   } access_log;
@@ -56,6 +65,7 @@ struct RouterConfig {
   struct Model {
     std::string name;
     std::string upstream_model;  // empty = forward the client's name
+    std::string engine = "vllm";  // vllm | sglang | trtllm-serve | triton: metric names to read
     std::vector<base::HostPort> endpoints;
   };
   std::vector<Model> models;

@@ -84,6 +84,7 @@ base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::Router
     auto backend = std::make_shared<Backend>();
     backend->model = m.name;
     backend->upstream_model = m.upstream_model;
+    backend->engine = m.engine;
     for (size_t j = 0; j < m.endpoints.size(); ++j) {
       auto ep = resolve(m.endpoints[j]);
       if (!ep) {

@@ -32,6 +32,7 @@ struct Endpoint {
 struct Backend {
   std::string model;           // the name clients use
   std::string upstream_model;  // rewrite target; empty = none
+  std::string engine;          // metric names to read (vllm, sglang, ...)
   std::vector<Endpoint> endpoints;
 };
 

@@ -2,6 +2,7 @@
 
 #include <condition_variable>
 #include <list>
+#include <unordered_set>
 #include <thread>
 
 #include <boost/asio/signal_set.hpp>
@@ -9,6 +10,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <fmt/core.h>
 
+#include "backends/metrics_fetcher.h"
 #include "base/asio.h"
 #include "base/log.h"
 #include "base/random.h"
@@ -156,6 +158,15 @@ class ControlPlane {
                  ? std::pair{200, std::string("ready\n")}
                  : std::pair{503, std::string(server_.draining() ? "draining\n" : "not ready\n")};
     }
+    if (path == "/debug/endpoints") {
+      type = "application/json";
+      auto* fetcher = server_.fetcher();
+      if (fetcher == nullptr) {
+        return {200, "{\"endpoints\":[],\"fetcher\":\"disabled\"}\n"};
+      }
+      return {200, backends::metricsViewJson(*fetcher->latest(), server_.time_.monotonicNow()) +
+                       "\n"};
+    }
     if (path == "/debug/config") {
       type = "application/json";
       auto snap = server_.snapshot();
@@ -215,11 +226,44 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
                                                      registry_->access_log_dropped);
   ctx_.reset(new ServerContext{time_, *registry_, *access_log_});
   control_ = std::make_unique<ControlPlane>(*this);
+  if (config_.metrics_fetcher.enabled) {
+    const auto& f = config_.metrics_fetcher;
+    backends::FetcherConfig fc;
+    fc.interval = f.interval;
+    fc.timeout = f.timeout;
+    fc.models_interval = f.models_interval;
+    fc.max_concurrency = f.max_concurrency;
+    fc.unhealthy_after = f.unhealthy_after;
+    fetcher_ = std::make_unique<backends::MetricsFetcher>(
+        fc, time_, [this](backends::MetricsViewPtr view) {
+          for (auto& w : workers_) {
+            w->publishMetrics(view);
+          }
+        });
+  }
+}
+
+void Server::updateFetchTargets(const router::Snapshot& snap) {
+  if (!fetcher_) {
+    return;
+  }
+  std::vector<backends::FetchTarget> targets;
+  std::unordered_set<std::string> seen;
+  for (const auto& [_, backend] : snap.models) {
+    auto engine = backends::parseEngineType(backend->engine).value_or(backends::EngineType::Vllm);
+    for (const auto& ep : backend->endpoints) {
+      if (seen.insert(ep.address).second) {
+        targets.push_back({ep, engine});
+      }
+    }
+  }
+  fetcher_->setTargets(std::move(targets));
 }
 
 Server::~Server() {
   control_->joinDrain();
   stopAll();
+  fetcher_.reset();
   control_.reset();
   workers_.clear();
 }
@@ -246,6 +290,7 @@ base::Result<void> Server::reload(const config::RouterConfig& config) {
   for (auto& w : workers_) {
     w->publish(snap);
   }
+  updateFetchTargets(*snap);
   registry_->config_reloads.fetch_add(1);
   registry_->snapshot_version.store(static_cast<int64_t>(snap->version));
   return {};
@@ -287,6 +332,9 @@ base::Result<void> Server::start() {
   admin_port_ = *admin_port;
   for (auto& w : workers_) {
     w->start();
+  }
+  if (fetcher_) {
+    fetcher_->start();
   }
   control_->start();
   started_ = true;
@@ -333,6 +381,9 @@ void Server::stopAll() {
     return;
   }
   ctx_->draining = true;
+  if (fetcher_) {
+    fetcher_->stop();
+  }
   for (auto& w : workers_) {
     w->stop();
   }

@@ -20,6 +20,11 @@ namespace sluice::server {
 
 class Worker;
 class ControlPlane;
+}  // namespace sluice::server
+namespace sluice::backends {
+class MetricsFetcher;
+}  // namespace sluice::backends
+namespace sluice::server {
 struct ServerContext;
 
 // Owns the whole router: workers (data plane), the control thread (admin and metrics
@@ -59,11 +64,14 @@ class Server {
   metrics::Registry& metrics() { return *registry_; }
   metrics::AccessLog& accessLog() { return *access_log_; }
   std::shared_ptr<const router::Snapshot> snapshot() const;
+  // Null when metrics_fetcher.enabled is false.
+  backends::MetricsFetcher* fetcher() { return fetcher_.get(); }
   int64_t openConnections() const;
 
  private:
   friend class ControlPlane;
   void stopAll();
+  void updateFetchTargets(const router::Snapshot& snap);
 
   config::RouterConfig config_;
   const base::TimeSource& time_;
@@ -75,6 +83,7 @@ class Server {
   std::unique_ptr<ServerContext> ctx_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<ControlPlane> control_;
+  std::unique_ptr<backends::MetricsFetcher> fetcher_;
   router::EndpointRegistry endpoints_;
   mutable std::mutex snapshot_mu_;  // control plane only
   std::shared_ptr<const router::Snapshot> snapshot_;

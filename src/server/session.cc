@@ -485,7 +485,8 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
   const std::string head_prefix = upstreamHeadPrefix(x);
 
   std::vector<const router::Endpoint*> candidates;
-  backends::pickEndpoints(backend, w.random(), cfg.upstream.retries + 1, candidates);
+  backends::pickEndpoints(backend, w.random(), cfg.upstream.retries + 1, candidates,
+                          w.metricsView());
   if (candidates.empty()) {
     co_await writeError(x, ErrorKind::NoEndpoints,
                         fmt::format("model '{}' has no ready endpoints", peek.model));

@@ -93,6 +93,10 @@ void Worker::publish(std::shared_ptr<const router::Snapshot> snapshot) {
   });
 }
 
+void Worker::publishMetrics(backends::MetricsViewPtr view) {
+  asio::post(*ioc_, [this, view = std::move(view)]() mutable { metrics_view_ = std::move(view); });
+}
+
 void Worker::stopAccepting() {
   asio::post(*ioc_, [this] {
     error_code ec;

@@ -7,6 +7,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "backends/metrics_fetcher.h"
 #include "backends/upstream_pool.h"
 #include "base/asio.h"
 #include "base/random.h"
@@ -32,6 +33,8 @@ class Worker {
   void start();
   // Posts a new snapshot; requests in flight keep the one they started with.
   void publish(std::shared_ptr<const router::Snapshot> snapshot);
+  // Posts the engines' latest scraped state.
+  void publishMetrics(backends::MetricsViewPtr view);
   // Stops accepting and closes idle keep-alive connections (drain).
   void stopAccepting();
   void stop();  // stops the loop and joins the thread
@@ -41,6 +44,7 @@ class Worker {
   ServerContext& context() { return ctx_; }
   asio::io_context& ioContext() { return *ioc_; }
   const std::shared_ptr<const router::Snapshot>& snapshot() const { return snapshot_; }
+  const backends::MetricsView* metricsView() const { return metrics_view_.get(); }
   backends::UpstreamPool& pool() { return pool_; }
   base::Random& random() { return random_; }
   metrics::Shard& shard() { return shard_; }
@@ -60,6 +64,7 @@ class Worker {
   std::unique_ptr<asio::io_context> ioc_;
   std::optional<tcp::acceptor> acceptor_;
   std::shared_ptr<const router::Snapshot> snapshot_;
+  backends::MetricsViewPtr metrics_view_;
   backends::UpstreamPool pool_;
   base::Xoshiro random_;
   metrics::Shard& shard_;

@@ -74,6 +74,7 @@ class ProxyTest : public ::testing::Test {
     c.metrics = {"127.0.0.1", 0};
     c.workers = 1;
     c.access_log.path = "off";
+    c.metrics_fetcher.enabled = false;  // the fetcher tests turn it on
     config::RouterConfig::Model m;
     m.name = "m";
     for (auto& s : sims_) {

@@ -98,7 +98,7 @@ TEST(RouterConfig, JsonDumpRoundTripsTheEssentials) {
   EXPECT_THAT(
       json,
       HasSubstr(
-          "\"models\":[{\"name\":\"m\",\"upstream_model\":\"\",\"endpoints\":[\"127.0.0.1:9\"]}]"));
+          "\"models\":[{\"name\":\"m\",\"upstream_model\":\"\",\"engine\":\"vllm\",\"endpoints\":[\"127.0.0.1:9\"]}]"));
   EXPECT_THAT(json, HasSubstr("\"drain\":\"30000ms\""));
 }
 

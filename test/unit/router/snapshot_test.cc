@@ -10,8 +10,8 @@ namespace {
 
 config::RouterConfig twoModels() {
   config::RouterConfig c;
-  c.models.push_back({"b-model", "", {{"127.0.0.1", 9001}, {"127.0.0.2", 9002}}});
-  c.models.push_back({"a-model", "real", {{"::1", 9003}}});
+  c.models.push_back({"b-model", "", "vllm", {{"127.0.0.1", 9001}, {"127.0.0.2", 9002}}});
+  c.models.push_back({"a-model", "real", "vllm", {{"::1", 9003}}});
   return c;
 }
 
@@ -44,7 +44,7 @@ TEST(Snapshot, EndpointStateSurvivesRebuilds) {
 TEST(Snapshot, UnresolvableHostIsAnError) {
   EndpointRegistry reg;
   config::RouterConfig c;
-  c.models.push_back({"m", "", {{"no-such-host.invalid", 1}}});
+  c.models.push_back({"m", "", "vllm", {{"no-such-host.invalid", 1}}});
   auto snap = buildSnapshot(c, 1, reg);
   ASSERT_FALSE(snap);
   EXPECT_NE(snap.error().message.find("models[0].endpoints[0]: cannot resolve"), std::string::npos);
@@ -53,7 +53,7 @@ TEST(Snapshot, UnresolvableHostIsAnError) {
 TEST(Picker, PrefersTheLeastLoadedAndCapsTheList) {
   EndpointRegistry reg;
   config::RouterConfig c;
-  c.models.push_back({"m", "", {{"127.0.0.1", 1}, {"127.0.0.2", 2}, {"127.0.0.3", 3}}});
+  c.models.push_back({"m", "", "vllm", {{"127.0.0.1", 1}, {"127.0.0.2", 2}, {"127.0.0.3", 3}}});
   auto snap = buildSnapshot(c, 1, reg);
   const Backend& b = *(*snap)->findModel("m");
   b.endpoints[0].state->in_flight = 4;
@@ -70,7 +70,7 @@ TEST(Picker, PrefersTheLeastLoadedAndCapsTheList) {
 TEST(Picker, SpreadsTiesRandomly) {
   EndpointRegistry reg;
   config::RouterConfig c;
-  c.models.push_back({"m", "", {{"127.0.0.1", 1}, {"127.0.0.2", 2}, {"127.0.0.3", 3}}});
+  c.models.push_back({"m", "", "vllm", {{"127.0.0.1", 1}, {"127.0.0.2", 2}, {"127.0.0.3", 3}}});
   auto snap = buildSnapshot(c, 1, reg);
   base::Xoshiro rnd(7);
   std::vector<const Endpoint*> out;
