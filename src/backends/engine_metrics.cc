@@ -84,7 +84,8 @@ const EngineMapping& defaultMapping(EngineType type) {
     m.waiting = {{"nv_trt_llm_request_metrics", "request_type", "waiting"}};
     m.running = {{"nv_trt_llm_request_metrics", "request_type", "scheduled"}};
     m.kv_usage = {{"nv_trt_llm_kv_cache_block_metrics", "kv_cache_block_type", "fraction"}};
-    m.block_size_metric = {"nv_trt_llm_kv_cache_block_metrics", "kv_cache_block_type", "tokens_per"};
+    m.block_size_metric = {"nv_trt_llm_kv_cache_block_metrics", "kv_cache_block_type",
+                           "tokens_per"};
     m.num_blocks_metric = {"nv_trt_llm_kv_cache_block_metrics", "kv_cache_block_type", "max"};
     return m;
   }();

@@ -81,7 +81,7 @@ struct EndpointMetrics {
   bool scraped = false;               // at least one scrape succeeded
   bool healthy = true;                // false after repeated failures, until one succeeds
   uint32_t consecutive_failures = 0;
-  base::MonoTime updated{};           // last successful scrape
+  base::MonoTime updated{};  // last successful scrape
   std::string last_error;
 };
 

@@ -1,9 +1,8 @@
 #include "backends/metrics_fetcher.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <iterator>
+#include <time.h>
 
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -184,8 +183,7 @@ awaitable<void> MetricsFetcher::scrape(std::shared_ptr<Target> target) {
   scrapes_.fetch_add(1, std::memory_order_relaxed);
   // Adapters change rarely: /v1/models is read on a slower clock.
   const auto now = time_.monotonicNow();
-  if (!t.removed && t.tracker.metrics().healthy &&
-      now - t.last_models >= config_.models_interval) {
+  if (!t.removed && t.tracker.metrics().healthy && now - t.last_models >= config_.models_interval) {
     t.last_models = now;
     int models_status = 0;
     error_code models_ec;
@@ -218,8 +216,7 @@ std::string metricsViewJson(const MetricsView& view, base::MonoTime now) {
   std::string out = "{\"endpoints\":[";
   for (size_t i = 0; i < sorted.size(); ++i) {
     const auto& [address, m] = *sorted[i];
-    const double age =
-        m.scraped ? std::chrono::duration<double>(now - m.updated).count() : -1;
+    const double age = m.scraped ? std::chrono::duration<double>(now - m.updated).count() : -1;
     fmt::format_to(
         std::back_inserter(out),
         "{}{{\"address\":{},\"healthy\":{},\"scraped\":{},\"age_seconds\":{},\"waiting\":{},"

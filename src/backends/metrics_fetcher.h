@@ -20,11 +20,11 @@
 namespace sluice::backends {
 
 struct FetcherConfig {
-  std::chrono::milliseconds interval{50};          // how often every endpoint is scraped
-  std::chrono::milliseconds timeout{1000};         // one scrape, connect included
-  std::chrono::milliseconds models_interval{5000}; // how often /v1/models is read
-  uint32_t max_concurrency = 128;                  // scrapes in flight at once
-  uint32_t unhealthy_after = 3;                    // consecutive failures
+  std::chrono::milliseconds interval{50};           // how often every endpoint is scraped
+  std::chrono::milliseconds timeout{1000};          // one scrape, connect included
+  std::chrono::milliseconds models_interval{5000};  // how often /v1/models is read
+  uint32_t max_concurrency = 128;                   // scrapes in flight at once
+  uint32_t unhealthy_after = 3;                     // consecutive failures
 };
 
 struct FetchTarget {

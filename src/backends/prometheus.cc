@@ -8,11 +8,21 @@
 namespace sluice::backends {
 namespace {
 
-bool nameStart(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':'; }
-bool nameChar(char c) { return nameStart(c) || (c >= '0' && c <= '9'); }
-bool labelStart(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-bool labelChar(char c) { return labelStart(c) || (c >= '0' && c <= '9'); }
-bool blank(char c) { return c == ' ' || c == '\t'; }
+bool nameStart(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+}
+bool nameChar(char c) {
+  return nameStart(c) || (c >= '0' && c <= '9');
+}
+bool labelStart(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+bool labelChar(char c) {
+  return labelStart(c) || (c >= '0' && c <= '9');
+}
+bool blank(char c) {
+  return c == ' ' || c == '\t';
+}
 
 void skipBlanks(std::string_view s, size_t& i) {
   while (i < s.size() && blank(s[i])) {
@@ -173,11 +183,8 @@ bool parseSample(std::string_view line, PromSample& s) {
     s.timestamp_ms = t;
     ts = nextToken(line, i);
   }
-  if (ts == "#") {
-    return true;  // an exemplar follows; ignored
-  }
-  skipBlanks(line, i);
-  return i == line.size();
+  // Only an exemplar ("# {...} value") may follow; it is ignored.
+  return ts.empty() || ts == "#";
 }
 
 bool validComment(std::string_view line) {
@@ -198,9 +205,9 @@ bool validComment(std::string_view line) {
   }
   if (keyword == "TYPE") {
     std::string_view type = nextToken(line, i);
-    static constexpr std::string_view kTypes[] = {"counter", "gauge",   "histogram", "summary",
-                                                  "untyped", "unknown", "info",      "stateset",
-                                                  "gaugehistogram"};
+    static constexpr std::string_view kTypes[] = {"counter", "gauge",    "histogram",
+                                                  "summary", "untyped",  "unknown",
+                                                  "info",    "stateset", "gaugehistogram"};
     for (auto t : kTypes) {
       if (t == type) {
         return true;

@@ -40,7 +40,8 @@ class UpstreamPool {
   UpstreamConnectionPtr takeIdle(const std::string& address);
   // Opens a new connection; `ec` is set on failure (timed_out on timeout).
   static awaitable<UpstreamConnectionPtr> connect(const router::Endpoint& ep,
-                                           std::chrono::milliseconds timeout, error_code& ec);
+                                                  std::chrono::milliseconds timeout,
+                                                  error_code& ec);
   // Returns a connection whose last exchange completed cleanly and allows keep-alive.
   void release(const std::string& address, UpstreamConnectionPtr conn);
 

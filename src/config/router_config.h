@@ -64,7 +64,7 @@ struct RouterConfig {
 
   struct Model {
     std::string name;
-    std::string upstream_model;  // empty = forward the client's name
+    std::string upstream_model;   // empty = forward the client's name
     std::string engine = "vllm";  // vllm | sglang | trtllm-serve | triton: metric names to read
     std::vector<base::HostPort> endpoints;
   };

@@ -2,8 +2,8 @@
 
 #include <condition_variable>
 #include <list>
-#include <unordered_set>
 #include <thread>
+#include <unordered_set>
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/beast/http/read.hpp>
@@ -164,8 +164,8 @@ class ControlPlane {
       if (fetcher == nullptr) {
         return {200, "{\"endpoints\":[],\"fetcher\":\"disabled\"}\n"};
       }
-      return {200, backends::metricsViewJson(*fetcher->latest(), server_.time_.monotonicNow()) +
-                       "\n"};
+      return {200,
+              backends::metricsViewJson(*fetcher->latest(), server_.time_.monotonicNow()) + "\n"};
     }
     if (path == "/debug/config") {
       type = "application/json";
@@ -234,12 +234,12 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
     fc.models_interval = f.models_interval;
     fc.max_concurrency = f.max_concurrency;
     fc.unhealthy_after = f.unhealthy_after;
-    fetcher_ = std::make_unique<backends::MetricsFetcher>(
-        fc, time_, [this](backends::MetricsViewPtr view) {
-          for (auto& w : workers_) {
-            w->publishMetrics(view);
-          }
-        });
+    fetcher_ = std::make_unique<backends::MetricsFetcher>(fc, time_,
+                                                          [this](backends::MetricsViewPtr view) {
+                                                            for (auto& w : workers_) {
+                                                              w->publishMetrics(view);
+                                                            }
+                                                          });
   }
 }
 

@@ -473,8 +473,13 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
       }
       body += "]}";
     } else if (path == "/metrics") {
-      content_type = "text/plain; version=0.0.4";
-      body = renderMetrics();
+      if (ctl.metrics_down.load()) {
+        status = 500;
+        body = "exporter failure\n";
+      } else {
+        content_type = "text/plain; version=0.0.4";
+        body = renderMetrics();
+      }
     } else if (path == "/admin") {
       if (req.method() == bhttp::verb::post) {
         auto& b = req.body();
@@ -519,6 +524,8 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
                 ctl.disconnect_rate = d;
               } else if (key == "ready_in_ms") {
                 ctl.ready_at_ms = modelNow() + d;
+              } else if (key == "metrics_down") {
+                ctl.metrics_down = d != 0;
               } else if (key == "break_after_events") {
                 ctl.break_after_events = static_cast<int>(d);
               }

@@ -51,6 +51,7 @@ struct SimControl {
   std::atomic<double> stall_ms{0};         // how long (model ms)
   std::atomic<double> disconnect_rate{0};  // share of streams cut before they finish
   std::atomic<double> ready_at_ms{0};      // slow start: 503 until this model time
+  std::atomic<bool> metrics_down{false};   // /metrics answers 500 (a broken exporter)
 
   std::atomic<int> connections{0};
   std::atomic<int> requests{0};

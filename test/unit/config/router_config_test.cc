@@ -95,10 +95,8 @@ TEST(RouterConfig, JsonDumpRoundTripsTheEssentials) {
   auto c = parseRouterConfig("models: [{name: m, endpoints: [\"127.0.0.1:9\"]}]", errors);
   ASSERT_TRUE(c);
   std::string json = toJson(*c);
-  EXPECT_THAT(
-      json,
-      HasSubstr(
-          "\"models\":[{\"name\":\"m\",\"upstream_model\":\"\",\"engine\":\"vllm\",\"endpoints\":[\"127.0.0.1:9\"]}]"));
+  EXPECT_THAT(json, HasSubstr("\"models\":[{\"name\":\"m\",\"upstream_model\":\"\",\"engine\":"
+                              "\"vllm\",\"endpoints\":[\"127.0.0.1:9\"]}]"));
   EXPECT_THAT(json, HasSubstr("\"drain\":\"30000ms\""));
 }
 
