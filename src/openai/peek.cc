@@ -51,6 +51,12 @@ simdjson::error_code rawValue(od::value& v, std::string_view& out) {
   }
 }
 
+// A JSON null; anything malformed counts as "not null" and fails its own type check later.
+bool isNull(od::value& v) {
+  bool null = false;
+  return v.is_null().get(null) == simdjson::SUCCESS && null;
+}
+
 base::Error invalid(std::string message) {
   return base::Error{std::move(message)};
 }
@@ -101,14 +107,14 @@ base::Result<RequestPeek> peekRequest(std::string_view body, size_t capacity) {
       peek.model_token = spanOf(body, value.raw_json_token());
     } else if (key == "stream") {
       bool stream = false;
-      if (value.is_null()) {
+      if (isNull(value)) {
         stream = false;
       } else if (value.get_bool().get(stream)) {
         return invalid("'stream' must be a boolean");
       }
       peek.stream = stream;
     } else if (key == "stream_options") {
-      if (value.is_null()) {
+      if (isNull(value)) {
         continue;
       }
       peek.stream_options = spanOf(body, value.raw_json_token());
@@ -139,7 +145,7 @@ base::Result<RequestPeek> peekRequest(std::string_view body, size_t capacity) {
         peek.stream_options = spanOf(body, options_raw);
       }
     } else if (key == "max_tokens" || key == "max_completion_tokens") {
-      if (value.is_null()) {
+      if (isNull(value)) {
         continue;
       }
       uint64_t n = 0;

@@ -77,6 +77,9 @@ TEST(Peek, RejectsBadBodies) {
   EXPECT_FALSE(Peeked(R"({"model":"m"} {"model":"n"})").ok());
   EXPECT_FALSE(Peeked(R"({"model":"m",})").ok());
   EXPECT_FALSE(Peeked(R"({"model":"m" "x":1})").ok());
+  // Found by the fuzzer: a malformed literal where null is tested used to throw.
+  EXPECT_FALSE(Peeked(R"({"model":"m","stream_options":n{"include_usage":false}})").ok());
+  EXPECT_FALSE(Peeked(R"({"model":"m","stream":nul,"max_tokens":nulll})").ok());
 }
 
 TEST(Peek, NullOptionalsAreAbsent) {
