@@ -53,6 +53,9 @@ show curl -sS -N "$URL/v1/chat/completions" -H 'Content-Type: application/json' 
   -d '{"model":"llama","messages":[{"role":"user","content":"Stream it"}],"max_tokens":5,"stream":true}'
 show curl -sS "$URL/v1/chat/completions" -H 'Content-Type: application/json' \
   -d '{"model":"gpt-unknown","messages":[]}'
+echo "\$ curl -s 127.0.0.1:$ADMIN/debug/endpoints   # what the metrics fetcher reads from each engine"
+curl -sS "127.0.0.1:$ADMIN/debug/endpoints" | python3 -m json.tool | head -40
+echo
 echo "\$ curl -s 127.0.0.1:$METRICS/metrics | grep ^sluice_requests_total"
 curl -sS "127.0.0.1:$METRICS/metrics" | grep '^sluice_requests_total'
 sleep 0.2
