@@ -67,8 +67,8 @@ int main(int argc, char** argv) {
   std::printf(
       "endpoints %d, interval %d ms, %d s: %.0f scrapes/s (ideal %.0f), fetcher thread CPU %.1f%% "
       "of one core (%.1f us per scrape), failures %llu, skipped busy %llu, healthy %zu\n",
-      n, interval_ms, seconds, scrapes / static_cast<double>(seconds),
-      n * 1000.0 / interval_ms, 100.0 * cpu / seconds, 1e6 * cpu / static_cast<double>(scrapes),
+      n, interval_ms, seconds, scrapes / static_cast<double>(seconds), n * 1000.0 / interval_ms,
+      100.0 * cpu / seconds, 1e6 * cpu / static_cast<double>(scrapes),
       static_cast<unsigned long long>(fetcher.failures() - failures0),
       static_cast<unsigned long long>(fetcher.skippedBusy() - skipped0), healthy);
   fetcher.stop();

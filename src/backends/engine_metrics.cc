@@ -102,6 +102,48 @@ const EngineMapping& defaultMapping(EngineType type) {
   return kVllm;
 }
 
+MetricRef parseMetricRef(std::string_view text) {
+  MetricRef ref;
+  size_t brace = text.find('{');
+  ref.name = std::string(text.substr(0, brace));
+  if (brace != std::string_view::npos && text.size() > brace + 2 && text.back() == '}') {
+    std::string_view filter = text.substr(brace + 1, text.size() - brace - 2);
+    size_t eq = filter.find('=');
+    if (eq != std::string_view::npos && filter.size() >= eq + 3) {
+      ref.label_key = std::string(filter.substr(0, eq));
+      ref.label_value = std::string(filter.substr(eq + 2, filter.size() - eq - 3));
+    }
+  }
+  return ref;
+}
+
+EngineMapping withOverrides(EngineMapping base,
+                            const std::map<std::string, std::string>& overrides) {
+  for (const auto& [signal, metric] : overrides) {
+    MetricRef ref = parseMetricRef(metric);
+    std::vector<MetricRef> refs;
+    std::vector<std::string> names;
+    if (!ref.name.empty()) {
+      refs.push_back(ref);
+      names.push_back(ref.name);
+    }
+    if (signal == "waiting") {
+      base.waiting = refs;
+    } else if (signal == "running") {
+      base.running = refs;
+    } else if (signal == "kv_usage") {
+      base.kv_usage = refs;
+    } else if (signal == "ttft_histogram") {
+      base.ttft_histogram = names;
+    } else if (signal == "itl_histogram") {
+      base.itl_histogram = names;
+    } else if (signal == "lora_info") {
+      base.lora_info = ref.name;
+    }
+  }
+  return base;
+}
+
 namespace {
 
 bool matches(const MetricRef& ref, const PromSample& s) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,6 +43,12 @@ struct EngineMapping {
 };
 
 const EngineMapping& defaultMapping(EngineType type);
+
+// A mapping with some signals replaced: signal name (waiting, running, kv_usage, ttft_histogram,
+// itl_histogram, lora_info) -> "metric" or metric{label="value"}; "" turns the signal off.
+EngineMapping withOverrides(EngineMapping base,
+                            const std::map<std::string, std::string>& overrides);
+MetricRef parseMetricRef(std::string_view text);
 
 // One scrape, read through a mapping.
 struct EngineSignals {

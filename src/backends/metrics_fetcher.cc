@@ -166,7 +166,7 @@ awaitable<void> MetricsFetcher::scrape(std::shared_ptr<Target> target) {
   int status = 0;
   std::string body = co_await get(t, "/metrics", ec, status);
   if (!ec && status == 200) {
-    auto signals = extractSignals(body, defaultMapping(t.spec.engine));
+    auto signals = extractSignals(body, config_.mapping(t.spec.engine));
     if (signals) {
       t.tracker.onScrape(*signals, time_.monotonicNow());
     } else {

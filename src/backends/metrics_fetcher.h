@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,6 +26,11 @@ struct FetcherConfig {
   std::chrono::milliseconds models_interval{5000};  // how often /v1/models is read
   uint32_t max_concurrency = 128;                   // scrapes in flight at once
   uint32_t unhealthy_after = 3;                     // consecutive failures
+  std::map<EngineType, EngineMapping> mappings;     // overrides of defaultMapping()
+  const EngineMapping& mapping(EngineType type) const {
+    auto it = mappings.find(type);
+    return it == mappings.end() ? defaultMapping(type) : it->second;
+  }
 };
 
 struct FetchTarget {

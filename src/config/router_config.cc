@@ -141,6 +141,44 @@ class Parser {
 
 }  // namespace
 
+bool validMetricRef(std::string_view text) {
+  if (text.empty()) {
+    return true;
+  }
+  auto name_char = [](char c, bool first) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+           (!first && c >= '0' && c <= '9');
+  };
+  size_t i = 0;
+  while (i < text.size() && name_char(text[i], i == 0)) {
+    ++i;
+  }
+  if (i == 0) {
+    return false;
+  }
+  if (i == text.size()) {
+    return true;
+  }
+  // {label="value"}
+  std::string_view rest = text.substr(i);
+  if (rest.size() < 6 || rest.front() != '{' || rest.back() != '}') {
+    return false;
+  }
+  rest = rest.substr(1, rest.size() - 2);
+  size_t eq = rest.find('=');
+  if (eq == std::string_view::npos || eq == 0 || rest.size() < eq + 3 || rest[eq + 1] != '"' ||
+      rest.back() != '"') {
+    return false;
+  }
+  for (size_t j = 0; j < eq; ++j) {
+    if (!name_char(rest[j], j == 0) || rest[j] == ':') {
+      return false;
+    }
+  }
+  std::string_view value = rest.substr(eq + 2, rest.size() - eq - 3);
+  return value.find('"') == std::string_view::npos && value.find('\\') == std::string_view::npos;
+}
+
 base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors& errors) {
   RouterConfig config;
   YAML::Node root;
@@ -158,7 +196,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   try {
     if (!p.mapWithKeys(root, "",
                        {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
-                        "access_log", "models"})) {
+                        "metrics_fetcher", "access_log", "models"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -219,7 +257,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     if (auto n = root["metrics_fetcher"]) {
       if (p.mapWithKeys(n, "metrics_fetcher",
                         {"enabled", "interval", "timeout", "models_interval", "max_concurrency",
-                         "unhealthy_after"})) {
+                         "unhealthy_after", "engines"})) {
         auto& f = config.metrics_fetcher;
         if (auto e = n["enabled"]) {
           auto v = p.scalar(e, "metrics_fetcher.enabled");
@@ -234,6 +272,36 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
         p.duration(n, "models_interval", "metrics_fetcher", f.models_interval);
         p.uint(n, "max_concurrency", "metrics_fetcher", f.max_concurrency, 1, 100000);
         p.uint(n, "unhealthy_after", "metrics_fetcher", f.unhealthy_after, 1, 1000);
+        if (auto engines = n["engines"]) {
+          if (p.mapWithKeys(engines, "metrics_fetcher.engines",
+                            {"vllm", "sglang", "trtllm-serve", "triton"})) {
+            for (const auto& kv : engines) {
+              const std::string engine = kv.first.Scalar();
+              const std::string path = "metrics_fetcher.engines." + engine;
+              if (!p.mapWithKeys(kv.second, path,
+                                 {"waiting", "running", "kv_usage", "ttft_histogram",
+                                  "itl_histogram", "lora_info"})) {
+                continue;
+              }
+              for (const auto& signal : kv.second) {
+                const std::string key = signal.first.Scalar();
+                auto metric = p.scalar(signal.second, path + "." + key);
+                if (!metric) {
+                  continue;
+                }
+                if (!validMetricRef(*metric)) {
+                  p.error(path + "." + key,
+                          fmt::format("must be a metric name, optionally with one label filter "
+                                      "like name{{label=\"value\"}}, or \"\" to turn it off; got "
+                                      "\"{}\"",
+                                      *metric));
+                  continue;
+                }
+                f.engines[engine][key] = *metric;
+              }
+            }
+          }
+        }
       }
     }
     if (auto n = root["access_log"]) {
@@ -350,9 +418,21 @@ std::string toJson(const RouterConfig& c) {
   const auto& f = c.metrics_fetcher;
   out += fmt::format(
       "\"metrics_fetcher\":{{\"enabled\":{},\"interval\":{},\"timeout\":{},\"models_interval\":{},"
-      "\"max_concurrency\":{},\"unhealthy_after\":{}}},",
+      "\"max_concurrency\":{},\"unhealthy_after\":{},\"engines\":{{",
       f.enabled, ms(f.interval), ms(f.timeout), ms(f.models_interval), f.max_concurrency,
       f.unhealthy_after);
+  bool first_engine = true;
+  for (const auto& [engine, signals] : f.engines) {
+    out += (first_engine ? "" : ",") + base::jsonQuote(engine) + ":{";
+    first_engine = false;
+    bool first_signal = true;
+    for (const auto& [signal, metric] : signals) {
+      out += (first_signal ? "" : ",") + base::jsonQuote(signal) + ":" + base::jsonQuote(metric);
+      first_signal = false;
+    }
+    out += "}";
+  }
+  out += "}},";
   out += fmt::format("\"access_log\":{{\"path\":{}}},", base::jsonQuote(c.access_log.path));
   out += "\"models\":[";
   for (size_t i = 0; i < c.models.size(); ++i) {

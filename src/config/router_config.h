@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,6 +57,9 @@ struct RouterConfig {
     milliseconds models_interval{5000};
     uint32_t max_concurrency = 128;
     uint32_t unhealthy_after = 3;
+    // engine -> signal -> metric ("name" or name{label="value"}; "" turns the signal off).
+    // Signals: waiting, running, kv_usage, ttft_histogram, itl_histogram, lora_info.
+    std::map<std::string, std::map<std::string, std::string>> engines;
   } metrics_fetcher;
 
   struct AccessLog {
@@ -79,6 +83,9 @@ struct ConfigErrors {
 // Parses and validates YAML (JSON is YAML too). Unknown keys are errors.
 base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors& errors);
 base::Result<RouterConfig> loadRouterConfig(const std::string& path, ConfigErrors& errors);
+
+// "name" or name{label="value"} (one label filter), or "" (a signal turned off).
+bool validMetricRef(std::string_view text);
 
 // The effective configuration as JSON, for /debug/config.
 std::string toJson(const RouterConfig& config);

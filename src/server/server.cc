@@ -234,6 +234,11 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
     fc.models_interval = f.models_interval;
     fc.max_concurrency = f.max_concurrency;
     fc.unhealthy_after = f.unhealthy_after;
+    for (const auto& [engine, overrides] : f.engines) {
+      if (auto type = backends::parseEngineType(engine)) {
+        fc.mappings[*type] = backends::withOverrides(backends::defaultMapping(*type), overrides);
+      }
+    }
     fetcher_ = std::make_unique<backends::MetricsFetcher>(fc, time_,
                                                           [this](backends::MetricsViewPtr view) {
                                                             for (auto& w : workers_) {

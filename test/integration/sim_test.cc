@@ -1,9 +1,9 @@
 // sluice-sim's HTTP surface: the OpenAI API, LoRA adapters, fault injection and /admin.
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <set>
 #include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "backends/engine_metrics.h"
 #include "backends/prometheus.h"
@@ -53,8 +53,9 @@ class SimTest : public ::testing::Test {
 
 TEST_F(SimTest, ServesChatAndCompletionsWithUsage) {
   start();
-  auto chat = post("/v1/chat/completions",
-                   R"({"model":"base","messages":[{"role":"user","content":"hi"}],"max_tokens":3})");
+  auto chat =
+      post("/v1/chat/completions",
+           R"({"model":"base","messages":[{"role":"user","content":"hi"}],"max_tokens":3})");
   ASSERT_TRUE(chat);
   EXPECT_EQ(chat->status, 200);
   EXPECT_EQ(chat->header("x-sim-engine"), "sim");
@@ -131,8 +132,8 @@ TEST_F(SimTest, DisconnectInjectionCutsStreams) {
   start();
   sim_->control().disconnect_rate = 1.0;
   TestConnection c(port_);
-  ASSERT_TRUE(c.send(postRequest("/v1/completions",
-                                 R"({"model":"base","prompt":"x","stream":true,"max_tokens":20})")));
+  ASSERT_TRUE(c.send(postRequest(
+      "/v1/completions", R"({"model":"base","prompt":"x","stream":true,"max_tokens":20})")));
   auto r = c.readResponse();
   EXPECT_FALSE(r);  // the chunked body never finishes
   EXPECT_TRUE(c.waitClosed());
@@ -171,7 +172,8 @@ TEST_F(SimTest, MetricsUseTheEnginesNames) {
         "vllm:time_to_first_token_seconds_bucket", "vllm:inter_token_latency_seconds_sum",
         "vllm:e2e_request_latency_seconds_count", "vllm:lora_requests_info",
         "vllm:cache_config_info"}},
-      {sim::EngineKind::VllmV0, {"vllm:gpu_cache_usage_perc", "vllm:time_per_output_token_seconds_count"}},
+      {sim::EngineKind::VllmV0,
+       {"vllm:gpu_cache_usage_perc", "vllm:time_per_output_token_seconds_count"}},
       {sim::EngineKind::Sglang,
        {"sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage",
         "sglang:cache_hit_rate", "sglang:time_to_first_token_seconds_count",

@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "backends/metrics_fetcher.h"
 #include "backends/prometheus.h"
 
 namespace sluice::backends {
@@ -196,6 +197,38 @@ TEST(EndpointTracker, UnhealthyAfterRepeatedFailuresUntilASuccess) {
   t.onScrape(withHist(2, 2), time.monotonicNow());
   EXPECT_TRUE(t.metrics().healthy);
   EXPECT_EQ(t.metrics().consecutive_failures, 0u);
+}
+
+TEST(EngineSignals, OverridesReplaceOrDisableSignals) {
+  auto mapping = withOverrides(defaultMapping(EngineType::Vllm),
+                               {{"waiting", "my:queue{pool=\"a\"}"}, {"kv_usage", ""}});
+  auto s = extractSignals(
+      "my:queue{pool=\"a\"} 5\nmy:queue{pool=\"b\"} 7\nvllm:num_requests_waiting 9\n"
+      "vllm:kv_cache_usage_perc 0.5\nvllm:num_requests_running 2\n",
+      mapping);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(*s->waiting, 5);  // the override, with its label filter
+  EXPECT_FALSE(s->kv_usage);  // turned off
+  EXPECT_EQ(*s->running, 2);  // untouched default
+  auto ref = parseMetricRef("nv_metric{kind=\"x\"}");
+  EXPECT_EQ(ref.name, "nv_metric");
+  EXPECT_EQ(ref.label_key, "kind");
+  EXPECT_EQ(ref.label_value, "x");
+}
+
+TEST(MetricsView, JsonShowsTheAgeOfEachEndpointsData) {
+  base::FakeTimeSource time;
+  MetricsView view;
+  EndpointTracker t;
+  t.onScrape(withHist(1, 1), time.monotonicNow());
+  view.endpoints["10.0.0.1:8000"] = t.metrics();
+  view.endpoints["10.0.0.2:8000"] = EndpointTracker().metrics();
+  time.advance(std::chrono::milliseconds(250));
+  std::string json = metricsViewJson(view, time.monotonicNow());
+  EXPECT_THAT(json, HasSubstr("\"address\":\"10.0.0.1:8000\",\"healthy\":true,\"scraped\":true,"
+                              "\"age_seconds\":0.25,\"waiting\":1,\"running\":2,\"kv_usage\":0.5"));
+  EXPECT_THAT(json, HasSubstr("\"address\":\"10.0.0.2:8000\",\"healthy\":true,\"scraped\":false,"
+                              "\"age_seconds\":null"));
 }
 
 TEST(ModelIds, FromV1Models) {

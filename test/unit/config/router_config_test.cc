@@ -80,6 +80,43 @@ models:
                   "models[2].wat: unknown field", "models[2].name: is required"));
 }
 
+TEST(RouterConfig, FetcherAndEngineOverrides) {
+  ConfigErrors errors;
+  auto c = parseRouterConfig(R"(
+metrics_fetcher:
+  interval: 100ms
+  unhealthy_after: 5
+  engines:
+    vllm: {waiting: 'my:queue{pool="a"}', kv_usage: ""}
+models: [{name: m, engine: sglang, endpoints: ["127.0.0.1:9"]}]
+)",
+                             errors);
+  ASSERT_TRUE(c) << ::testing::PrintToString(errors.errors);
+  EXPECT_EQ(c->metrics_fetcher.interval.count(), 100);
+  EXPECT_EQ(c->metrics_fetcher.unhealthy_after, 5u);
+  EXPECT_EQ(c->metrics_fetcher.engines["vllm"]["waiting"], "my:queue{pool=\"a\"}");
+  EXPECT_EQ(c->metrics_fetcher.engines["vllm"]["kv_usage"], "");
+  EXPECT_EQ(c->models[0].engine, "sglang");
+
+  ConfigErrors bad;
+  EXPECT_FALSE(parseRouterConfig(R"(
+metrics_fetcher:
+  enabled: maybe
+  engines:
+    tgi: {}
+    vllm: {waiting: "9bad", queue: x}
+models: [{name: m, engine: tgi, endpoints: ["127.0.0.1:9"]}]
+)",
+                                 bad));
+  EXPECT_THAT(bad.errors,
+              ::testing::UnorderedElementsAre(
+                  "metrics_fetcher.enabled: must be true or false",
+                  "metrics_fetcher.engines.tgi: unknown field",
+                  HasSubstr("metrics_fetcher.engines.vllm.waiting: must be a metric name"),
+                  "metrics_fetcher.engines.vllm.queue: unknown field",
+                  HasSubstr("models[0].engine: must be one of vllm, sglang")));
+}
+
 TEST(RouterConfig, BrokenYamlIsAnErrorNotACrash) {
   ConfigErrors errors;
   EXPECT_FALSE(parseRouterConfig("models: [ {name: a", errors));
