@@ -115,6 +115,13 @@ TEST_F(SimTest, ErrorRateInjection) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 429);
   EXPECT_THAT(r->body, HasSubstr("\"code\":\"rate_limit_exceeded\""));
+  sim_->control().error_types = sim::parseErrorTypes("500,503");
+  std::set<int> seen;
+  for (int i = 0; i < 40; ++i) {
+    seen.insert(post("/v1/completions", R"({"model":"base","prompt":"x"})")->status);
+  }
+  EXPECT_EQ(seen, (std::set<int>{500, 503}));  // both types, from a fixed seed
+  EXPECT_EQ(sim::parseErrorTypes("429,404"), -1);
   sim_->control().error_rate = 0.0;
   EXPECT_EQ(post("/v1/completions", R"({"model":"base","prompt":"x"})")->status, 200);
 }

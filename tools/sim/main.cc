@@ -43,6 +43,7 @@ Engine (defaults: an 8B model on one H100, vLLM v1):
   --lora-load-ms X             adapter load time (30)
 Faults (also switchable at run time with POST /admin):
   --error-rate X --error-status 429|500|503   fail this share of requests at once
+  --error-types 429,500,503                    ...with a status drawn from this list
   --stall-rate X --stall-ms X                  pause this share of streams once mid-stream
   --disconnect-rate X                          cut this share of streams mid-way
   --startup-delay-ms X                         answer 503 (and /health 503) until then
@@ -75,6 +76,7 @@ int main(int argc, char** argv) {
   sim::SimOptions options;
   double error_rate = 0, stall_rate = 0, stall_ms = 0, disconnect_rate = 0, startup_ms = 0;
   int error_status = 503;
+  int error_types = 0;
 
   auto& e = options.engine;
   // Flags taking a number: name -> (max, setter).
@@ -135,6 +137,12 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "--engine: expected vllm, vllm-v0 or sglang\n");
         return 2;
       }
+    } else if (arg == "--error-types") {
+      error_types = sim::parseErrorTypes(v);
+      if (error_types < 0) {
+        std::fprintf(stderr, "--error-types: a list of 429, 500, 503\n");
+        return 2;
+      }
     } else if (arg == "--lora-adapters") {
       e.lora_adapters = splitList(v);
     } else if (arg == "--ready-file") {
@@ -166,6 +174,7 @@ int main(int argc, char** argv) {
     auto control = std::make_shared<sim::SimControl>();
     control->error_rate = error_rate;
     control->error_status = error_status;
+    control->error_types = error_types;
     control->stall_rate = stall_rate;
     control->stall_ms = stall_ms;
     control->disconnect_rate = disconnect_rate;

@@ -52,6 +52,28 @@ EngineKind parseEngineKind(std::string_view text, bool& ok) {
   return EngineKind::Vllm;
 }
 
+int parseErrorTypes(std::string_view text) {
+  int mask = 0;
+  while (!text.empty()) {
+    size_t comma = text.find(',');
+    std::string_view item = base::trim(text.substr(0, comma));
+    if (item == "429") {
+      mask |= 1;
+    } else if (item == "500") {
+      mask |= 2;
+    } else if (item == "503") {
+      mask |= 4;
+    } else if (!item.empty()) {
+      return -1;
+    }
+    if (comma == std::string_view::npos) {
+      break;
+    }
+    text.remove_prefix(comma + 1);
+  }
+  return mask;
+}
+
 namespace {
 
 // vLLM's histogram boundaries (seconds).
@@ -501,7 +523,11 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
             }
             double d = 0;
             std::string_view s;
-            if (key == "fault" && f.value().get_string().get(s) == simdjson::SUCCESS) {
+            if (key == "error_types" && f.value().get_string().get(s) == simdjson::SUCCESS) {
+              if (int mask = parseErrorTypes(s); mask >= 0) {
+                ctl.error_types = mask;
+              }
+            } else if (key == "fault" && f.value().get_string().get(s) == simdjson::SUCCESS) {
               static const std::pair<std::string_view, Fault> kFaults[] = {
                   {"none", Fault::None},     {"reset", Fault::Reset},
                   {"hang", Fault::Hang},     {"503", Fault::Status503},
@@ -553,6 +579,18 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
     } else if (inference && ctl.error_rate.load() > 0 &&
                uniform01(random_) < ctl.error_rate.load()) {
       status = ctl.error_status.load();
+      if (const int mask = ctl.error_types.load(); mask != 0) {
+        // A mix of failure types: pick one of those enabled, uniformly.
+        static constexpr int kStatuses[] = {429, 500, 503};
+        int enabled[3];
+        int n = 0;
+        for (int b = 0; b < 3; ++b) {
+          if (mask & (1 << b)) {
+            enabled[n++] = kStatuses[b];
+          }
+        }
+        status = enabled[random_.uniform(static_cast<uint64_t>(n))];
+      }
       body = openai::errorBody(status == 429   ? openai::ErrorKind::RateLimited
                                : status == 500 ? openai::ErrorKind::Internal
                                                : openai::ErrorKind::Unavailable,
@@ -833,9 +871,9 @@ std::string SimServer::renderMetrics() const {
             e2e_);
   appendHeader(out, "vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig");
   fmt::format_to(std::back_inserter(out),
-                 "vllm:cache_config_info{{block_size=\"{}\",num_gpu_blocks=\"{}\","
+                 "vllm:cache_config_info{{{},block_size=\"{}\",num_gpu_blocks=\"{}\","
                  "enable_prefix_caching=\"True\"}} 1.0\n",
-                 cfg.block_size, cfg.num_gpu_blocks);
+                 labels, cfg.block_size, cfg.num_gpu_blocks);
   auto join = [](const std::vector<std::string>& v) {
     std::string s;
     for (const auto& x : v) {
@@ -846,9 +884,9 @@ std::string SimServer::renderMetrics() const {
   appendHeader(out, "vllm:lora_requests_info", "gauge", "Running stats on lora requests.");
   fmt::format_to(
       std::back_inserter(out),
-      "vllm:lora_requests_info{{max_lora=\"{}\",running_lora_adapters=\"{}\","
+      "vllm:lora_requests_info{{{},max_lora=\"{}\",running_lora_adapters=\"{}\","
       "waiting_lora_adapters=\"{}\"}} {}\n",
-      cfg.max_loras, metrics::escapeLabel(join(st.running_loras)),
+      labels, cfg.max_loras, metrics::escapeLabel(join(st.running_loras)),
       metrics::escapeLabel(join(st.waiting_loras)),
       std::chrono::duration<double>(base::RealTimeSource::instance().systemNow().time_since_epoch())
           .count());

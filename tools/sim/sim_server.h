@@ -46,7 +46,8 @@ struct SimControl {
   std::atomic<bool> hold_after_first{false};  // stream one event, then wait for release()
   // Random faults, drawn from the engine's seeded generator.
   std::atomic<double> error_rate{0};       // share of inference requests failed at once
-  std::atomic<int> error_status{503};      // 429, 500 or 503 for those
+  std::atomic<int> error_status{503};      // 429, 500 or 503 for those...
+  std::atomic<int> error_types{0};         // ...or a mix: bits 1 = 429, 2 = 500, 4 = 503
   std::atomic<double> stall_rate{0};       // share of streams that pause once mid-stream
   std::atomic<double> stall_ms{0};         // how long (model ms)
   std::atomic<double> disconnect_rate{0};  // share of streams cut before they finish
@@ -120,5 +121,7 @@ class SimServer {
 };
 
 EngineKind parseEngineKind(std::string_view text, bool& ok);
+// "429,500,503" -> the error_types bit mask; -1 if a status is not one of those.
+int parseErrorTypes(std::string_view text);
 
 }  // namespace sluice::sim
