@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "base/clock.h"
@@ -109,6 +110,16 @@ class EndpointTracker {
   EngineSignals::Hist prev_itl_;
 };
 
+// The engines' state as last scraped, immutable once published; workers hold one by
+// shared_ptr, replaced by message passing, so reading it takes no lock.
+struct MetricsView {
+  std::unordered_map<std::string, EndpointMetrics> endpoints;  // by "ip:port"
+  base::MonoTime published{};
+  const EndpointMetrics* find(const std::string& address) const {
+    auto it = endpoints.find(address);
+    return it == endpoints.end() ? nullptr : &it->second;
+  }
+};
 // Model ids from an OpenAI /v1/models body ("data":[{"id":...}]).
 std::vector<std::string> parseModelIds(std::string_view json);
 

@@ -38,16 +38,6 @@ struct FetchTarget {
   EngineType engine = EngineType::Vllm;
 };
 
-// The engines' state as last scraped, immutable once published; workers hold one by
-// shared_ptr, replaced by message passing, so reading it takes no lock.
-struct MetricsView {
-  std::unordered_map<std::string, EndpointMetrics> endpoints;  // by "ip:port"
-  base::MonoTime published{};
-  const EndpointMetrics* find(const std::string& address) const {
-    auto it = endpoints.find(address);
-    return it == endpoints.end() ? nullptr : &it->second;
-  }
-};
 using MetricsViewPtr = std::shared_ptr<const MetricsView>;
 
 // Scrapes every endpoint's /metrics on its own thread (never a worker's), with keep-alive

@@ -141,6 +141,13 @@ class Parser {
 
 }  // namespace
 
+const std::vector<std::string_view>& schedulerPresets() {
+  static const std::vector<std::string_view> kNames = {
+      "random",      "round-robin",        "least-request", "kthena-default",
+      "gie-default", "sglang-cache-aware", "sluice-default"};
+  return kNames;
+}
+
 bool validMetricRef(std::string_view text) {
   if (text.empty()) {
     return true;
@@ -196,7 +203,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   try {
     if (!p.mapWithKeys(root, "",
                        {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
-                        "metrics_fetcher", "access_log", "models"})) {
+                        "metrics_fetcher", "scheduler", "access_log", "models"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -304,6 +311,27 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
         }
       }
     }
+    auto presetKnown = [](const std::string& name) {
+      const auto& names = schedulerPresets();
+      return std::find(names.begin(), names.end(), name) != names.end();
+    };
+    auto presetList = [] {
+      std::string list;
+      for (auto n : schedulerPresets()) {
+        list += (list.empty() ? "" : ", ") + std::string(n);
+      }
+      return list;
+    };
+    if (auto n = root["scheduler"]) {
+      if (p.mapWithKeys(n, "scheduler", {"preset", "candidates"})) {
+        p.string(n, "preset", "scheduler", config.scheduler.preset);
+        p.uint(n, "candidates", "scheduler", config.scheduler.candidates, 1, 64);
+        if (!presetKnown(config.scheduler.preset)) {
+          p.error("scheduler.preset", fmt::format("must be one of {}; got \"{}\"", presetList(),
+                                                  config.scheduler.preset));
+        }
+      }
+    }
     if (auto n = root["access_log"]) {
       if (p.mapWithKeys(n, "access_log", {"path"})) {
         p.string(n, "path", "access_log", config.access_log.path);
@@ -320,13 +348,19 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
         for (size_t i = 0; i < list.size(); ++i) {
           std::string path = fmt::format("models[{}]", i);
           const auto& m = list[i];
-          if (!p.mapWithKeys(m, path, {"name", "upstream_model", "engine", "endpoints"})) {
+          if (!p.mapWithKeys(m, path,
+                             {"name", "upstream_model", "engine", "scheduler", "endpoints"})) {
             continue;
           }
           RouterConfig::Model model;
           p.string(m, "name", path, model.name);
           p.string(m, "upstream_model", path, model.upstream_model);
           p.string(m, "engine", path, model.engine);
+          p.string(m, "scheduler", path, model.scheduler);
+          if (!model.scheduler.empty() && !presetKnown(model.scheduler)) {
+            p.error(path + ".scheduler",
+                    fmt::format("must be one of {}; got \"{}\"", presetList(), model.scheduler));
+          }
           {
             static constexpr std::string_view kEngines[] = {"vllm", "sglang", "trtllm-serve",
                                                             "trtllm", "triton"};
@@ -433,14 +467,17 @@ std::string toJson(const RouterConfig& c) {
     out += "}";
   }
   out += "}},";
+  out += fmt::format("\"scheduler\":{{\"preset\":{},\"candidates\":{}}},",
+                     base::jsonQuote(c.scheduler.preset), c.scheduler.candidates);
   out += fmt::format("\"access_log\":{{\"path\":{}}},", base::jsonQuote(c.access_log.path));
   out += "\"models\":[";
   for (size_t i = 0; i < c.models.size(); ++i) {
     const auto& m = c.models[i];
     out += i ? "," : "";
-    out += fmt::format("{{\"name\":{},\"upstream_model\":{},\"engine\":{},\"endpoints\":[",
-                       base::jsonQuote(m.name), base::jsonQuote(m.upstream_model),
-                       base::jsonQuote(m.engine));
+    out += fmt::format(
+        "{{\"name\":{},\"upstream_model\":{},\"engine\":{},\"scheduler\":{},\"endpoints\":[",
+        base::jsonQuote(m.name), base::jsonQuote(m.upstream_model), base::jsonQuote(m.engine),
+        base::jsonQuote(m.scheduler));
     for (size_t j = 0; j < m.endpoints.size(); ++j) {
       out += j ? "," : "";
       out += base::jsonQuote(fmt::format("{}:{}", m.endpoints[j].host, m.endpoints[j].port));

@@ -62,6 +62,11 @@ struct RouterConfig {
     std::map<std::string, std::map<std::string, std::string>> engines;
   } metrics_fetcher;
 
+  struct Scheduler {
+    std::string preset = "sluice-default";  // see docs/scheduling.md
+    uint32_t candidates = 3;                // the fallback list: endpoints tried in order
+  } scheduler;
+
   struct AccessLog {
     std::string path = "stdout";  // stdout | stderr | off | a file path
   } access_log;
@@ -70,6 +75,7 @@ struct RouterConfig {
     std::string name;
     std::string upstream_model;   // empty = forward the client's name
     std::string engine = "vllm";  // vllm | sglang | trtllm-serve | triton: metric names to read
+    std::string scheduler;        // a preset for this model; empty = scheduler.preset
     std::vector<base::HostPort> endpoints;
   };
   std::vector<Model> models;
@@ -83,6 +89,9 @@ struct ConfigErrors {
 // Parses and validates YAML (JSON is YAML too). Unknown keys are errors.
 base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors& errors);
 base::Result<RouterConfig> loadRouterConfig(const std::string& path, ConfigErrors& errors);
+
+// The scheduler presets (kept equal to scheduler::Scheduler::presetNames() by a unit test).
+const std::vector<std::string_view>& schedulerPresets();
 
 // "name" or name{label="value"} (one label filter), or "" (a signal turned off).
 bool validMetricRef(std::string_view text);

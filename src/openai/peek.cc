@@ -162,6 +162,12 @@ base::Result<RequestPeek> peekRequest(std::string_view body, size_t capacity) {
       if (value.get_string().get(user) == simdjson::SUCCESS) {
         peek.user.assign(user);
       }
+    } else if (key == "tools") {
+      std::string_view raw;
+      if (rawValue(value, raw)) {
+        return invalid("request body is not valid JSON");
+      }
+      peek.tools = spanOf(body, raw);
     } else if (key == "messages" || key == "prompt" || key == "input") {
       std::string_view raw;
       if (rawValue(value, raw)) {

@@ -35,6 +35,7 @@ struct RequestPeek {
   std::string user;
   PromptField prompt_field = PromptField::None;
   Span prompt;  // raw JSON of messages / prompt / input
+  Span tools;   // raw JSON of tools (part of the prompt the engine sees)
 };
 
 // Parses `body` in place. `capacity` is the readable size of the allocation behind body.data()

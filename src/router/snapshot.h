@@ -17,7 +17,46 @@ namespace sluice::router {
 // Live, cross-worker state of one endpoint. Stable across snapshots (same address, same object)
 // so in-flight counts survive a config change.
 struct EndpointState {
-  std::atomic<int64_t> in_flight{0};
+  std::atomic<int64_t> in_flight{0};         // requests sent, not yet complete
+  std::atomic<int64_t> in_flight_tokens{0};  // their prompt plus expected output tokens
+  std::atomic<uint64_t> last_cold_pick{0};   // sequence number of the last cold-prefix pick
+};
+
+// The load a request puts on an endpoint, counted from dispatch until it completes, fails or
+// the client goes away (release is idempotent; moving transfers it).
+class Reservation {
+ public:
+  Reservation() = default;
+  Reservation(EndpointState* state, int64_t tokens) : state_(state), tokens_(tokens) {
+    state_->in_flight.fetch_add(1, std::memory_order_relaxed);
+    state_->in_flight_tokens.fetch_add(tokens_, std::memory_order_relaxed);
+  }
+  Reservation(Reservation&& o) noexcept : state_(o.state_), tokens_(o.tokens_) {
+    o.state_ = nullptr;
+  }
+  Reservation& operator=(Reservation&& o) noexcept {
+    if (this != &o) {
+      release();
+      state_ = o.state_;
+      tokens_ = o.tokens_;
+      o.state_ = nullptr;
+    }
+    return *this;
+  }
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation() { release(); }
+  void release() {
+    if (state_ != nullptr) {
+      state_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+      state_->in_flight_tokens.fetch_sub(tokens_, std::memory_order_relaxed);
+      state_ = nullptr;
+    }
+  }
+
+ private:
+  EndpointState* state_ = nullptr;
+  int64_t tokens_ = 0;
 };
 
 // An endpoint resolved to an IP on the control thread: workers never resolve names.

@@ -6,6 +6,7 @@
 #include "base/clock.h"
 #include "metrics/access_log.h"
 #include "metrics/metrics.h"
+#include "scheduler/scheduler.h"
 
 namespace sluice::server {
 
@@ -15,6 +16,7 @@ struct ServerContext {
   const base::TimeSource& time;
   metrics::Registry& registry;
   metrics::AccessLog& access_log;
+  scheduler::Scheduler* scheduler;
   std::atomic<bool> draining{false};
   std::atomic<int64_t> connections{0};  // open client connections, all workers
 };

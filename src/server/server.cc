@@ -224,7 +224,8 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
   registry_ = std::make_unique<metrics::Registry>(worker_count_);
   access_log_ = std::make_unique<metrics::AccessLog>(config_.access_log.path, worker_count_,
                                                      registry_->access_log_dropped);
-  ctx_.reset(new ServerContext{time_, *registry_, *access_log_});
+  scheduler_ = std::make_unique<scheduler::Scheduler>(std::make_shared<scheduler::PrefixIndex>());
+  ctx_.reset(new ServerContext{time_, *registry_, *access_log_, scheduler_.get()});
   control_ = std::make_unique<ControlPlane>(*this);
   if (config_.metrics_fetcher.enabled) {
     const auto& f = config_.metrics_fetcher;
@@ -246,6 +247,31 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
                                                             }
                                                           });
   }
+}
+
+std::shared_ptr<const scheduler::ProfileSet> Server::buildProfiles(const router::Snapshot& snap) {
+  auto set = std::make_shared<scheduler::ProfileSet>();
+  // Presets were validated with the configuration; an unknown name cannot reach here.
+  set->default_profile = scheduler_->makePreset(snap.config.scheduler.preset);
+  for (const auto& m : snap.config.models) {
+    if (!m.scheduler.empty() && m.scheduler != snap.config.scheduler.preset) {
+      set->by_model[m.name] = scheduler_->makePreset(m.scheduler);
+    }
+  }
+  // Endpoints that left the configuration leave the prefix index too.
+  std::unordered_set<std::string> live;
+  for (const auto& [_, backend] : snap.models) {
+    for (const auto& ep : backend->endpoints) {
+      live.insert(ep.address);
+    }
+  }
+  for (const auto& address : indexed_endpoints_) {
+    if (live.count(address) == 0) {
+      scheduler_->index().removeEndpoint(address);
+    }
+  }
+  indexed_endpoints_ = std::move(live);
+  return set;
 }
 
 void Server::updateFetchTargets(const router::Snapshot& snap) {
@@ -292,7 +318,10 @@ base::Result<void> Server::reload(const config::RouterConfig& config) {
     snapshot_ = snap;
     endpoints_.prune();
   }
+  auto profiles = buildProfiles(*snap);
+  profiles_for_start_ = profiles;
   for (auto& w : workers_) {
+    w->publishProfiles(profiles);
     w->publish(snap);
   }
   updateFetchTargets(*snap);
@@ -316,6 +345,7 @@ base::Result<void> Server::start() {
   for (size_t i = 0; i < worker_count_; ++i) {
     auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
     w->publish(snapshot());
+    w->publishProfiles(profiles_for_start_);
     // The first worker may pick the port (port 0); the others join it through SO_REUSEPORT.
     if (auto err = w->listen(tcp::endpoint(address, port))) {
       return base::Error{

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "base/clock.h"
@@ -15,6 +16,7 @@
 #include "metrics/access_log.h"
 #include "metrics/metrics.h"
 #include "router/snapshot.h"
+#include "scheduler/scheduler.h"
 
 namespace sluice::server {
 
@@ -72,6 +74,7 @@ class Server {
   friend class ControlPlane;
   void stopAll();
   void updateFetchTargets(const router::Snapshot& snap);
+  std::shared_ptr<const scheduler::ProfileSet> buildProfiles(const router::Snapshot& snap);
 
   config::RouterConfig config_;
   const base::TimeSource& time_;
@@ -84,6 +87,9 @@ class Server {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<ControlPlane> control_;
   std::unique_ptr<backends::MetricsFetcher> fetcher_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  std::shared_ptr<const scheduler::ProfileSet> profiles_for_start_;  // before workers exist
+  std::unordered_set<std::string> indexed_endpoints_;
   router::EndpointRegistry endpoints_;
   mutable std::mutex snapshot_mu_;  // control plane only
   std::shared_ptr<const router::Snapshot> snapshot_;

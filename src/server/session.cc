@@ -12,7 +12,6 @@
 #include <boost/beast/http/status.hpp>
 #include <fmt/format.h>
 
-#include "backends/picker.h"
 #include "base/log.h"
 #include "base/strings.h"
 #include "http/headers.h"
@@ -22,6 +21,7 @@
 #include "openai/peek.h"
 #include "openai/splice.h"
 #include "openai/usage.h"
+#include "scheduler/scheduler.h"
 #include "server/worker.h"
 
 namespace sluice::server {
@@ -34,6 +34,8 @@ namespace {
 using Request = bhttp::request<http::PaddedBody>;
 constexpr size_t kMaxPipelinedBytes = 64 * 1024;
 constexpr size_t kMaxUsageCopyBytes = 4 * 1024 * 1024;
+// Output tokens assumed for load accounting when a request sets no max_tokens.
+constexpr uint64_t kDefaultExpectedOutput = 256;
 
 std::string_view reasonFor(int status) {
   if (status == 499) {
@@ -484,9 +486,34 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
   const size_t body_size = edits.editedSize(body.size());
   const std::string head_prefix = upstreamHeadPrefix(x);
 
+  // Schedule: the profile orders the endpoints; the first is dispatched to at once.
+  const scheduler::Profile& profile = w.profiles().forModel(backend.model);
+  scheduler::RequestInfo info;
+  info.model = backend.model;
+  info.prompt_tokens = std::max<uint64_t>(1, peek.prompt.length / 4);
+  info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
+  std::vector<uint64_t> prefix_hashes;
+  if (scheduler::usesPrefix(profile) && peek.prompt.valid()) {
+    std::string_view parts[2];
+    size_t n_parts = 0;
+    if (peek.tools.valid()) {
+      parts[n_parts++] = body.substr(peek.tools.offset, peek.tools.length);
+    }
+    parts[n_parts++] = body.substr(peek.prompt.offset, peek.prompt.length);
+    w.scheduler().index().hashPrompt(backend.model, std::span(parts, n_parts), prefix_hashes);
+    info.prefix_hashes = &prefix_hashes;
+  }
   std::vector<const router::Endpoint*> candidates;
-  backends::pickEndpoints(backend, w.random(), cfg.upstream.retries + 1, candidates,
-                          w.metricsView());
+  scheduler::CycleState cycle;
+  const size_t list = std::min<size_t>(cfg.scheduler.candidates, cfg.upstream.retries + 1);
+  w.scheduler().pick(profile, info, backend, w.metricsView(), w.context().time.monotonicNow(),
+                     w.random(), list, candidates, cycle);
+  if (!candidates.empty()) {
+    const auto* view = w.metricsView();
+    w.scheduler().onDispatch(profile, info, cycle, *candidates.front(),
+                             view ? view->find(candidates.front()->address) : nullptr);
+  }
+  const int64_t expected_tokens = static_cast<int64_t>(info.expectedTokens());
   if (candidates.empty()) {
     co_await writeError(x, ErrorKind::NoEndpoints,
                         fmt::format("model '{}' has no ready endpoints", peek.model));
@@ -499,6 +526,7 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
   backends::UpstreamConnectionPtr conn;
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
   const router::Endpoint* chosen = nullptr;
+  router::Reservation held;  // the chosen endpoint's load, released when the response ends
   ErrorKind failure = ErrorKind::UpstreamUnavailable;
   std::string failure_message = "no endpoint could be reached";
 
@@ -509,7 +537,7 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
     }
     ++x.attempts;
     x.endpoint = ep.address;
-    ep.state->in_flight.fetch_add(1, std::memory_order_relaxed);
+    router::Reservation reservation(ep.state.get(), expected_tokens);
     bool fresh_retry_allowed = true;
     bool answered = false;
     while (true) {
@@ -590,14 +618,13 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
         }
         watch->upstream = nullptr;
         conn.reset();
-        ep.state->in_flight.fetch_sub(1, std::memory_order_relaxed);
         continue;
       }
       chosen = &ep;
+      held = std::move(reservation);
       break;
     }
     conn.reset();
-    ep.state->in_flight.fetch_sub(1, std::memory_order_relaxed);
   }
 
   if (chosen == nullptr) {
@@ -642,7 +669,7 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
     end = co_await relayBody(x, *conn, *parser, sse, chunked, hide_usage, *watch, head);
   }
   watch->upstream = nullptr;
-  chosen->state->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  held.release();
   co_await stopWatch(s, *watch);
   if (watch->client_gone) {
     end = RelayEnd::ClientGone;

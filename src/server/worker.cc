@@ -93,6 +93,14 @@ void Worker::publish(std::shared_ptr<const router::Snapshot> snapshot) {
   });
 }
 
+void Worker::publishProfiles(std::shared_ptr<const scheduler::ProfileSet> profiles) {
+  if (!thread_.joinable()) {
+    profiles_ = std::move(profiles);
+    return;
+  }
+  asio::post(*ioc_, [this, p = std::move(profiles)]() mutable { profiles_ = std::move(p); });
+}
+
 void Worker::publishMetrics(backends::MetricsViewPtr view) {
   asio::post(*ioc_, [this, view = std::move(view)]() mutable { metrics_view_ = std::move(view); });
 }

@@ -12,6 +12,7 @@
 #include "base/asio.h"
 #include "base/random.h"
 #include "router/snapshot.h"
+#include "scheduler/scheduler.h"
 #include "server/context.h"
 
 namespace sluice::server {
@@ -33,6 +34,8 @@ class Worker {
   void start();
   // Posts a new snapshot; requests in flight keep the one they started with.
   void publish(std::shared_ptr<const router::Snapshot> snapshot);
+  // Posts the scheduling profiles for a new configuration.
+  void publishProfiles(std::shared_ptr<const scheduler::ProfileSet> profiles);
   // Posts the engines' latest scraped state.
   void publishMetrics(backends::MetricsViewPtr view);
   // Stops accepting and closes idle keep-alive connections (drain).
@@ -45,6 +48,8 @@ class Worker {
   asio::io_context& ioContext() { return *ioc_; }
   const std::shared_ptr<const router::Snapshot>& snapshot() const { return snapshot_; }
   const backends::MetricsView* metricsView() const { return metrics_view_.get(); }
+  const scheduler::ProfileSet& profiles() const { return *profiles_; }
+  scheduler::Scheduler& scheduler() { return *ctx_.scheduler; }
   backends::UpstreamPool& pool() { return pool_; }
   base::Random& random() { return random_; }
   metrics::Shard& shard() { return shard_; }
@@ -65,6 +70,7 @@ class Worker {
   std::optional<tcp::acceptor> acceptor_;
   std::shared_ptr<const router::Snapshot> snapshot_;
   backends::MetricsViewPtr metrics_view_;
+  std::shared_ptr<const scheduler::ProfileSet> profiles_;
   backends::UpstreamPool pool_;
   base::Xoshiro random_;
   metrics::Shard& shard_;

@@ -49,7 +49,7 @@ class FetcherTest : public ::testing::Test {
 
   router::Endpoint endpointOf(size_t i) {
     config::RouterConfig c;
-    c.models.push_back({"m", "", "vllm", {{"127.0.0.1", sims_[i]->port()}}});
+    c.models.push_back({"m", "", "vllm", "", {{"127.0.0.1", sims_[i]->port()}}});
     auto snap = router::buildSnapshot(c, 1, registry_);
     return (*snap)->findModel("m")->endpoints[0];
   }
@@ -173,7 +173,7 @@ TEST_F(FetcherTest, RepeatedFailuresMarkUnhealthyAndASuccessRecovers) {
 TEST_F(FetcherTest, AnUnreachableEndpointIsUnhealthy) {
   startSims(0);
   config::RouterConfig c;
-  c.models.push_back({"m", "", "vllm", {{"127.0.0.1", 1}}});  // nothing listens on port 1
+  c.models.push_back({"m", "", "vllm", "", {{"127.0.0.1", 1}}});  // nothing listens on port 1
   auto snap = router::buildSnapshot(c, 1, registry_);
   auto ep = (*snap)->findModel("m")->endpoints[0];
   startFetcher({{ep, backends::EngineType::Vllm}});
@@ -196,7 +196,7 @@ TEST_F(FetcherTest, TheRouterSteersAwayFromUnhealthyEndpoints) {
   c.access_log.path = "off";
   c.metrics_fetcher.interval = std::chrono::milliseconds(10);
   c.models.push_back(
-      {"m", "", "vllm", {{"127.0.0.1", sims_[0]->port()}, {"127.0.0.1", sims_[1]->port()}}});
+      {"m", "", "vllm", "", {{"127.0.0.1", sims_[0]->port()}, {"127.0.0.1", sims_[1]->port()}}});
   router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 7);
   ASSERT_TRUE(router_->start());
   sims_[1]->control().metrics_down = true;

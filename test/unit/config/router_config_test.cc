@@ -133,7 +133,7 @@ TEST(RouterConfig, JsonDumpRoundTripsTheEssentials) {
   ASSERT_TRUE(c);
   std::string json = toJson(*c);
   EXPECT_THAT(json, HasSubstr("\"models\":[{\"name\":\"m\",\"upstream_model\":\"\",\"engine\":"
-                              "\"vllm\",\"endpoints\":[\"127.0.0.1:9\"]}]"));
+                              "\"vllm\",\"scheduler\":\"\",\"endpoints\":[\"127.0.0.1:9\"]}]"));
   EXPECT_THAT(json, HasSubstr("\"drain\":\"30000ms\""));
 }
 

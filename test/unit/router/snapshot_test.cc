@@ -2,7 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include "backends/picker.h"
 #include "base/random.h"
 
 namespace sluice::router {
@@ -10,8 +9,8 @@ namespace {
 
 config::RouterConfig twoModels() {
   config::RouterConfig c;
-  c.models.push_back({"b-model", "", "vllm", {{"127.0.0.1", 9001}, {"127.0.0.2", 9002}}});
-  c.models.push_back({"a-model", "real", "vllm", {{"::1", 9003}}});
+  c.models.push_back({"b-model", "", "vllm", "", {{"127.0.0.1", 9001}, {"127.0.0.2", 9002}}});
+  c.models.push_back({"a-model", "real", "vllm", "", {{"::1", 9003}}});
   return c;
 }
 
@@ -44,45 +43,10 @@ TEST(Snapshot, EndpointStateSurvivesRebuilds) {
 TEST(Snapshot, UnresolvableHostIsAnError) {
   EndpointRegistry reg;
   config::RouterConfig c;
-  c.models.push_back({"m", "", "vllm", {{"no-such-host.invalid", 1}}});
+  c.models.push_back({"m", "", "vllm", "", {{"no-such-host.invalid", 1}}});
   auto snap = buildSnapshot(c, 1, reg);
   ASSERT_FALSE(snap);
   EXPECT_NE(snap.error().message.find("models[0].endpoints[0]: cannot resolve"), std::string::npos);
-}
-
-TEST(Picker, PrefersTheLeastLoadedAndCapsTheList) {
-  EndpointRegistry reg;
-  config::RouterConfig c;
-  c.models.push_back({"m", "", "vllm", {{"127.0.0.1", 1}, {"127.0.0.2", 2}, {"127.0.0.3", 3}}});
-  auto snap = buildSnapshot(c, 1, reg);
-  const Backend& b = *(*snap)->findModel("m");
-  b.endpoints[0].state->in_flight = 4;
-  b.endpoints[1].state->in_flight = 0;
-  b.endpoints[2].state->in_flight = 2;
-  base::Xoshiro rnd(1);
-  std::vector<const Endpoint*> out;
-  backends::pickEndpoints(b, rnd, 2, out);
-  ASSERT_EQ(out.size(), 2u);
-  EXPECT_EQ(out[0]->port, 2);
-  EXPECT_EQ(out[1]->port, 3);
-}
-
-TEST(Picker, SpreadsTiesRandomly) {
-  EndpointRegistry reg;
-  config::RouterConfig c;
-  c.models.push_back({"m", "", "vllm", {{"127.0.0.1", 1}, {"127.0.0.2", 2}, {"127.0.0.3", 3}}});
-  auto snap = buildSnapshot(c, 1, reg);
-  base::Xoshiro rnd(7);
-  std::vector<const Endpoint*> out;
-  std::map<int, int> firsts;
-  for (int i = 0; i < 300; ++i) {
-    backends::pickEndpoints(*(*snap)->findModel("m"), rnd, 3, out);
-    firsts[out[0]->port]++;
-  }
-  EXPECT_EQ(firsts.size(), 3u);
-  for (auto [port, n] : firsts) {
-    EXPECT_GT(n, 50) << port;
-  }
 }
 
 }  // namespace

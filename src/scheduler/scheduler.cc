@@ -1,0 +1,188 @@
+#include "scheduler/scheduler.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "scheduler/plugins.h"
+
+namespace sluice::scheduler {
+
+Scheduler::Scheduler(std::shared_ptr<PrefixIndex> index) : index_(std::move(index)) {}
+
+const std::vector<std::string_view>& Scheduler::presetNames() {
+  static const std::vector<std::string_view> kNames = {
+      "random",      "round-robin",        "least-request", "kthena-default",
+      "gie-default", "sglang-cache-aware", "sluice-default"};
+  return kNames;
+}
+
+std::unique_ptr<Profile> Scheduler::makePreset(std::string_view name) const {
+  auto p = std::make_unique<Profile>();
+  p->name = std::string(name);
+  p->picker = std::make_unique<MaxScorePicker>();
+  auto add = [&](std::unique_ptr<Scorer> s, double w) {
+    p->scorers.push_back({std::move(s), w});
+  };
+  if (name == "random") {
+    add(std::make_unique<RandomScorer>(), 1);
+  } else if (name == "round-robin") {
+    add(std::make_unique<RoundRobinScorer>(), 1);
+  } else if (name == "least-request") {
+    p->filters.push_back(std::make_unique<LeastRequestFilter>(10));
+    add(std::make_unique<LeastRequestScorer>(), 1);
+  } else if (name == "kthena-default") {
+    // Kthena's shipped configuration: least-request filter at 10 waiting; least-request,
+    // least-latency (0.5 TTFT), prefix-cache and GPU usage, each at weight 1.
+    p->filters.push_back(std::make_unique<LeastRequestFilter>(10));
+    add(std::make_unique<LeastRequestScorer>(), 1);
+    add(std::make_unique<LeastLatencyScorer>(0.5), 1);
+    add(std::make_unique<PrefixCacheScorer>(index_), 1);
+    add(std::make_unique<KvCacheScorer>(), 1);
+  } else if (name == "gie-default") {
+    // The Inference Extension's default profile: queue 2, kv-cache 2, prefix-cache 3.
+    add(std::make_unique<QueueScorer>(), 2);
+    add(std::make_unique<KvCacheScorer>(), 2);
+    add(std::make_unique<PrefixCacheScorer>(index_), 3);
+  } else if (name == "sglang-cache-aware") {
+    add(std::make_unique<SglangCacheAwareScorer>(index_, 32, 1.1, 0.5), 1);
+  } else if (name == "sluice-default") {
+    // Ours: never send to unhealthy or saturated endpoints when others exist; stay on the
+    // cache-warm endpoint until its tokens in flight pass the threshold, then route on the
+    // router's zero-lag token load, the engines' queues and KV use; spread cold prefixes;
+    // respect LoRA residency.
+    p->filters.push_back(std::make_unique<HealthFilter>());
+    p->filters.push_back(std::make_unique<SaturationFilter>(16, 0.97, 5.0));
+    p->filters.push_back(std::make_unique<LoraAffinityFilter>());
+    add(std::make_unique<PrefixCacheScorer>(index_, 32768), 3);
+    add(std::make_unique<TokenLoadScorer>(), 2);
+    add(std::make_unique<QueueScorer>(), 1);
+    add(std::make_unique<KvCacheScorer>(), 1);
+    add(std::make_unique<NoHitScorer>(index_), 1);
+    add(std::make_unique<LoraAffinityScorer>(), 1);
+  } else {
+    return nullptr;
+  }
+  return p;
+}
+
+bool usesPrefix(const Profile& profile) {
+  return std::any_of(profile.scorers.begin(), profile.scorers.end(), [](const WeightedScorer& s) {
+    auto n = s.scorer->name();
+    return n == "prefix-cache" || n == "no-hit" || n == "sglang-cache-aware";
+  });
+}
+
+void Scheduler::pick(const Profile& profile, const RequestInfo& req,
+                     const router::Backend& backend, const backends::MetricsView* view,
+                     base::MonoTime now, base::Random& random, size_t n,
+                     std::vector<const router::Endpoint*>& out, CycleState& state,
+                     Decision* decision) const {
+  out.clear();
+  state = CycleState{};
+  state.random = &random;
+  std::vector<Candidate> cands;
+  cands.reserve(backend.endpoints.size());
+  for (const auto& ep : backend.endpoints) {
+    Candidate c;
+    c.endpoint = &ep;
+    c.in_flight = ep.state->in_flight.load(std::memory_order_relaxed);
+    c.in_flight_tokens = ep.state->in_flight_tokens.load(std::memory_order_relaxed);
+    if (view != nullptr) {
+      c.metrics = view->find(ep.address);
+      if (c.metrics != nullptr && c.metrics->scraped) {
+        c.metrics_age_s = std::chrono::duration<double>(now - c.metrics->updated).count();
+      }
+    }
+    cands.push_back(c);
+  }
+  if (cands.empty()) {
+    return;
+  }
+  const size_t all = cands.size();
+  for (const auto& f : profile.filters) {
+    f->filter(req, state, cands);
+  }
+  state.prefix_computed = false;  // prefix matches are per the filtered candidate list
+  std::vector<double> totals(cands.size(), 0.0);
+  std::vector<double> scores(cands.size());
+  std::vector<std::vector<double>> per_scorer;
+  for (const auto& ws : profile.scorers) {
+    ws.scorer->score(req, state, cands, scores);
+    for (size_t i = 0; i < cands.size(); ++i) {
+      totals[i] += ws.weight * std::clamp(scores[i], 0.0, 1.0);
+    }
+    if (decision != nullptr) {
+      per_scorer.push_back(scores);
+    }
+  }
+  std::vector<size_t> order;
+  profile.picker->pick(totals, random, std::min(n, cands.size()), order);
+  for (size_t i : order) {
+    out.push_back(cands[i].endpoint);
+  }
+  // Endpoints the filters removed remain as last-resort fallbacks, in their original order.
+  for (const auto& ep : backend.endpoints) {
+    if (out.size() >= n) {
+      break;
+    }
+    if (std::find(out.begin(), out.end(), &ep) == out.end()) {
+      out.push_back(&ep);
+    }
+  }
+  // Keep the prefix matches aligned with `out` for onDispatch (first entry = chosen).
+  if (state.prefix_computed && !order.empty()) {
+    std::vector<uint32_t> aligned;
+    for (size_t i : order) {
+      aligned.push_back(state.prefix_blocks[i]);
+    }
+    state.prefix_blocks = std::move(aligned);
+  }
+  if (decision != nullptr) {
+    decision->profile = profile.name;
+    decision->scorer_names.clear();
+    for (const auto& ws : profile.scorers) {
+      decision->scorer_names.emplace_back(ws.scorer->name());
+    }
+    decision->rows.clear();
+    for (size_t i : order) {
+      Decision::Row row;
+      row.address = cands[i].endpoint->address;
+      row.total = totals[i];
+      for (const auto& s : per_scorer) {
+        row.scores.push_back(s[i]);
+      }
+      decision->rows.push_back(std::move(row));
+    }
+    decision->summary = fmt::format("{} of {} candidates after filters", cands.size(), all);
+    if (state.prefix_computed && state.prefix_total > 0 && !order.empty()) {
+      decision->summary += fmt::format(", prefix {:.2f}",
+                                       static_cast<double>(state.prefix_blocks[0]) /
+                                           state.prefix_total);
+    }
+  }
+}
+
+void Scheduler::onDispatch(const Profile& profile, const RequestInfo& req,
+                           const CycleState& state, const router::Endpoint& chosen,
+                           const backends::EndpointMetrics* metrics) {
+  if (req.prefix_hashes == nullptr || req.prefix_hashes->empty() || !usesPrefix(profile)) {
+    return;
+  }
+  size_t capacity = 0;
+  if (metrics != nullptr && metrics->block_size > 0 && metrics->num_blocks > 0) {
+    // The engine's KV capacity in tokens, about four bytes each, in index blocks.
+    capacity = static_cast<size_t>(metrics->block_size) * metrics->num_blocks * 4 /
+               index_->blockBytes();
+  }
+  index_->insert(chosen.address, *req.prefix_hashes, capacity);
+  const bool cold = state.prefix_computed &&
+                    std::all_of(state.prefix_blocks.begin(), state.prefix_blocks.end(),
+                                [](uint32_t b) { return b == 0; });
+  if (cold) {
+    chosen.state->last_cold_pick.store(cold_seq_.fetch_add(1, std::memory_order_relaxed) + 1,
+                                       std::memory_order_relaxed);
+  }
+}
+
+}  // namespace sluice::scheduler
