@@ -18,10 +18,10 @@ class PrefixIndex;
 // What the scheduler knows about the request. Views point into the request and live as long
 // as the pick.
 struct RequestInfo {
-  std::string_view model;          // the backend's model name (the index is seeded with it)
-  std::string_view lora;           // the adapter asked for, if the model is an adapter
-  uint64_t prompt_tokens = 0;      // estimate: prompt bytes / 4
-  uint64_t max_tokens = 0;         // requested output, or a default
+  std::string_view model;      // the backend's model name (the index is seeded with it)
+  std::string_view lora;       // the adapter asked for, if the model is an adapter
+  uint64_t prompt_tokens = 0;  // estimate: prompt bytes / 4
+  uint64_t max_tokens = 0;     // requested output, or a default
   const std::vector<uint64_t>* prefix_hashes = nullptr;  // chained block hashes of the prompt
   uint64_t expectedTokens() const { return prompt_tokens + max_tokens; }
 };

@@ -11,9 +11,9 @@ namespace {
 template <class Pred>
 void keepIf(std::vector<Candidate>& cands, Pred keep) {
   if (std::any_of(cands.begin(), cands.end(), keep)) {
-    cands.erase(std::remove_if(cands.begin(), cands.end(),
-                               [&](const Candidate& c) { return !keep(c); }),
-                cands.end());
+    cands.erase(
+        std::remove_if(cands.begin(), cands.end(), [&](const Candidate& c) { return !keep(c); }),
+        cands.end());
   }
 }
 
@@ -76,7 +76,8 @@ void SaturationFilter::filter(const RequestInfo&, CycleState&, std::vector<Candi
         c.metrics_age_s > stale_after_s_) {
       return false;  // nothing fresh known: treat as saturated
     }
-    return waitingOf(c) < max_waiting_ && (c.metrics->kv_usage < 0 || c.metrics->kv_usage < max_kv_);
+    return waitingOf(c) < max_waiting_ &&
+           (c.metrics->kv_usage < 0 || c.metrics->kv_usage < max_kv_);
   });
 }
 
@@ -90,9 +91,8 @@ void LoraAffinityFilter::filter(const RequestInfo& req, CycleState&,
     return;
   }
   auto active = [&](const Candidate& c) {
-    return c.metrics &&
-           (contains(c.metrics->running_loras, req.lora) ||
-            contains(c.metrics->waiting_loras, req.lora));
+    return c.metrics && (contains(c.metrics->running_loras, req.lora) ||
+                         contains(c.metrics->waiting_loras, req.lora));
   };
   if (std::any_of(cands.begin(), cands.end(), active)) {
     keepIf(cands, active);
@@ -150,8 +150,8 @@ void KvCacheScorer::score(const RequestInfo&, CycleState&, std::span<const Candi
   }
 }
 
-void RunningRequestsScorer::score(const RequestInfo&, CycleState&,
-                                  std::span<const Candidate> cands, std::span<double> out) {
+void RunningRequestsScorer::score(const RequestInfo&, CycleState&, std::span<const Candidate> cands,
+                                  std::span<double> out) {
   std::vector<double> r(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) {
     r[i] = runningOf(cands[i]);
@@ -193,8 +193,7 @@ void LoraAffinityScorer::score(const RequestInfo& req, CycleState&,
     } else if (m && contains(m->running_loras, req.lora)) {
       out[i] = 1.0;
     } else if (m && m->max_loras > 0 &&
-               static_cast<int>(m->running_loras.size() + m->waiting_loras.size()) <
-                   m->max_loras) {
+               static_cast<int>(m->running_loras.size() + m->waiting_loras.size()) < m->max_loras) {
       out[i] = 0.8;
     } else if (m && contains(m->waiting_loras, req.lora)) {
       out[i] = 0.6;
@@ -223,8 +222,8 @@ void PrefixCacheScorer::score(const RequestInfo& req, CycleState& state,
   }
 }
 
-void NoHitScorer::score(const RequestInfo& req, CycleState& state,
-                        std::span<const Candidate> cands, std::span<double> out) {
+void NoHitScorer::score(const RequestInfo& req, CycleState& state, std::span<const Candidate> cands,
+                        std::span<double> out) {
   computePrefixMatches(*index_, req, state, cands);
   const bool cold = std::all_of(state.prefix_blocks.begin(), state.prefix_blocks.end(),
                                 [](uint32_t b) { return b == 0; });
@@ -234,8 +233,8 @@ void NoHitScorer::score(const RequestInfo& req, CycleState& state,
   }
   std::vector<double> last(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) {
-    last[i] = static_cast<double>(cands[i].endpoint->state->last_cold_pick.load(
-        std::memory_order_relaxed));
+    last[i] = static_cast<double>(
+        cands[i].endpoint->state->last_cold_pick.load(std::memory_order_relaxed));
   }
   lowerIsBetter(last, out);
 }

@@ -1,12 +1,12 @@
 #include "scheduler/prefix_index.h"
 
 #include <algorithm>
-
 #include <xxhash.h>
 
 namespace sluice::scheduler {
 
-PrefixIndex::PrefixIndex(Config config) : config_(config), shards_(std::max<size_t>(1, config.shards)) {
+PrefixIndex::PrefixIndex(Config config)
+    : config_(config), shards_(std::max<size_t>(1, config.shards)) {
   config_.block_bytes = std::max<size_t>(16, config_.block_bytes);
 }
 

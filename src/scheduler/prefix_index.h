@@ -52,8 +52,8 @@ class PrefixIndex {
   void removeEndpoint(const std::string& address);
 
   struct Stats {
-    uint64_t entries = 0;     // (block, endpoint) pairs held
-    uint64_t blocks = 0;      // distinct block hashes
+    uint64_t entries = 0;  // (block, endpoint) pairs held
+    uint64_t blocks = 0;   // distinct block hashes
     uint64_t evictions = 0;
     uint64_t endpoints = 0;
   };

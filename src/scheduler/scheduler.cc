@@ -21,9 +21,7 @@ std::unique_ptr<Profile> Scheduler::makePreset(std::string_view name) const {
   auto p = std::make_unique<Profile>();
   p->name = std::string(name);
   p->picker = std::make_unique<MaxScorePicker>();
-  auto add = [&](std::unique_ptr<Scorer> s, double w) {
-    p->scorers.push_back({std::move(s), w});
-  };
+  auto add = [&](std::unique_ptr<Scorer> s, double w) { p->scorers.push_back({std::move(s), w}); };
   if (name == "random") {
     add(std::make_unique<RandomScorer>(), 1);
   } else if (name == "round-robin") {
@@ -73,10 +71,9 @@ bool usesPrefix(const Profile& profile) {
   });
 }
 
-void Scheduler::pick(const Profile& profile, const RequestInfo& req,
-                     const router::Backend& backend, const backends::MetricsView* view,
-                     base::MonoTime now, base::Random& random, size_t n,
-                     std::vector<const router::Endpoint*>& out, CycleState& state,
+void Scheduler::pick(const Profile& profile, const RequestInfo& req, const router::Backend& backend,
+                     const backends::MetricsView* view, base::MonoTime now, base::Random& random,
+                     size_t n, std::vector<const router::Endpoint*>& out, CycleState& state,
                      Decision* decision) const {
   out.clear();
   state = CycleState{};
@@ -156,15 +153,14 @@ void Scheduler::pick(const Profile& profile, const RequestInfo& req,
     }
     decision->summary = fmt::format("{} of {} candidates after filters", cands.size(), all);
     if (state.prefix_computed && state.prefix_total > 0 && !order.empty()) {
-      decision->summary += fmt::format(", prefix {:.2f}",
-                                       static_cast<double>(state.prefix_blocks[0]) /
-                                           state.prefix_total);
+      decision->summary += fmt::format(
+          ", prefix {:.2f}", static_cast<double>(state.prefix_blocks[0]) / state.prefix_total);
     }
   }
 }
 
-void Scheduler::onDispatch(const Profile& profile, const RequestInfo& req,
-                           const CycleState& state, const router::Endpoint& chosen,
+void Scheduler::onDispatch(const Profile& profile, const RequestInfo& req, const CycleState& state,
+                           const router::Endpoint& chosen,
                            const backends::EndpointMetrics* metrics) {
   if (req.prefix_hashes == nullptr || req.prefix_hashes->empty() || !usesPrefix(profile)) {
     return;
@@ -172,13 +168,13 @@ void Scheduler::onDispatch(const Profile& profile, const RequestInfo& req,
   size_t capacity = 0;
   if (metrics != nullptr && metrics->block_size > 0 && metrics->num_blocks > 0) {
     // The engine's KV capacity in tokens, about four bytes each, in index blocks.
-    capacity = static_cast<size_t>(metrics->block_size) * metrics->num_blocks * 4 /
-               index_->blockBytes();
+    capacity =
+        static_cast<size_t>(metrics->block_size) * metrics->num_blocks * 4 / index_->blockBytes();
   }
   index_->insert(chosen.address, *req.prefix_hashes, capacity);
-  const bool cold = state.prefix_computed &&
-                    std::all_of(state.prefix_blocks.begin(), state.prefix_blocks.end(),
-                                [](uint32_t b) { return b == 0; });
+  const bool cold =
+      state.prefix_computed && std::all_of(state.prefix_blocks.begin(), state.prefix_blocks.end(),
+                                           [](uint32_t b) { return b == 0; });
   if (cold) {
     chosen.state->last_cold_pick.store(cold_seq_.fetch_add(1, std::memory_order_relaxed) + 1,
                                        std::memory_order_relaxed);

@@ -27,8 +27,8 @@ class Scheduler {
   // Orders the backend's endpoints for this request, best first, at most `n`. `state` is
   // filled for onDispatch(); `decision`, when given, receives the scores.
   void pick(const Profile& profile, const RequestInfo& req, const router::Backend& backend,
-            const backends::MetricsView* view, base::MonoTime now, base::Random& random,
-            size_t n, std::vector<const router::Endpoint*>& out, CycleState& state,
+            const backends::MetricsView* view, base::MonoTime now, base::Random& random, size_t n,
+            std::vector<const router::Endpoint*>& out, CycleState& state,
             Decision* decision = nullptr) const;
 
   // Called when the request is sent to `chosen`: the prefix index learns that the endpoint

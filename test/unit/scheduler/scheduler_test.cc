@@ -1,0 +1,379 @@
+// Scheduler plugins with fixed inputs, the prefix index, presets and the accounting.
+#include "scheduler/scheduler.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include "config/router_config.h"
+#include "scheduler/plugins.h"
+
+namespace sluice::scheduler {
+namespace {
+
+using ::testing::ElementsAre;
+
+// A backend of `n` endpoints with metrics the test sets.
+struct Fleet {
+  explicit Fleet(size_t n) {
+    config::RouterConfig c;
+    config::RouterConfig::Model m;
+    m.name = "m";
+    for (size_t i = 0; i < n; ++i) {
+      m.endpoints.push_back({"10.0.0." + std::to_string(i + 1), 8000});
+    }
+    c.models.push_back(m);
+    snap = *router::buildSnapshot(c, 1, registry);
+    backend = snap->findModel("m");
+    for (const auto& ep : backend->endpoints) {
+      backends::EndpointMetrics em;
+      em.scraped = true;
+      em.updated = now;
+      em.waiting = 0;
+      em.running = 0;
+      em.kv_usage = 0.1;
+      view.endpoints[ep.address] = em;
+    }
+  }
+  backends::EndpointMetrics& metrics(size_t i) {
+    return view.endpoints[backend->endpoints[i].address];
+  }
+  const router::Endpoint& ep(size_t i) const { return backend->endpoints[i]; }
+  std::vector<Candidate> candidates() {
+    std::vector<Candidate> out;
+    for (const auto& e : backend->endpoints) {
+      Candidate c;
+      c.endpoint = &e;
+      c.metrics = view.find(e.address);
+      c.in_flight = e.state->in_flight;
+      c.in_flight_tokens = e.state->in_flight_tokens;
+      c.metrics_age_s = 0;
+      out.push_back(c);
+    }
+    return out;
+  }
+  router::EndpointRegistry registry;
+  std::shared_ptr<const router::Snapshot> snap;
+  const router::Backend* backend = nullptr;
+  backends::MetricsView view;
+  base::MonoTime now{std::chrono::seconds(100)};
+};
+
+std::vector<double> scoreWith(Scorer& s, Fleet& f, const RequestInfo& req = {}) {
+  auto cands = f.candidates();
+  std::vector<double> out(cands.size());
+  base::Xoshiro rnd(1);
+  CycleState state;
+  state.random = &rnd;
+  s.score(req, state, cands, out);
+  return out;
+}
+
+TEST(Scorers, QueuePrefersShortQueues) {
+  Fleet f(3);
+  f.metrics(0).waiting = 10;
+  f.metrics(1).waiting = 0;
+  f.metrics(2).waiting = 5;
+  QueueScorer s;
+  EXPECT_THAT(scoreWith(s, f), ElementsAre(0.0, 1.0, 0.5));
+}
+
+TEST(Scorers, AllEqualScoresOne) {
+  Fleet f(3);
+  QueueScorer s;
+  EXPECT_THAT(scoreWith(s, f), ElementsAre(1.0, 1.0, 1.0));
+}
+
+TEST(Scorers, KvCacheIsOneMinusUsage) {
+  Fleet f(2);
+  f.metrics(0).kv_usage = 0.25;
+  f.metrics(1).kv_usage = 0.9;
+  KvCacheScorer s;
+  auto out = scoreWith(s, f);
+  EXPECT_DOUBLE_EQ(out[0], 0.75);
+  EXPECT_NEAR(out[1], 0.1, 1e-12);
+}
+
+TEST(Scorers, LeastRequestUsesKthenasFormula) {
+  Fleet f(3);
+  f.metrics(0).running = 10;  // load 10
+  f.metrics(1).waiting = 1;   // load 100
+  f.ep(2).state->in_flight = 4;  // load 4 (router count, nothing scraped running)
+  LeastRequestScorer s;
+  auto out = scoreWith(s, f);
+  EXPECT_NEAR(out[0], 90.0 / 96.0, 1e-12);
+  EXPECT_DOUBLE_EQ(out[1], 0.0);
+  EXPECT_DOUBLE_EQ(out[2], 1.0);
+}
+
+TEST(Scorers, TokenLoadIsTheRoutersZeroLagView) {
+  Fleet f(2);
+  f.ep(0).state->in_flight_tokens = 9000;
+  f.ep(1).state->in_flight_tokens = 1000;
+  TokenLoadScorer s;
+  EXPECT_THAT(scoreWith(s, f), ElementsAre(0.0, 1.0));
+}
+
+TEST(Scorers, LeastLatencyBlendsTtftAndItl) {
+  Fleet f(2);
+  f.metrics(0).ttft_s = 0.1;
+  f.metrics(0).itl_s = 0.05;
+  f.metrics(1).ttft_s = 0.3;
+  f.metrics(1).itl_s = 0.01;
+  LeastLatencyScorer s(0.5);
+  EXPECT_THAT(scoreWith(s, f), ElementsAre(0.5, 0.5));
+  LeastLatencyScorer ttft_only(1.0);
+  EXPECT_THAT(scoreWith(ttft_only, f), ElementsAre(1.0, 0.0));
+}
+
+TEST(Scorers, LoraAffinityLevels) {
+  Fleet f(4);
+  for (size_t i = 0; i < 4; ++i) {
+    f.metrics(i).max_loras = 2;
+  }
+  f.metrics(0).running_loras = {"sql"};                  // active
+  f.metrics(1).running_loras = {"chat"};                 // one slot free
+  f.metrics(2).running_loras = {"a"};
+  f.metrics(2).waiting_loras = {"sql"};                  // waiting, no slot
+  f.metrics(3).running_loras = {"a", "b"};               // full
+  RequestInfo req;
+  req.lora = "sql";
+  LoraAffinityScorer s;
+  EXPECT_THAT(scoreWith(s, f, req), ElementsAre(1.0, 0.8, 0.6, 0.0));
+  EXPECT_THAT(scoreWith(s, f), ElementsAre(1.0, 1.0, 1.0, 1.0));  // base model
+}
+
+TEST(Scorers, RoundRobinRotates) {
+  Fleet f(3);
+  RoundRobinScorer s;
+  std::vector<size_t> firsts;
+  for (int i = 0; i < 3; ++i) {
+    auto out = scoreWith(s, f);
+    firsts.push_back(std::max_element(out.begin(), out.end()) - out.begin());
+  }
+  EXPECT_THAT(firsts, ElementsAre(0, 1, 2));
+}
+
+TEST(Filters, SaturationDropsBusyAndStaleButNeverEmpties) {
+  Fleet f(3);
+  f.metrics(0).waiting = 20;
+  f.metrics(2).kv_usage = 0.99;
+  SaturationFilter filter(16, 0.97, 5.0);
+  auto cands = f.candidates();
+  CycleState st;
+  filter.filter({}, st, cands);
+  ASSERT_EQ(cands.size(), 1u);
+  EXPECT_EQ(cands[0].endpoint, &f.ep(1));
+  // Stale metrics count as saturated.
+  cands = f.candidates();
+  cands[1].metrics_age_s = 60;
+  filter.filter({}, st, cands);
+  EXPECT_EQ(cands.size(), 3u);  // all saturated: keep all rather than none
+}
+
+TEST(Filters, HealthAndLora) {
+  Fleet f(3);
+  f.metrics(1).healthy = false;
+  HealthFilter health;
+  auto cands = f.candidates();
+  CycleState st;
+  health.filter({}, st, cands);
+  EXPECT_EQ(cands.size(), 2u);
+  f.metrics(2).max_loras = 1;
+  f.metrics(2).running_loras = {"sql"};
+  LoraAffinityFilter lora;
+  RequestInfo req;
+  req.lora = "sql";
+  cands = f.candidates();
+  lora.filter(req, st, cands);
+  ASSERT_EQ(cands.size(), 1u);
+  EXPECT_EQ(cands[0].endpoint, &f.ep(2));
+}
+
+TEST(PrefixIndex, MatchesLeadingBlocksPerEndpoint) {
+  PrefixIndex index(PrefixIndex::Config{16, 1000, 8});
+  std::vector<uint64_t> a, b;
+  std::string shared(64, 's');
+  std::string text_a = shared + "aaaaaaaaaaaaaaaa";
+  std::string_view pa[] = {text_a};
+  std::string text_b = shared + "bbbbbbbbbbbbbbbb";
+  std::string_view pb[] = {text_b};
+  index.hashPrompt("m", pa, a);
+  index.hashPrompt("m", pb, b);
+  ASSERT_EQ(a.size(), 5u);
+  EXPECT_EQ(std::vector<uint64_t>(a.begin(), a.begin() + 4),
+            std::vector<uint64_t>(b.begin(), b.begin() + 4));
+  EXPECT_NE(a[4], b[4]);
+  std::vector<uint64_t> other_model;
+  index.hashPrompt("n", pa, other_model);
+  EXPECT_NE(a[0], other_model[0]);
+
+  const std::string e1 = "10.0.0.1:1", e2 = "10.0.0.2:1", e3 = "10.0.0.3:1";
+  index.insert(e1, a);
+  index.insert(e2, std::span(a).first(2));
+  std::vector<uint32_t> out;
+  const std::string* addrs[] = {&e1, &e2, &e3};
+  index.match(b, addrs, out);
+  EXPECT_THAT(out, ElementsAre(4u, 2u, 0u));
+  EXPECT_EQ(index.stats().entries, 7u);
+  index.removeEndpoint(e1);
+  index.match(b, addrs, out);
+  EXPECT_THAT(out, ElementsAre(0u, 2u, 0u));
+  EXPECT_EQ(index.stats().entries, 2u);
+}
+
+TEST(PrefixIndex, PerEndpointLruIsBounded) {
+  PrefixIndex index(PrefixIndex::Config{16, 100, 4});
+  const std::string e = "10.0.0.1:1";
+  for (uint64_t i = 0; i < 1000; ++i) {
+    std::vector<uint64_t> h = {i * 7919 + 1, i * 7919 + 2};
+    index.insert(e, h);
+  }
+  auto s = index.stats();
+  EXPECT_EQ(s.entries, 100u);
+  EXPECT_EQ(s.blocks, 100u);
+  EXPECT_EQ(s.evictions, 1900u);
+  // A capacity hint from the engine's cache size resizes the bound.
+  std::vector<uint64_t> h = {424242};
+  index.insert(e, h, 10);
+  EXPECT_EQ(index.stats().entries, 10u);
+}
+
+TEST(PrefixIndex, ConcurrentInsertsAndMatchesStayConsistent) {
+  PrefixIndex index(PrefixIndex::Config{16, 500, 16});
+  const std::string eps[] = {"a:1", "b:1", "c:1", "d:1"};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint32_t> out;
+      const std::string* addrs[] = {&eps[0], &eps[1], &eps[2], &eps[3]};
+      for (uint64_t i = 0; i < 5000; ++i) {
+        std::vector<uint64_t> h = {i % 50 + 1, i % 50 + 100, i % 50 + 200};
+        index.insert(eps[(i + t) % 4], h);
+        index.match(h, addrs, out);
+      }
+    });
+  }
+  for (auto& th : threads) {
+    th.join();
+  }
+  auto s = index.stats();
+  EXPECT_LE(s.entries, 4u * 500u);
+  EXPECT_EQ(s.entries, 4u * 150u);  // each endpoint saw all 150 distinct blocks, under its bound
+}
+
+TEST(Reservation, CountsRequestsAndTokensAcrossThreads) {
+  router::EndpointState state;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10000; ++i) {
+        router::Reservation r(&state, 100);
+        router::Reservation moved = std::move(r);
+        r.release();  // moved-from: no effect
+      }
+    });
+  }
+  for (auto& th : threads) {
+    th.join();
+  }
+  EXPECT_EQ(state.in_flight.load(), 0);
+  EXPECT_EQ(state.in_flight_tokens.load(), 0);
+  {
+    router::Reservation a(&state, 50);
+    EXPECT_EQ(state.in_flight.load(), 1);
+    EXPECT_EQ(state.in_flight_tokens.load(), 50);
+  }
+  EXPECT_EQ(state.in_flight_tokens.load(), 0);
+}
+
+TEST(Presets, MatchTheConfigurationsList) {
+  std::vector<std::string_view> config_names = config::schedulerPresets();
+  EXPECT_EQ(config_names, Scheduler::presetNames());
+  Scheduler s(std::make_shared<PrefixIndex>());
+  for (auto name : Scheduler::presetNames()) {
+    EXPECT_NE(s.makePreset(name), nullptr) << name;
+  }
+  EXPECT_EQ(s.makePreset("nope"), nullptr);
+}
+
+// Picks with a preset over a fleet, dispatching like the proxy does.
+const router::Endpoint* pickOne(Scheduler& s, const Profile& p, Fleet& f, std::string_view prompt,
+                                base::Random& rnd, uint64_t tokens = 1000,
+                                Decision* decision = nullptr) {
+  std::vector<uint64_t> hashes;
+  std::string_view parts[] = {prompt};
+  s.index().hashPrompt("m", parts, hashes);
+  RequestInfo req;
+  req.model = "m";
+  req.prompt_tokens = tokens;
+  req.prefix_hashes = &hashes;
+  std::vector<const router::Endpoint*> out;
+  CycleState state;
+  s.pick(p, req, *f.backend, &f.view, f.now, rnd, 3, out, state, decision);
+  s.onDispatch(p, req, state, *out[0], f.view.find(out[0]->address));
+  return out[0];
+}
+
+TEST(Presets, SluiceDefaultKeepsAPrefixTogetherUntilTheEndpointIsLoaded) {
+  Scheduler s(std::make_shared<PrefixIndex>());
+  auto p = s.makePreset("sluice-default");
+  Fleet f(4);
+  base::Xoshiro rnd(3);
+  const std::string system(4096, 'S');
+  const router::Endpoint* first = pickOne(s, *p, f, system + "question one", rnd);
+  // Same prefix, light load: it stays.
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(pickOne(s, *p, f, system + "question " + std::to_string(i), rnd), first);
+  }
+  // The warm endpoint now carries far more tokens than the rest: affinity lets go.
+  first->state->in_flight_tokens = 100000;
+  const router::Endpoint* next = pickOne(s, *p, f, system + "another", rnd);
+  EXPECT_NE(next, first);
+  first->state->in_flight_tokens = 0;
+}
+
+TEST(Presets, SluiceDefaultSpreadsColdPrefixes) {
+  Scheduler s(std::make_shared<PrefixIndex>());
+  auto p = s.makePreset("sluice-default");
+  Fleet f(4);
+  base::Xoshiro rnd(5);
+  std::set<const router::Endpoint*> used;
+  for (int i = 0; i < 4; ++i) {
+    used.insert(pickOne(s, *p, f, std::string(1024, static_cast<char>('a' + i)), rnd));
+  }
+  EXPECT_EQ(used.size(), 4u);  // four different cold prefixes went to four endpoints
+}
+
+TEST(Presets, GieDefaultExplainsItsDecision) {
+  Scheduler s(std::make_shared<PrefixIndex>());
+  auto p = s.makePreset("gie-default");
+  Fleet f(2);
+  f.metrics(1).waiting = 5;
+  base::Xoshiro rnd(1);
+  Decision d;
+  const router::Endpoint* e = pickOne(s, *p, f, std::string(600, 'x'), rnd, 100, &d);
+  EXPECT_EQ(e, &f.ep(0));
+  EXPECT_EQ(d.profile, "gie-default");
+  EXPECT_THAT(d.scorer_names, ElementsAre("queue", "kv-cache", "prefix-cache"));
+  ASSERT_EQ(d.rows.size(), 2u);
+  EXPECT_EQ(d.rows[0].address, "10.0.0.1:8000");
+  EXPECT_DOUBLE_EQ(d.rows[0].total, 2 * 1.0 + 2 * 0.9 + 3 * 0.0);
+}
+
+TEST(Presets, SglangCacheAwareFollowsItsBalanceRule) {
+  Scheduler s(std::make_shared<PrefixIndex>());
+  auto p = s.makePreset("sglang-cache-aware");
+  Fleet f(2);
+  base::Xoshiro rnd(1);
+  const std::string prompt(2048, 'p');
+  const router::Endpoint* warm = pickOne(s, *p, f, prompt, rnd);
+  EXPECT_EQ(pickOne(s, *p, f, prompt, rnd), warm);  // balanced: the cache wins
+  f.metrics(warm == &f.ep(0) ? 0 : 1).waiting = 50;  // imbalanced: shortest queue wins
+  EXPECT_NE(pickOne(s, *p, f, prompt, rnd), warm);
+}
+
+}  // namespace
+}  // namespace sluice::scheduler
