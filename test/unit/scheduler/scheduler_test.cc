@@ -1,11 +1,11 @@
 // Scheduler plugins with fixed inputs, the prefix index, presets and the accounting.
 #include "scheduler/scheduler.h"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <set>
 #include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "config/router_config.h"
 #include "scheduler/plugins.h"
@@ -98,8 +98,8 @@ TEST(Scorers, KvCacheIsOneMinusUsage) {
 
 TEST(Scorers, LeastRequestUsesKthenasFormula) {
   Fleet f(3);
-  f.metrics(0).running = 10;  // load 10
-  f.metrics(1).waiting = 1;   // load 100
+  f.metrics(0).running = 10;     // load 10
+  f.metrics(1).waiting = 1;      // load 100
   f.ep(2).state->in_flight = 4;  // load 4 (router count, nothing scraped running)
   LeastRequestScorer s;
   auto out = scoreWith(s, f);
@@ -133,11 +133,11 @@ TEST(Scorers, LoraAffinityLevels) {
   for (size_t i = 0; i < 4; ++i) {
     f.metrics(i).max_loras = 2;
   }
-  f.metrics(0).running_loras = {"sql"};                  // active
-  f.metrics(1).running_loras = {"chat"};                 // one slot free
+  f.metrics(0).running_loras = {"sql"};   // active
+  f.metrics(1).running_loras = {"chat"};  // one slot free
   f.metrics(2).running_loras = {"a"};
-  f.metrics(2).waiting_loras = {"sql"};                  // waiting, no slot
-  f.metrics(3).running_loras = {"a", "b"};               // full
+  f.metrics(2).waiting_loras = {"sql"};     // waiting, no slot
+  f.metrics(3).running_loras = {"a", "b"};  // full
   RequestInfo req;
   req.lora = "sql";
   LoraAffinityScorer s;
@@ -370,7 +370,7 @@ TEST(Presets, SglangCacheAwareFollowsItsBalanceRule) {
   base::Xoshiro rnd(1);
   const std::string prompt(2048, 'p');
   const router::Endpoint* warm = pickOne(s, *p, f, prompt, rnd);
-  EXPECT_EQ(pickOne(s, *p, f, prompt, rnd), warm);  // balanced: the cache wins
+  EXPECT_EQ(pickOne(s, *p, f, prompt, rnd), warm);   // balanced: the cache wins
   f.metrics(warm == &f.ep(0) ? 0 : 1).waiting = 50;  // imbalanced: shortest queue wins
   EXPECT_NE(pickOne(s, *p, f, prompt, rnd), warm);
 }

@@ -1,0 +1,123 @@
+// Scheduling end to end: the router in-process, in front of simulated engines.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <thread>
+
+#include "base/asio.h"
+#include "fakes/test_client.h"
+#include "server/server.h"
+#include "sim/sim_server.h"
+
+namespace sluice {
+namespace {
+
+using testing::postRequest;
+using testing::TestConnection;
+
+class SchedulingTest : public ::testing::Test {
+ protected:
+  ~SchedulingTest() override {
+    router_.reset();
+    sim_ioc_.stop();
+    if (sim_thread_.joinable()) {
+      sim_thread_.join();
+    }
+  }
+
+  void start(int sims, const std::string& preset, sim::SimOptions o = {}) {
+    o.served_names = {"m"};
+    for (int i = 0; i < sims; ++i) {
+      o.name = "sim-" + std::to_string(i);
+      auto s = std::make_unique<sim::SimServer>(sim_ioc_, o, std::make_shared<sim::SimControl>());
+      ASSERT_FALSE(s->listen(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)));
+      s->start();
+      sims_.push_back(std::move(s));
+    }
+    sim_thread_ = std::thread([this] {
+      auto guard = asio::make_work_guard(sim_ioc_);
+      sim_ioc_.run();
+    });
+    config::RouterConfig c;
+    c.listener = {"127.0.0.1", 0};
+    c.admin = {"127.0.0.1", 0};
+    c.metrics = {"127.0.0.1", 0};
+    c.workers = 2;
+    c.access_log.path = "off";
+    c.metrics_fetcher.interval = std::chrono::milliseconds(20);
+    c.scheduler.preset = preset;
+    config::RouterConfig::Model m;
+    m.name = "m";
+    for (auto& s : sims_) {
+      m.endpoints.push_back({"127.0.0.1", s->port()});
+    }
+    c.models.push_back(m);
+    router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 99);
+    ASSERT_TRUE(router_->start());
+  }
+
+  asio::io_context sim_ioc_{1};
+  std::thread sim_thread_;
+  std::vector<std::unique_ptr<sim::SimServer>> sims_;
+  std::unique_ptr<server::Server> router_;
+};
+
+std::string chat(const std::string& system, const std::string& question, int max_tokens) {
+  return R"({"model":"m","max_tokens":)" + std::to_string(max_tokens) +
+         R"(,"messages":[{"role":"system","content":")" + system +
+         R"("},{"role":"user","content":")" + question + R"("}]})";
+}
+
+TEST_F(SchedulingTest, RequestsSharingAPrefixStayTogether) {
+  start(4, "sluice-default");
+  const std::string system(4000, 'S');
+  std::map<std::string, int> engines;
+  for (int i = 0; i < 12; ++i) {
+    auto r = testing::request(router_->listenerPort(), "POST", "/v1/chat/completions",
+                              chat(system, "question " + std::to_string(i), 2));
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200);
+    engines[r->header("x-sim-engine")]++;
+  }
+  EXPECT_EQ(engines.size(), 1u) << "all turns of one prefix on one engine";
+}
+
+TEST_F(SchedulingTest, ABurstOfColdRequestsSpreadsInsteadOfHerding) {
+  sim::SimOptions o;
+  o.engine.step_overhead_ms = 10;
+  start(4, "sluice-default", o);
+  std::vector<std::unique_ptr<TestConnection>> clients;
+  for (int i = 0; i < 64; ++i) {
+    clients.push_back(std::make_unique<TestConnection>(router_->listenerPort()));
+    // 64 different prompts arriving together: no engine has any of them cached.
+    ASSERT_TRUE(clients.back()->send(postRequest(
+        "/v1/chat/completions",
+        chat(std::string(600, static_cast<char>('A' + i % 26)) + std::to_string(i), "q", 20))));
+  }
+  std::map<std::string, int> engines;
+  for (auto& c : clients) {
+    auto r = c->readResponse();
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200);
+    engines[r->header("x-sim-engine")]++;
+  }
+  ASSERT_EQ(engines.size(), 4u);
+  for (const auto& [engine, n] : engines) {
+    EXPECT_GE(n, 10) << engine << " got too few of 64";
+    EXPECT_LE(n, 22) << engine << " got too many of 64";
+  }
+}
+
+TEST_F(SchedulingTest, RandomPresetStillServes) {
+  start(3, "random");
+  for (int i = 0; i < 6; ++i) {
+    auto r = testing::request(router_->listenerPort(), "POST", "/v1/completions",
+                              R"({"model":"m","prompt":"x","max_tokens":1})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+  }
+}
+
+}  // namespace
+}  // namespace sluice
