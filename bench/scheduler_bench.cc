@@ -1,11 +1,10 @@
 // Scheduling cost: one decision for 64 endpoints with an 8 KB prompt (hashing included),
 // prefix hashing throughput, and the prefix index under a long synthetic stream (its bound and
 // memory per entry).
-#include <benchmark/benchmark.h>
-
 #include <malloc.h>
-
 #include <string>
+
+#include <benchmark/benchmark.h>
 
 #include "config/router_config.h"
 #include "router/snapshot.h"
@@ -21,8 +20,8 @@ struct Fleet {
     config::RouterConfig::Model m;
     m.name = "m";
     for (size_t i = 0; i < n; ++i) {
-      m.endpoints.push_back({"10.0." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1),
-                             8000});
+      m.endpoints.push_back(
+          {"10.0." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1), 8000});
     }
     c.models.push_back(m);
     snap = *router::buildSnapshot(c, 1, registry);

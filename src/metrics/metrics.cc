@@ -122,7 +122,30 @@ std::string_view upstreamErrorName(UpstreamError e) {
   return "unknown";
 }
 
-ModelSeries::ModelSeries() : duration(durationBounds()), ttft(ttftBounds()), itl(itlBounds()) {}
+const std::vector<double>& scheduleBounds() {
+  static const std::vector<double> b = {1e-6, 2.5e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3};
+  return b;
+}
+const std::vector<double>& ratioBounds() {
+  static const std::vector<double> b = {0, 0.1, 0.25, 0.5, 0.75, 0.9, 1};
+  return b;
+}
+
+ModelSeries::ModelSeries()
+    : duration(durationBounds()),
+      ttft(ttftBounds()),
+      itl(itlBounds()),
+      schedule(scheduleBounds()),
+      prefix_ratio(ratioBounds()) {}
+
+std::atomic<uint64_t>& Shard::picks(const std::string& address) {
+  auto it = picks_.find(address);  // only this worker inserts
+  if (it == picks_.end()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    it = picks_.emplace(address, std::make_unique<std::atomic<uint64_t>>(0)).first;
+  }
+  return *it->second;
+}
 
 void ModelSeries::countRequest(int status, double seconds) {
   if (status >= 100 && status < 600) {
@@ -155,11 +178,12 @@ Registry::Registry(size_t shards) {
 std::string Registry::renderPrometheus() const {
   struct Merged {
     std::map<int, uint64_t> by_status;
-    HistogramSnapshot duration, ttft, itl;
+    HistogramSnapshot duration, ttft, itl, schedule, prefix_ratio;
     uint64_t input_tokens = 0, output_tokens = 0, retries = 0;
     std::array<uint64_t, static_cast<size_t>(UpstreamError::kCount)> errors{};
   };
   std::map<std::string, Merged> models;
+  std::map<std::string, uint64_t> picks;
   int64_t active_connections = 0, active_requests = 0;
   uint64_t connections_total = 0, connections_rejected = 0, up_opened = 0, up_reused = 0;
   for (const auto& shard : shards_) {
@@ -170,6 +194,9 @@ std::string Registry::renderPrometheus() const {
     up_opened += shard->upstream_connections_opened.load(std::memory_order_relaxed);
     up_reused += shard->upstream_connections_reused.load(std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(shard->mu_);
+    for (const auto& [address, n] : shard->picks_) {
+      picks[address] += n->load(std::memory_order_relaxed);
+    }
     for (const auto& [name, series] : shard->models_) {
       Merged& m = models[name];
       for (int s = 100; s < 600; ++s) {
@@ -181,6 +208,8 @@ std::string Registry::renderPrometheus() const {
       m.duration.add(series->duration);
       m.ttft.add(series->ttft);
       m.itl.add(series->itl);
+      m.schedule.add(series->schedule);
+      m.prefix_ratio.add(series->prefix_ratio);
       m.input_tokens += series->input_tokens.load(std::memory_order_relaxed);
       m.output_tokens += series->output_tokens.load(std::memory_order_relaxed);
       m.retries += series->retries.load(std::memory_order_relaxed);
@@ -219,6 +248,24 @@ std::string Registry::renderPrometheus() const {
   for (const auto& [name, m] : models) {
     appendHistogram(out, "sluice_inter_token_latency_seconds",
                     fmt::format("model=\"{}\"", escapeLabel(name)), m.itl);
+  }
+  appendHeader(out, "sluice_scheduler_duration_seconds", "histogram",
+               "Time spent choosing the endpoints for a request.");
+  for (const auto& [name, m] : models) {
+    appendHistogram(out, "sluice_scheduler_duration_seconds",
+                    fmt::format("model=\"{}\"", escapeLabel(name)), m.schedule);
+  }
+  appendHeader(out, "sluice_prefix_match_ratio", "histogram",
+               "Share of the prompt's blocks the chosen endpoint was expected to hold (0 = miss).");
+  for (const auto& [name, m] : models) {
+    appendHistogram(out, "sluice_prefix_match_ratio",
+                    fmt::format("model=\"{}\"", escapeLabel(name)), m.prefix_ratio);
+  }
+  appendHeader(out, "sluice_endpoint_picks_total", "counter",
+               "Requests dispatched to each endpoint as the scheduler's first choice.");
+  for (const auto& [address, n] : picks) {
+    out +=
+        fmt::format("sluice_endpoint_picks_total{{endpoint=\"{}\"}} {}\n", escapeLabel(address), n);
   }
   appendHeader(out, "sluice_tokens_total", "counter",
                "Tokens reported by upstream usage, by type.");
@@ -270,6 +317,9 @@ std::string Registry::renderPrometheus() const {
   appendHeader(out, "sluice_access_log_dropped_total", "counter",
                "Access-log records dropped because the writer fell behind.");
   out += fmt::format("sluice_access_log_dropped_total {}\n", access_log_dropped.load());
+  if (extra) {
+    extra(out);
+  }
   return out;
 }
 

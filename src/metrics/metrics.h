@@ -3,6 +3,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -67,6 +68,8 @@ struct ModelSeries {
   Histogram duration;
   Histogram ttft;
   Histogram itl;
+  Histogram schedule;      // seconds spent choosing endpoints
+  Histogram prefix_ratio;  // share of the prompt the chosen endpoint was expected to hold
   std::atomic<uint64_t> input_tokens{0};
   std::atomic<uint64_t> output_tokens{0};
   std::atomic<uint64_t> retries{0};
@@ -78,11 +81,13 @@ struct ModelSeries {
   }
 };
 
-// One worker's metrics. Only that worker writes; the scraper reads. The mutex guards the map's
-// structure only: taken when a model is seen for the first time and while scraping.
+// One worker's metrics. Only that worker writes; the scraper reads. The mutex guards the maps'
+// structure only: taken when a model or endpoint is seen for the first time and while scraping.
 class Shard {
  public:
   ModelSeries& model(std::string_view name);
+  // Requests dispatched to an endpoint (first choice of the scheduler).
+  std::atomic<uint64_t>& picks(const std::string& address);
 
   std::atomic<int64_t> active_connections{0};
   std::atomic<int64_t> active_requests{0};
@@ -95,6 +100,7 @@ class Shard {
   friend class Registry;
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<ModelSeries>> models_;
+  std::unordered_map<std::string, std::unique_ptr<std::atomic<uint64_t>>> picks_;
   // Last lookup, to skip hashing in the common case of one hot model.
   std::string last_name_;
   ModelSeries* last_ = nullptr;
@@ -114,6 +120,8 @@ class Registry {
   std::atomic<int64_t> snapshot_version{0};
 
   std::string renderPrometheus() const;
+  // Appends process-wide series owned elsewhere (the scheduler's index); set before start.
+  std::function<void(std::string&)> extra;
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

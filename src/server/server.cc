@@ -226,6 +226,18 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
                                                      registry_->access_log_dropped);
   scheduler_ = std::make_unique<scheduler::Scheduler>(std::make_shared<scheduler::PrefixIndex>());
   ctx_.reset(new ServerContext{time_, *registry_, *access_log_, scheduler_.get()});
+  registry_->extra = [this](std::string& out) {
+    const auto st = scheduler_->index().stats();
+    out += fmt::format(
+        "# HELP sluice_prefix_index_entries Block-to-endpoint entries the prefix index holds.\n"
+        "# TYPE sluice_prefix_index_entries gauge\nsluice_prefix_index_entries {}\n"
+        "# HELP sluice_prefix_index_blocks Distinct prompt blocks in the prefix index.\n"
+        "# TYPE sluice_prefix_index_blocks gauge\nsluice_prefix_index_blocks {}\n"
+        "# HELP sluice_prefix_index_evictions_total Entries dropped by the per-endpoint bounds.\n"
+        "# TYPE sluice_prefix_index_evictions_total counter\n"
+        "sluice_prefix_index_evictions_total {}\n",
+        st.entries, st.blocks, st.evictions);
+  };
   control_ = std::make_unique<ControlPlane>(*this);
   if (config_.metrics_fetcher.enabled) {
     const auto& f = config_.metrics_fetcher;

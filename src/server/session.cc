@@ -506,9 +506,19 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
   std::vector<const router::Endpoint*> candidates;
   scheduler::CycleState cycle;
   const size_t list = std::min<size_t>(cfg.scheduler.candidates, cfg.upstream.retries + 1);
-  w.scheduler().pick(profile, info, backend, w.metricsView(), w.context().time.monotonicNow(),
-                     w.random(), list, candidates, cycle);
+  const auto schedule_start = w.context().time.monotonicNow();
+  w.scheduler().pick(profile, info, backend, w.metricsView(), schedule_start, w.random(), list,
+                     candidates, cycle);
+  if (x.series) {
+    x.series->schedule.observe(
+        base::secondsBetween(schedule_start, w.context().time.monotonicNow()));
+    if (cycle.prefix_computed && cycle.prefix_total > 0 && !cycle.prefix_blocks.empty()) {
+      x.series->prefix_ratio.observe(static_cast<double>(cycle.prefix_blocks[0]) /
+                                     cycle.prefix_total);
+    }
+  }
   if (!candidates.empty()) {
+    w.shard().picks(candidates.front()->address).fetch_add(1, std::memory_order_relaxed);
     const auto* view = w.metricsView();
     w.scheduler().onDispatch(profile, info, cycle, *candidates.front(),
                              view ? view->find(candidates.front()->address) : nullptr);

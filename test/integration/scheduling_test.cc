@@ -1,9 +1,9 @@
 // Scheduling end to end: the router in-process, in front of simulated engines.
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <map>
 #include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "base/asio.h"
 #include "fakes/test_client.h"
@@ -81,6 +81,21 @@ TEST_F(SchedulingTest, RequestsSharingAPrefixStayTogether) {
     engines[r->header("x-sim-engine")]++;
   }
   EXPECT_EQ(engines.size(), 1u) << "all turns of one prefix on one engine";
+  std::string text;
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto r = testing::request(router_->metricsPort(), "GET", "/metrics");
+    text = r ? r->body : "";
+    return text.find("sluice_prefix_match_ratio_count{model=\"m\"} 12") != std::string::npos;
+  }));
+  // The first turn was a miss; the other eleven hit most of their prompt.
+  EXPECT_THAT(text,
+              ::testing::HasSubstr("sluice_prefix_match_ratio_bucket{model=\"m\",le=\"0\"} 1\n"));
+  EXPECT_THAT(
+      text, ::testing::HasSubstr("sluice_prefix_match_ratio_bucket{model=\"m\",le=\"0.75\"} 1\n"));
+  EXPECT_THAT(text,
+              ::testing::HasSubstr("sluice_scheduler_duration_seconds_count{model=\"m\"} 12"));
+  EXPECT_THAT(text, ::testing::HasSubstr("sluice_endpoint_picks_total{endpoint=\"127.0.0.1:"));
+  EXPECT_THAT(text, ::testing::HasSubstr("sluice_prefix_index_entries "));
 }
 
 TEST_F(SchedulingTest, ABurstOfColdRequestsSpreadsInsteadOfHerding) {
