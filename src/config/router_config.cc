@@ -235,11 +235,15 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     }
     if (auto n = root["upstream"]) {
       if (p.mapWithKeys(n, "upstream",
-                        {"max_idle_per_endpoint", "idle_timeout", "retries", "retry_on_status"})) {
+                        {"max_idle_per_endpoint", "idle_timeout", "retries", "retry_on_status",
+                         "eject_after_failures", "ejection", "max_ejection"})) {
         auto& u = config.upstream;
         p.uint(n, "max_idle_per_endpoint", "upstream", u.max_idle_per_endpoint, 0, 100000);
         p.duration(n, "idle_timeout", "upstream", u.idle_timeout);
         p.uint(n, "retries", "upstream", u.retries, 0, 10);
+        p.uint(n, "eject_after_failures", "upstream", u.eject_after_failures, 0, 1000);
+        p.duration(n, "ejection", "upstream", u.ejection);
+        p.duration(n, "max_ejection", "upstream", u.max_ejection);
         if (auto list = n["retry_on_status"]) {
           if (!list.IsSequence()) {
             p.error("upstream.retry_on_status", "must be a list of HTTP status codes");

@@ -185,7 +185,8 @@ std::string Registry::renderPrometheus() const {
   std::map<std::string, Merged> models;
   std::map<std::string, uint64_t> picks;
   int64_t active_connections = 0, active_requests = 0;
-  uint64_t connections_total = 0, connections_rejected = 0, up_opened = 0, up_reused = 0;
+  uint64_t connections_total = 0, connections_rejected = 0, up_opened = 0, up_reused = 0,
+           ejections = 0;
   for (const auto& shard : shards_) {
     active_connections += shard->active_connections.load(std::memory_order_relaxed);
     active_requests += shard->active_requests.load(std::memory_order_relaxed);
@@ -193,6 +194,7 @@ std::string Registry::renderPrometheus() const {
     connections_rejected += shard->connections_rejected.load(std::memory_order_relaxed);
     up_opened += shard->upstream_connections_opened.load(std::memory_order_relaxed);
     up_reused += shard->upstream_connections_reused.load(std::memory_order_relaxed);
+    ejections += shard->ejections.load(std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(shard->mu_);
     for (const auto& [address, n] : shard->picks_) {
       picks[address] += n->load(std::memory_order_relaxed);
@@ -307,6 +309,9 @@ std::string Registry::renderPrometheus() const {
   appendHeader(out, "sluice_upstream_connections_reused_total", "counter",
                "Requests sent on a pooled keep-alive connection.");
   out += fmt::format("sluice_upstream_connections_reused_total {}\n", up_reused);
+  appendHeader(out, "sluice_endpoint_ejections_total", "counter",
+               "Endpoints ejected by outlier detection after consecutive failures.");
+  out += fmt::format("sluice_endpoint_ejections_total {}\n", ejections);
   appendHeader(out, "sluice_config_reloads_total", "counter", "Configuration snapshots published.");
   out += fmt::format("sluice_config_reloads_total {}\n", config_reloads.load());
   appendHeader(out, "sluice_config_reload_errors_total", "counter",

@@ -95,6 +95,7 @@ class Shard {
   std::atomic<uint64_t> connections_rejected{0};
   std::atomic<uint64_t> upstream_connections_opened{0};
   std::atomic<uint64_t> upstream_connections_reused{0};
+  std::atomic<uint64_t> ejections{0};
 
  private:
   friend class Registry;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -20,6 +21,35 @@ struct EndpointState {
   std::atomic<int64_t> in_flight{0};         // requests sent, not yet complete
   std::atomic<int64_t> in_flight_tokens{0};  // their prompt plus expected output tokens
   std::atomic<uint64_t> last_cold_pick{0};   // sequence number of the last cold-prefix pick
+  // Outlier detection: consecutive failed attempts eject the endpoint for a back-off period that
+  // doubles with each ejection (up to a cap) and resets once it serves again.
+  std::atomic<uint32_t> consecutive_failures{0};
+  std::atomic<uint32_t> ejections{0};
+  std::atomic<int64_t> ejected_until_ns{0};  // steady-clock nanoseconds
+
+  // Returns true if this failure ejected the endpoint.
+  bool onFailure(int64_t now_ns, uint32_t threshold, int64_t base_ns, int64_t max_ns) {
+    if (consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1 < threshold) {
+      return false;
+    }
+    consecutive_failures.store(0, std::memory_order_relaxed);
+    const uint32_t n = ejections.fetch_add(1, std::memory_order_relaxed);
+    int64_t backoff = base_ns;
+    for (uint32_t i = 0; i < n && backoff < max_ns; ++i) {
+      backoff *= 2;
+    }
+    ejected_until_ns.store(now_ns + std::min(backoff, max_ns), std::memory_order_relaxed);
+    return true;
+  }
+  void onSuccess() {
+    consecutive_failures.store(0, std::memory_order_relaxed);
+    if (ejections.load(std::memory_order_relaxed) != 0) {
+      ejections.store(0, std::memory_order_relaxed);
+    }
+  }
+  bool ejected(int64_t now_ns) const {
+    return ejected_until_ns.load(std::memory_order_relaxed) > now_ns;
+  }
 };
 
 // The load a request puts on an endpoint, counted from dispatch until it completes, fails or

@@ -39,6 +39,7 @@ struct Candidate {
 // Per-request scratch the plugins share (prefix matches computed once, used by several).
 struct CycleState {
   base::Random* random = nullptr;       // the worker's generator
+  int64_t now_ns = 0;                   // steady clock, for ejection periods
   std::vector<uint32_t> prefix_blocks;  // per candidate: consecutive matched blocks
   uint32_t prefix_total = 0;            // blocks in the request
   bool prefix_computed = false;

@@ -66,8 +66,10 @@ void computePrefixMatches(const PrefixIndex& index, const RequestInfo& req, Cycl
 
 // --- filters ---
 
-void HealthFilter::filter(const RequestInfo&, CycleState&, std::vector<Candidate>& cands) {
-  keepIf(cands, [](const Candidate& c) { return !c.metrics || c.metrics->healthy; });
+void HealthFilter::filter(const RequestInfo&, CycleState& state, std::vector<Candidate>& cands) {
+  keepIf(cands, [&](const Candidate& c) {
+    return (!c.metrics || c.metrics->healthy) && !c.endpoint->state->ejected(state.now_ns);
+  });
 }
 
 void SaturationFilter::filter(const RequestInfo&, CycleState&, std::vector<Candidate>& cands) {

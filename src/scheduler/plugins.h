@@ -10,7 +10,7 @@ namespace sluice::scheduler {
 
 // --- filters ---
 
-// Drops endpoints the fetcher reports unhealthy.
+// Drops endpoints the fetcher reports unhealthy and those ejected by outlier detection.
 class HealthFilter final : public Filter {
  public:
   std::string_view name() const override { return "health"; }

@@ -78,6 +78,7 @@ void Scheduler::pick(const Profile& profile, const RequestInfo& req, const route
   out.clear();
   state = CycleState{};
   state.random = &random;
+  state.now_ns = now.time_since_epoch().count();
   std::vector<Candidate> cands;
   cands.reserve(backend.endpoints.size());
   for (const auto& ep : backend.endpoints) {

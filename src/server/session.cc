@@ -537,6 +537,18 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
   const router::Endpoint* chosen = nullptr;
   router::Reservation held;  // the chosen endpoint's load, released when the response ends
+  // Outlier detection: every failed attempt counts against its endpoint.
+  auto failed = [&](const router::Endpoint& e) {
+    const auto& u = cfg.upstream;
+    if (u.eject_after_failures > 0 &&
+        e.state->onFailure(w.context().time.monotonicNow().time_since_epoch().count(),
+                           u.eject_after_failures, std::chrono::nanoseconds(u.ejection).count(),
+                           std::chrono::nanoseconds(u.max_ejection).count())) {
+      w.shard().ejections.fetch_add(1, std::memory_order_relaxed);
+      SLUICE_LOG(Warn, "proxy", "endpoint {} ejected after {} consecutive failures", e.address,
+                 u.eject_after_failures);
+    }
+  };
   ErrorKind failure = ErrorKind::UpstreamUnavailable;
   std::string failure_message = "no endpoint could be reached";
 
@@ -563,6 +575,7 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
             x.series->countUpstreamError(timeout ? metrics::UpstreamError::ConnectTimeout
                                                  : metrics::UpstreamError::ConnectFailed);
           }
+          failed(ep);
           failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
           failure_message = fmt::format("connecting to endpoint {} failed: {}", ep.address,
                                         timeout ? "timed out" : ec.message());
@@ -610,6 +623,7 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
                                          ? metrics::UpstreamError::Reset
                                          : metrics::UpstreamError::BadResponse);
       }
+      failed(ep);
       failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
       failure_message = timeout ? fmt::format("endpoint {} did not answer in time", ep.address)
                                 : fmt::format("endpoint {} failed before responding: {}",
@@ -622,6 +636,11 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
       bool retriable =
           std::find(cfg.upstream.retry_on_status.begin(), cfg.upstream.retry_on_status.end(),
                     status) != cfg.upstream.retry_on_status.end();
+      if (status >= 500) {
+        failed(ep);
+      } else {
+        ep.state->onSuccess();
+      }
       if (retriable && i + 1 < candidates.size()) {
         if (x.series) {
           x.series->countUpstreamError(metrics::UpstreamError::Status5xx);

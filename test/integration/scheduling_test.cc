@@ -124,6 +124,24 @@ TEST_F(SchedulingTest, ABurstOfColdRequestsSpreadsInsteadOfHerding) {
   }
 }
 
+TEST_F(SchedulingTest, AFailingEndpointIsRetriedAroundAndEjected) {
+  start(2, "sluice-default");
+  sims_[1]->control().setFault(sim::Fault::Reset);
+  for (int i = 0; i < 30; ++i) {
+    auto r = testing::request(
+        router_->listenerPort(), "POST", "/v1/completions",
+        R"({"model":"m","prompt":"p)" + std::to_string(i) + R"(","max_tokens":1})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << "every request is retried on the healthy endpoint";
+  }
+  // Five consecutive failures eject it; after that it is not tried again (the ejection lasts
+  // 10 s, far longer than this test).
+  EXPECT_LE(sims_[1]->control().requests.load(), 5);
+  EXPECT_EQ(sims_[0]->control().requests.load(), 30);
+  auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
+  EXPECT_THAT(m->body, ::testing::HasSubstr("sluice_endpoint_ejections_total 1\n"));
+}
+
 TEST_F(SchedulingTest, RandomPresetStillServes) {
   start(3, "random");
   for (int i = 0; i < 6; ++i) {

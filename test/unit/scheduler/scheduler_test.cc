@@ -289,6 +289,45 @@ TEST(Reservation, CountsRequestsAndTokensAcrossThreads) {
   EXPECT_EQ(state.in_flight_tokens.load(), 0);
 }
 
+TEST(OutlierDetection, EjectsWithDoublingBackoffAndRecovers) {
+  router::EndpointState st;
+  const int64_t s1 = 1'000'000'000;
+  EXPECT_FALSE(st.onFailure(0, 3, 10 * s1, 60 * s1));
+  EXPECT_FALSE(st.onFailure(0, 3, 10 * s1, 60 * s1));
+  EXPECT_TRUE(st.onFailure(0, 3, 10 * s1, 60 * s1));
+  EXPECT_TRUE(st.ejected(9 * s1));
+  EXPECT_FALSE(st.ejected(10 * s1));
+  for (int i = 0; i < 3; ++i) {
+    st.onFailure(20 * s1, 3, 10 * s1, 60 * s1);
+  }
+  EXPECT_TRUE(st.ejected(39 * s1));  // second ejection: 20 s
+  EXPECT_FALSE(st.ejected(40 * s1));
+  for (int e = 0; e < 5; ++e) {
+    for (int i = 0; i < 3; ++i) {
+      st.onFailure(100 * s1, 3, 10 * s1, 60 * s1);
+    }
+  }
+  EXPECT_FALSE(st.ejected(160 * s1));  // capped at 60 s
+  st.onSuccess();
+  for (int i = 0; i < 3; ++i) {
+    st.onFailure(200 * s1, 3, 10 * s1, 60 * s1);
+  }
+  EXPECT_FALSE(st.ejected(210 * s1));  // back to the base period after serving again
+}
+
+TEST(Filters, HealthDropsEjectedEndpoints) {
+  Fleet f(2);
+  f.ep(0).state->ejected_until_ns = 1'000'000;
+  HealthFilter health;
+  auto cands = f.candidates();
+  CycleState st;
+  st.now_ns = 10;
+  health.filter({}, st, cands);
+  ASSERT_EQ(cands.size(), 1u);
+  EXPECT_EQ(cands[0].endpoint, &f.ep(1));
+  f.ep(0).state->ejected_until_ns = 0;
+}
+
 TEST(Presets, MatchTheConfigurationsList) {
   std::vector<std::string_view> config_names = config::schedulerPresets();
   EXPECT_EQ(config_names, Scheduler::presetNames());
