@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# `make bench`: every benchmark part, each also runnable alone.
+# `make bench`: every benchmark part, each also runnable alone (see docs/BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "== body peek and splice (Google Benchmark)"
 build/bin/peek_bench --benchmark_min_time=0.5
+echo "== scheduler decisions, prefix hashing, prefix index bound"
+build/bin/scheduler_bench --benchmark_min_time=0.5
+echo "== metrics fetcher: 500 endpoints at 50 ms"
+build/bin/fetcher_bench 500 50 "${BENCH_SECONDS:-10}"
+echo "== simulator capacity: 16 engines"
+bash bench/sim_capacity.sh 16 64 "${BENCH_SECONDS:-10}"
 echo "== overhead against nginx"
 bash bench/overhead.sh "${BENCH_SECONDS:-10}" "${BENCH_CONNECTIONS:-32}" "${BENCH_ROUNDS:-3}"
