@@ -1,6 +1,7 @@
 #include "config/router_config.h"
 
 #include <algorithm>
+#include <charconv>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -140,6 +141,42 @@ class Parser {
 };
 
 }  // namespace
+
+const std::vector<PluginTypeInfo>& schedulerPluginTypes() {
+  using K = PluginKind;
+  static const std::vector<PluginTypeInfo> kTypes = {
+      {"health-filter", K::Filter, {}},
+      {"saturation-filter", K::Filter, {"maxWaiting", "maxKvUsage", "staleAfterSeconds"}},
+      {"least-request-filter", K::Filter, {"maxWaitingRequests"}},
+      {"lora-affinity-filter", K::Filter, {}},
+      {"random-scorer", K::Scorer, {}},
+      {"round-robin-scorer", K::Scorer, {}},
+      {"least-request-scorer", K::Scorer, {}},
+      {"queue-scorer", K::Scorer, {}},
+      {"kv-cache-utilization-scorer", K::Scorer, {}},
+      {"running-requests-scorer", K::Scorer, {}},
+      {"token-load-scorer", K::Scorer, {}},
+      {"least-latency-scorer", K::Scorer, {"ttftWeight"}},
+      {"lora-affinity-scorer", K::Scorer, {}},
+      {"prefix-cache-scorer", K::Scorer, {"loadThresholdTokens"}},
+      {"no-hit-scorer", K::Scorer, {}},
+      {"sglang-cache-aware-scorer",
+       K::Scorer,
+       {"balanceAbsThreshold", "balanceRelThreshold", "cacheThreshold"}},
+      {"max-score-picker", K::Picker, {}},
+      {"weighted-random-picker", K::Picker, {}},
+  };
+  return kTypes;
+}
+
+const PluginTypeInfo* findPluginType(std::string_view type) {
+  for (const auto& t : schedulerPluginTypes()) {
+    if (t.type == type) {
+      return &t;
+    }
+  }
+  return nullptr;
+}
 
 const std::vector<std::string_view>& schedulerPresets() {
   static const std::vector<std::string_view> kNames = {
@@ -326,13 +363,154 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
       }
       return list;
     };
+    std::set<std::string> profile_names;
     if (auto n = root["scheduler"]) {
-      if (p.mapWithKeys(n, "scheduler", {"preset", "candidates"})) {
-        p.string(n, "preset", "scheduler", config.scheduler.preset);
-        p.uint(n, "candidates", "scheduler", config.scheduler.candidates, 1, 64);
-        if (!presetKnown(config.scheduler.preset)) {
-          p.error("scheduler.preset", fmt::format("must be one of {}; got \"{}\"", presetList(),
-                                                  config.scheduler.preset));
+      if (p.mapWithKeys(
+              n, "scheduler",
+              {"preset", "candidates", "plugins", "schedulingProfiles", "defaultProfile"})) {
+        auto& sc = config.scheduler;
+        p.string(n, "preset", "scheduler", sc.preset);
+        p.uint(n, "candidates", "scheduler", sc.candidates, 1, 64);
+        if (!presetKnown(sc.preset)) {
+          p.error("scheduler.preset",
+                  fmt::format("must be one of {}; got \"{}\"", presetList(), sc.preset));
+        }
+        std::map<std::string, PluginKind> plugin_kinds;
+        if (auto list = n["plugins"]) {
+          if (!list.IsSequence()) {
+            p.error("scheduler.plugins", "must be a list");
+          } else {
+            for (size_t i = 0; i < list.size(); ++i) {
+              const std::string path = fmt::format("scheduler.plugins[{}]", i);
+              if (!p.mapWithKeys(list[i], path, {"type", "name", "parameters"})) {
+                continue;
+              }
+              RouterConfig::PluginSpec spec;
+              p.string(list[i], "type", path, spec.type);
+              p.string(list[i], "name", path, spec.name);
+              if (spec.name.empty()) {
+                spec.name =
+                    spec.type;  // as in the Inference Extension: the name defaults to the type
+              }
+              const PluginTypeInfo* info = findPluginType(spec.type);
+              if (info == nullptr) {
+                std::string types;
+                for (const auto& t : schedulerPluginTypes()) {
+                  types += (types.empty() ? "" : ", ") + std::string(t.type);
+                }
+                p.error(path + ".type",
+                        fmt::format("unknown plugin type \"{}\"; known: {}", spec.type, types));
+                continue;
+              }
+              if (plugin_kinds.count(spec.name)) {
+                p.error(path + ".name", fmt::format("duplicate plugin name \"{}\"", spec.name));
+                continue;
+              }
+              if (auto params = list[i]["parameters"]) {
+                if (!params.IsMap()) {
+                  p.error(path + ".parameters", "must be a mapping");
+                } else {
+                  for (const auto& kv : params) {
+                    const std::string key = kv.first.Scalar();
+                    const std::string ppath = path + ".parameters." + key;
+                    if (std::find(info->parameters.begin(), info->parameters.end(), key) ==
+                        info->parameters.end()) {
+                      p.error(ppath, fmt::format("unknown parameter for {}", spec.type));
+                      continue;
+                    }
+                    auto v = p.scalar(kv.second, ppath);
+                    double d = 0;
+                    auto [ptr, ec] =
+                        v ? std::from_chars(v->data(), v->data() + v->size(), d)
+                          : std::from_chars_result{nullptr, std::errc::invalid_argument};
+                    if (!v || ec != std::errc() || ptr != v->data() + v->size() || d < 0) {
+                      if (v) {
+                        p.error(ppath,
+                                fmt::format("must be a non-negative number, got \"{}\"", *v));
+                      }
+                      continue;
+                    }
+                    spec.parameters[key] = d;
+                  }
+                }
+              }
+              plugin_kinds[spec.name] = info->kind;
+              sc.plugins.push_back(std::move(spec));
+            }
+          }
+        }
+        if (auto list = n["schedulingProfiles"]) {
+          if (!list.IsSequence()) {
+            p.error("scheduler.schedulingProfiles", "must be a list");
+          } else {
+            for (size_t i = 0; i < list.size(); ++i) {
+              const std::string path = fmt::format("scheduler.schedulingProfiles[{}]", i);
+              if (!p.mapWithKeys(list[i], path, {"name", "plugins"})) {
+                continue;
+              }
+              RouterConfig::ProfileSpec prof;
+              p.string(list[i], "name", path, prof.name);
+              if (prof.name.empty()) {
+                p.error(path + ".name", "is required");
+              } else if (presetKnown(prof.name) || !profile_names.insert(prof.name).second) {
+                p.error(path + ".name",
+                        fmt::format("\"{}\" is already a preset or another profile", prof.name));
+              }
+              auto refs = list[i]["plugins"];
+              if (!refs || !refs.IsSequence() || refs.size() == 0) {
+                p.error(path + ".plugins", "must be a non-empty list of {pluginRef, weight}");
+                continue;
+              }
+              int pickers = 0;
+              int scorers = 0;
+              for (size_t j = 0; j < refs.size(); ++j) {
+                const std::string rpath = fmt::format("{}.plugins[{}]", path, j);
+                if (!p.mapWithKeys(refs[j], rpath, {"pluginRef", "weight"})) {
+                  continue;
+                }
+                RouterConfig::ProfileSpec::Ref ref;
+                p.string(refs[j], "pluginRef", rpath, ref.plugin);
+                auto kind = plugin_kinds.find(ref.plugin);
+                if (kind == plugin_kinds.end()) {
+                  p.error(rpath + ".pluginRef",
+                          fmt::format("no plugin named \"{}\" in scheduler.plugins", ref.plugin));
+                  continue;
+                }
+                if (auto w = refs[j]["weight"]) {
+                  auto v = p.scalar(w, rpath + ".weight");
+                  double d = -1;
+                  if (v) {
+                    std::from_chars(v->data(), v->data() + v->size(), d);
+                  }
+                  if (d < 0 || d > 1e6) {
+                    p.error(rpath + ".weight", "must be a number in 0..1000000");
+                    continue;
+                  }
+                  if (kind->second != PluginKind::Scorer) {
+                    p.error(rpath + ".weight", "only scorers take a weight");
+                    continue;
+                  }
+                  ref.weight = d;
+                }
+                pickers += kind->second == PluginKind::Picker;
+                scorers += kind->second == PluginKind::Scorer;
+                prof.plugins.push_back(ref);
+              }
+              if (pickers > 1) {
+                p.error(path + ".plugins", "at most one picker");
+              }
+              if (scorers == 0) {
+                p.error(path + ".plugins", "needs at least one scorer");
+              }
+              sc.profiles.push_back(std::move(prof));
+            }
+          }
+        }
+        p.string(n, "defaultProfile", "scheduler", sc.default_profile);
+        if (!sc.default_profile.empty() && !presetKnown(sc.default_profile) &&
+            profile_names.count(sc.default_profile) == 0) {
+          p.error("scheduler.defaultProfile",
+                  fmt::format("no preset or profile named \"{}\"", sc.default_profile));
         }
       }
     }
@@ -361,9 +539,12 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
           p.string(m, "upstream_model", path, model.upstream_model);
           p.string(m, "engine", path, model.engine);
           p.string(m, "scheduler", path, model.scheduler);
-          if (!model.scheduler.empty() && !presetKnown(model.scheduler)) {
+          if (!model.scheduler.empty() && !presetKnown(model.scheduler) &&
+              profile_names.count(model.scheduler) == 0) {
             p.error(path + ".scheduler",
-                    fmt::format("must be one of {}; got \"{}\"", presetList(), model.scheduler));
+                    fmt::format("must be a profile from scheduler.schedulingProfiles or one of "
+                                "{}; got \"{}\"",
+                                presetList(), model.scheduler));
           }
           {
             static constexpr std::string_view kEngines[] = {"vllm", "sglang", "trtllm-serve",
@@ -471,8 +652,32 @@ std::string toJson(const RouterConfig& c) {
     out += "}";
   }
   out += "}},";
-  out += fmt::format("\"scheduler\":{{\"preset\":{},\"candidates\":{}}},",
-                     base::jsonQuote(c.scheduler.preset), c.scheduler.candidates);
+  out += fmt::format("\"scheduler\":{{\"preset\":{},\"candidates\":{},\"defaultProfile\":{},",
+                     base::jsonQuote(c.scheduler.preset), c.scheduler.candidates,
+                     base::jsonQuote(c.scheduler.default_profile));
+  out += "\"plugins\":[";
+  for (size_t i = 0; i < c.scheduler.plugins.size(); ++i) {
+    const auto& pl = c.scheduler.plugins[i];
+    out += fmt::format("{}{{\"type\":{},\"name\":{},\"parameters\":{{", i ? "," : "",
+                       base::jsonQuote(pl.type), base::jsonQuote(pl.name));
+    bool first = true;
+    for (const auto& [k, v] : pl.parameters) {
+      out += fmt::format("{}{}:{}", first ? "" : ",", base::jsonQuote(k), v);
+      first = false;
+    }
+    out += "}}";
+  }
+  out += "],\"schedulingProfiles\":[";
+  for (size_t i = 0; i < c.scheduler.profiles.size(); ++i) {
+    const auto& pr = c.scheduler.profiles[i];
+    out += fmt::format("{}{{\"name\":{},\"plugins\":[", i ? "," : "", base::jsonQuote(pr.name));
+    for (size_t j = 0; j < pr.plugins.size(); ++j) {
+      out += fmt::format("{}{{\"pluginRef\":{},\"weight\":{}}}", j ? "," : "",
+                         base::jsonQuote(pr.plugins[j].plugin), pr.plugins[j].weight);
+    }
+    out += "]}";
+  }
+  out += "]},";
   out += fmt::format("\"access_log\":{{\"path\":{}}},", base::jsonQuote(c.access_log.path));
   out += "\"models\":[";
   for (size_t i = 0; i < c.models.size(); ++i) {

@@ -65,9 +65,26 @@ struct RouterConfig {
     std::map<std::string, std::map<std::string, std::string>> engines;
   } metrics_fetcher;
 
+  // Plugins and profiles in the shape of the Inference Extension's EndpointPickerConfig.
+  struct PluginSpec {
+    std::string type;
+    std::string name;
+    std::map<std::string, double> parameters;
+  };
+  struct ProfileSpec {
+    std::string name;
+    struct Ref {
+      std::string plugin;  // a PluginSpec name
+      double weight = 1;   // scorers only
+    };
+    std::vector<Ref> plugins;
+  };
   struct Scheduler {
     std::string preset = "sluice-default";  // see docs/scheduling.md
     uint32_t candidates = 3;                // the fallback list: endpoints tried in order
+    std::vector<PluginSpec> plugins;
+    std::vector<ProfileSpec> profiles;  // schedulingProfiles
+    std::string default_profile;        // a profile or preset name; empty = `preset`
   } scheduler;
 
   struct AccessLog {
@@ -95,6 +112,16 @@ base::Result<RouterConfig> loadRouterConfig(const std::string& path, ConfigError
 
 // The scheduler presets (kept equal to scheduler::Scheduler::presetNames() by a unit test).
 const std::vector<std::string_view>& schedulerPresets();
+
+enum class PluginKind { Filter, Scorer, Picker };
+struct PluginTypeInfo {
+  std::string_view type;
+  PluginKind kind;
+  std::vector<std::string_view> parameters;
+};
+// Every plugin type the scheduler can build (kept in step with it by a unit test).
+const std::vector<PluginTypeInfo>& schedulerPluginTypes();
+const PluginTypeInfo* findPluginType(std::string_view type);
 
 // "name" or name{label="value"} (one label filter), or "" (a signal turned off).
 bool validMetricRef(std::string_view text);

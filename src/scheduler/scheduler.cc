@@ -64,6 +64,86 @@ std::unique_ptr<Profile> Scheduler::makePreset(std::string_view name) const {
   return p;
 }
 
+std::unique_ptr<Profile> Scheduler::makeProfile(
+    const config::RouterConfig::ProfileSpec& spec,
+    const std::vector<config::RouterConfig::PluginSpec>& plugins) const {
+  auto p = std::make_unique<Profile>();
+  p->name = spec.name;
+  for (const auto& ref : spec.plugins) {
+    auto it = std::find_if(plugins.begin(), plugins.end(),
+                           [&](const auto& ps) { return ps.name == ref.plugin; });
+    if (it == plugins.end()) {
+      return nullptr;
+    }
+    auto param = [&](const char* key, double fallback) {
+      auto v = it->parameters.find(key);
+      return v == it->parameters.end() ? fallback : v->second;
+    };
+    const std::string& t = it->type;
+    if (t == "health-filter") {
+      p->filters.push_back(std::make_unique<HealthFilter>());
+    } else if (t == "saturation-filter") {
+      p->filters.push_back(std::make_unique<SaturationFilter>(
+          param("maxWaiting", 16), param("maxKvUsage", 0.97), param("staleAfterSeconds", 5)));
+    } else if (t == "least-request-filter") {
+      p->filters.push_back(std::make_unique<LeastRequestFilter>(param("maxWaitingRequests", 10)));
+    } else if (t == "lora-affinity-filter") {
+      p->filters.push_back(std::make_unique<LoraAffinityFilter>());
+    } else if (t == "max-score-picker") {
+      p->picker = std::make_unique<MaxScorePicker>();
+    } else if (t == "weighted-random-picker") {
+      p->picker = std::make_unique<WeightedRandomPicker>();
+    } else {
+      std::unique_ptr<Scorer> scorer;
+      if (t == "random-scorer") {
+        scorer = std::make_unique<RandomScorer>();
+      } else if (t == "round-robin-scorer") {
+        scorer = std::make_unique<RoundRobinScorer>();
+      } else if (t == "least-request-scorer") {
+        scorer = std::make_unique<LeastRequestScorer>();
+      } else if (t == "queue-scorer") {
+        scorer = std::make_unique<QueueScorer>();
+      } else if (t == "kv-cache-utilization-scorer") {
+        scorer = std::make_unique<KvCacheScorer>();
+      } else if (t == "running-requests-scorer") {
+        scorer = std::make_unique<RunningRequestsScorer>();
+      } else if (t == "token-load-scorer") {
+        scorer = std::make_unique<TokenLoadScorer>();
+      } else if (t == "least-latency-scorer") {
+        scorer = std::make_unique<LeastLatencyScorer>(param("ttftWeight", 0.5));
+      } else if (t == "lora-affinity-scorer") {
+        scorer = std::make_unique<LoraAffinityScorer>();
+      } else if (t == "prefix-cache-scorer") {
+        scorer = std::make_unique<PrefixCacheScorer>(
+            index_, static_cast<int64_t>(param("loadThresholdTokens", 0)));
+      } else if (t == "no-hit-scorer") {
+        scorer = std::make_unique<NoHitScorer>(index_);
+      } else if (t == "sglang-cache-aware-scorer") {
+        scorer = std::make_unique<SglangCacheAwareScorer>(index_, param("balanceAbsThreshold", 32),
+                                                          param("balanceRelThreshold", 1.1),
+                                                          param("cacheThreshold", 0.5));
+      } else {
+        return nullptr;
+      }
+      p->scorers.push_back({std::move(scorer), ref.weight});
+    }
+  }
+  if (!p->picker) {
+    p->picker = std::make_unique<MaxScorePicker>();
+  }
+  return p;
+}
+
+std::unique_ptr<Profile> Scheduler::makeNamed(const std::string& name,
+                                              const config::RouterConfig::Scheduler& config) const {
+  for (const auto& spec : config.profiles) {
+    if (spec.name == name) {
+      return makeProfile(spec, config.plugins);
+    }
+  }
+  return makePreset(name);
+}
+
 bool usesPrefix(const Profile& profile) {
   return std::any_of(profile.scorers.begin(), profile.scorers.end(), [](const WeightedScorer& s) {
     auto n = s.scorer->name();

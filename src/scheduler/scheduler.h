@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "config/router_config.h"
 #include "scheduler/framework.h"
 #include "scheduler/prefix_index.h"
 
@@ -23,6 +24,14 @@ class Scheduler {
   // sglang-cache-aware, sluice-default. Null for an unknown name.
   std::unique_ptr<Profile> makePreset(std::string_view name) const;
   static const std::vector<std::string_view>& presetNames();
+  // A profile from configuration (EndpointPickerConfig shape); null if a plugin type is unknown
+  // (configuration validation prevents that). A profile without a picker gets max-score.
+  std::unique_ptr<Profile> makeProfile(
+      const config::RouterConfig::ProfileSpec& spec,
+      const std::vector<config::RouterConfig::PluginSpec>& plugins) const;
+  // A preset or a configured profile by name.
+  std::unique_ptr<Profile> makeNamed(const std::string& name,
+                                     const config::RouterConfig::Scheduler& config) const;
 
   // Orders the backend's endpoints for this request, best first, at most `n`. `state` is
   // filled for onDispatch(); `decision`, when given, receives the scores.

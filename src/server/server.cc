@@ -264,10 +264,12 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
 std::shared_ptr<const scheduler::ProfileSet> Server::buildProfiles(const router::Snapshot& snap) {
   auto set = std::make_shared<scheduler::ProfileSet>();
   // Presets were validated with the configuration; an unknown name cannot reach here.
-  set->default_profile = scheduler_->makePreset(snap.config.scheduler.preset);
+  const auto& sc = snap.config.scheduler;
+  const std::string default_name = sc.default_profile.empty() ? sc.preset : sc.default_profile;
+  set->default_profile = scheduler_->makeNamed(default_name, sc);
   for (const auto& m : snap.config.models) {
-    if (!m.scheduler.empty() && m.scheduler != snap.config.scheduler.preset) {
-      set->by_model[m.name] = scheduler_->makePreset(m.scheduler);
+    if (!m.scheduler.empty() && m.scheduler != default_name) {
+      set->by_model[m.name] = scheduler_->makeNamed(m.scheduler, sc);
     }
   }
   // Endpoints that left the configuration leave the prefix index too.

@@ -117,6 +117,81 @@ models: [{name: m, engine: tgi, endpoints: ["127.0.0.1:9"]}]
                   HasSubstr("models[0].engine: must be one of vllm, sglang")));
 }
 
+TEST(RouterConfig, SchedulerProfilesInTheEndpointPickerShape) {
+  ConfigErrors errors;
+  auto c = parseRouterConfig(R"(
+scheduler:
+  candidates: 2
+  plugins:
+    - type: saturation-filter
+      parameters: {maxWaiting: 8, maxKvUsage: 0.9}
+    - {type: queue-scorer, name: q}
+    - {type: prefix-cache-scorer, parameters: {loadThresholdTokens: 16000}}
+    - {type: max-score-picker}
+  schedulingProfiles:
+    - name: cache-first
+      plugins:
+        - {pluginRef: saturation-filter}
+        - {pluginRef: q, weight: 1}
+        - {pluginRef: prefix-cache-scorer, weight: 4}
+        - {pluginRef: max-score-picker}
+  defaultProfile: cache-first
+models:
+  - {name: a, endpoints: ["127.0.0.1:9"]}
+  - {name: b, scheduler: random, endpoints: ["127.0.0.1:9"]}
+)",
+                             errors);
+  ASSERT_TRUE(c) << ::testing::PrintToString(errors.errors);
+  const auto& sc = c->scheduler;
+  EXPECT_EQ(sc.candidates, 2u);
+  ASSERT_EQ(sc.plugins.size(), 4u);
+  EXPECT_EQ(sc.plugins[0].name, "saturation-filter");  // the name defaults to the type
+  EXPECT_EQ(sc.plugins[0].parameters.at("maxKvUsage"), 0.9);
+  ASSERT_EQ(sc.profiles.size(), 1u);
+  EXPECT_EQ(sc.profiles[0].plugins[2].weight, 4);
+  EXPECT_EQ(sc.default_profile, "cache-first");
+  EXPECT_EQ(c->models[1].scheduler, "random");
+}
+
+TEST(RouterConfig, SchedulerProfileErrorsHaveFieldPaths) {
+  ConfigErrors errors;
+  EXPECT_FALSE(parseRouterConfig(R"(
+scheduler:
+  plugins:
+    - {type: magic-scorer}
+    - {type: queue-scorer, parameters: {depth: 3}}
+    - {type: health-filter}
+    - {type: health-filter}
+    - {type: max-score-picker}
+    - {type: weighted-random-picker}
+  schedulingProfiles:
+    - name: p
+      plugins:
+        - {pluginRef: health-filter, weight: 2}
+        - {pluginRef: nothing}
+        - {pluginRef: max-score-picker}
+        - {pluginRef: weighted-random-picker}
+    - name: random
+      plugins: [{pluginRef: queue-scorer}]
+  defaultProfile: nope
+models: [{name: m, scheduler: mystery, endpoints: ["127.0.0.1:9"]}]
+)",
+                                 errors));
+  EXPECT_THAT(
+      errors.errors,
+      ::testing::UnorderedElementsAre(
+          HasSubstr("scheduler.plugins[0].type: unknown plugin type \"magic-scorer\""),
+          "scheduler.plugins[1].parameters.depth: unknown parameter for queue-scorer",
+          "scheduler.plugins[3].name: duplicate plugin name \"health-filter\"",
+          "scheduler.schedulingProfiles[0].plugins[0].weight: only scorers take a weight",
+          HasSubstr("scheduler.schedulingProfiles[0].plugins[1].pluginRef: no plugin named"),
+          "scheduler.schedulingProfiles[0].plugins: at most one picker",
+          "scheduler.schedulingProfiles[0].plugins: needs at least one scorer",
+          HasSubstr("scheduler.schedulingProfiles[1].name: \"random\" is already a preset"),
+          "scheduler.defaultProfile: no preset or profile named \"nope\"",
+          HasSubstr("models[0].scheduler: must be a profile")));
+}
+
 TEST(RouterConfig, BrokenYamlIsAnErrorNotACrash) {
   ConfigErrors errors;
   EXPECT_FALSE(parseRouterConfig("models: [ {name: a", errors));

@@ -338,6 +338,54 @@ TEST(Presets, MatchTheConfigurationsList) {
   EXPECT_EQ(s.makePreset("nope"), nullptr);
 }
 
+TEST(Profiles, EveryConfigurablePluginTypeCanBeBuilt) {
+  Scheduler s(std::make_shared<PrefixIndex>());
+  config::RouterConfig::Scheduler sc;
+  for (const auto& t : config::schedulerPluginTypes()) {
+    config::RouterConfig::PluginSpec spec;
+    spec.type = std::string(t.type);
+    spec.name = spec.type;
+    sc.plugins.push_back(spec);
+    config::RouterConfig::ProfileSpec prof;
+    prof.name = "p-" + spec.name;
+    prof.plugins.push_back({spec.name, 1});
+    auto profile = s.makeProfile(prof, sc.plugins);
+    ASSERT_NE(profile, nullptr) << t.type;
+    const size_t built = profile->filters.size() + profile->scorers.size();
+    EXPECT_EQ(built, t.kind == config::PluginKind::Picker ? 0u : 1u) << t.type;
+    EXPECT_NE(profile->picker, nullptr);
+  }
+}
+
+TEST(Profiles, ACustomProfileRunsItsPlugins) {
+  Scheduler s(std::make_shared<PrefixIndex>());
+  config::RouterConfig::Scheduler sc;
+  sc.plugins.push_back({"queue-scorer", "q", {}});
+  sc.plugins.push_back(
+      {"saturation-filter", "sat", {{"maxWaiting", 3}, {"staleAfterSeconds", 60}}});
+  sc.profiles.push_back({"mine", {{"sat", 1}, {"q", 2}}});
+  auto p = s.makeNamed("mine", sc);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->name, "mine");
+  EXPECT_EQ(p->filters.size(), 1u);
+  ASSERT_EQ(p->scorers.size(), 1u);
+  EXPECT_EQ(p->scorers[0].weight, 2);
+  EXPECT_NE(s.makeNamed("gie-default", sc), nullptr);
+  Fleet f(3);
+  f.metrics(0).waiting = 2;
+  f.metrics(1).waiting = 5;  // filtered out: over 3 waiting
+  f.metrics(2).waiting = 1;
+  base::Xoshiro rnd(1);
+  RequestInfo req;
+  std::vector<const router::Endpoint*> out;
+  CycleState st;
+  s.pick(*p, req, *f.backend, &f.view, f.now, rnd, 3, out, st);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0], &f.ep(2));
+  EXPECT_EQ(out[1], &f.ep(0));
+  EXPECT_EQ(out[2], &f.ep(1));  // the filtered one stays as a last resort
+}
+
 // Picks with a preset over a fleet, dispatching like the proxy does.
 const router::Endpoint* pickOne(Scheduler& s, const Profile& p, Fleet& f, std::string_view prompt,
                                 base::Random& rnd, uint64_t tokens = 1000,
