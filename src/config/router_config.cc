@@ -160,6 +160,7 @@ const std::vector<PluginTypeInfo>& schedulerPluginTypes() {
       {"lora-affinity-scorer", K::Scorer, {}},
       {"prefix-cache-scorer", K::Scorer, {"loadThresholdTokens"}},
       {"no-hit-scorer", K::Scorer, {}},
+      {"session-affinity-scorer", K::Scorer, {"maxLoadFactor"}},
       {"sglang-cache-aware-scorer",
        K::Scorer,
        {"balanceAbsThreshold", "balanceRelThreshold", "cacheThreshold"}},
@@ -365,12 +366,14 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     };
     std::set<std::string> profile_names;
     if (auto n = root["scheduler"]) {
-      if (p.mapWithKeys(
-              n, "scheduler",
-              {"preset", "candidates", "plugins", "schedulingProfiles", "defaultProfile"})) {
+      if (p.mapWithKeys(n, "scheduler",
+                        {"preset", "candidates", "plugins", "schedulingProfiles", "defaultProfile",
+                         "decisions", "sessionHeader"})) {
         auto& sc = config.scheduler;
         p.string(n, "preset", "scheduler", sc.preset);
         p.uint(n, "candidates", "scheduler", sc.candidates, 1, 64);
+        p.uint(n, "decisions", "scheduler", sc.decisions, 0, 100000);
+        p.string(n, "sessionHeader", "scheduler", sc.session_header);
         if (!presetKnown(sc.preset)) {
           p.error("scheduler.preset",
                   fmt::format("must be one of {}; got \"{}\"", presetList(), sc.preset));
@@ -515,8 +518,16 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
       }
     }
     if (auto n = root["access_log"]) {
-      if (p.mapWithKeys(n, "access_log", {"path"})) {
+      if (p.mapWithKeys(n, "access_log", {"path", "decisions"})) {
         p.string(n, "path", "access_log", config.access_log.path);
+        if (auto d = n["decisions"]) {
+          auto v = p.scalar(d, "access_log.decisions");
+          if (v && (*v == "true" || *v == "false")) {
+            config.access_log.decisions = *v == "true";
+          } else if (v) {
+            p.error("access_log.decisions", "must be true or false");
+          }
+        }
         if (config.access_log.path.empty()) {
           p.error("access_log.path", "must be stdout, stderr, off or a file path");
         }

@@ -85,10 +85,13 @@ struct RouterConfig {
     std::vector<PluginSpec> plugins;
     std::vector<ProfileSpec> profiles;  // schedulingProfiles
     std::string default_profile;        // a profile or preset name; empty = `preset`
+    uint32_t decisions = 32;            // last decisions kept per worker for /debug/decisions
+    std::string session_header = "x-session-id";  // the key for session-affinity-scorer
   } scheduler;
 
   struct AccessLog {
     std::string path = "stdout";  // stdout | stderr | off | a file path
+    bool decisions = false;       // add the scheduler's reasons to each record
   } access_log;
 
   struct Model {

@@ -43,6 +43,10 @@ void formatAccessRecord(const AccessRecord& r, std::string& out) {
   }
   out += ",\"client\":";
   quoted(r.client);
+  if (!r.decision.empty()) {
+    out += ",\"decision\":";
+    quoted(r.decision);
+  }
   out += "}\n";
 }
 

@@ -30,6 +30,7 @@ struct AccessRecord {
   double duration_ms = 0;
   std::string_view error_type;
   std::string_view client;
+  std::string_view decision;  // opt-in: why the endpoint was chosen
   bool stream = false;
   int64_t unix_ms = 0;
 };

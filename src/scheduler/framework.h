@@ -23,6 +23,7 @@ struct RequestInfo {
   uint64_t prompt_tokens = 0;  // estimate: prompt bytes / 4
   uint64_t max_tokens = 0;     // requested output, or a default
   const std::vector<uint64_t>* prefix_hashes = nullptr;  // chained block hashes of the prompt
+  std::string_view session;  // session key (header or the body's `user`); may be empty
   uint64_t expectedTokens() const { return prompt_tokens + max_tokens; }
 };
 
@@ -94,7 +95,12 @@ struct Decision {
   };
   std::vector<std::string> scorer_names;
   std::vector<Row> rows;  // candidates after filtering, in pick order
-  std::string summary;    // e.g. "prefix 0.92, tokens in flight 1200"
+  std::string summary;    // e.g. "4 of 4 candidates after filters, prefix 0.92"
 };
+
+// One line a person can read: the profile, why, and the top candidates with their scores.
+std::string describe(const Decision& d);
+// The same as a JSON object.
+std::string decisionJson(const Decision& d);
 
 }  // namespace sluice::scheduler

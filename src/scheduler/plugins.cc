@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
+#include <xxhash.h>
 
 namespace sluice::scheduler {
 namespace {
@@ -239,6 +241,36 @@ void NoHitScorer::score(const RequestInfo& req, CycleState& state, std::span<con
         cands[i].endpoint->state->last_cold_pick.load(std::memory_order_relaxed));
   }
   lowerIsBetter(last, out);
+}
+
+void SessionAffinityScorer::score(const RequestInfo& req, CycleState&,
+                                  std::span<const Candidate> cands, std::span<double> out) {
+  if (req.session.empty() || cands.empty()) {
+    std::fill(out.begin(), out.end(), 0.5);
+    return;
+  }
+  double avg = 0;
+  for (const auto& c : cands) {
+    avg += static_cast<double>(c.in_flight);
+  }
+  avg /= static_cast<double>(cands.size());
+  const double cap = max_load_factor_ * (avg + 1);
+  const uint64_t key = XXH3_64bits(req.session.data(), req.session.size());
+  std::vector<std::pair<uint64_t, size_t>> ranked;
+  for (size_t i = 0; i < cands.size(); ++i) {
+    const auto& a = cands[i].endpoint->address;
+    ranked.push_back({XXH3_64bits_withSeed(a.data(), a.size(), key), i});
+  }
+  std::sort(ranked.begin(), ranked.end(), std::greater<>());
+  size_t chosen = ranked.front().second;
+  for (const auto& [_, i] : ranked) {
+    if (static_cast<double>(cands[i].in_flight) <= cap) {
+      chosen = i;
+      break;
+    }
+  }
+  std::fill(out.begin(), out.end(), 0.0);
+  out[chosen] = 1.0;
 }
 
 void SglangCacheAwareScorer::score(const RequestInfo& req, CycleState& state,

@@ -158,6 +158,21 @@ class NoHitScorer final : public Scorer {
   std::shared_ptr<PrefixIndex> index_;
 };
 
+// Session affinity: rendezvous (highest random weight) hashing of the session key over the
+// candidates, with bounded load: the session's preferred endpoint is skipped while its requests
+// in flight exceed `max_load_factor` x (average + 1). The chosen endpoint scores 1, others 0;
+// requests without a key score 0.5 everywhere.
+class SessionAffinityScorer final : public Scorer {
+ public:
+  explicit SessionAffinityScorer(double max_load_factor) : max_load_factor_(max_load_factor) {}
+  std::string_view name() const override { return "session-affinity"; }
+  void score(const RequestInfo& req, CycleState& state, std::span<const Candidate> cands,
+             std::span<double> out) override;
+
+ private:
+  double max_load_factor_;
+};
+
 // SGLang's cache_aware policy as one scorer: if the load is imbalanced (max - min > abs and
 // max > rel x min) the least-loaded endpoint wins; else the best prefix match if its ratio
 // exceeds `cache_threshold`; else the least-loaded.

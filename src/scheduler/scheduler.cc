@@ -1,6 +1,7 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -118,6 +119,8 @@ std::unique_ptr<Profile> Scheduler::makeProfile(
             index_, static_cast<int64_t>(param("loadThresholdTokens", 0)));
       } else if (t == "no-hit-scorer") {
         scorer = std::make_unique<NoHitScorer>(index_);
+      } else if (t == "session-affinity-scorer") {
+        scorer = std::make_unique<SessionAffinityScorer>(param("maxLoadFactor", 1.25));
       } else if (t == "sglang-cache-aware-scorer") {
         scorer = std::make_unique<SglangCacheAwareScorer>(index_, param("balanceAbsThreshold", 32),
                                                           param("balanceRelThreshold", 1.1),
@@ -142,6 +145,47 @@ std::unique_ptr<Profile> Scheduler::makeNamed(const std::string& name,
     }
   }
   return makePreset(name);
+}
+
+std::string describe(const Decision& d) {
+  std::string out = d.profile + ": " + d.summary;
+  for (size_t r = 0; r < d.rows.size(); ++r) {
+    const auto& row = d.rows[r];
+    fmt::format_to(std::back_inserter(out), "; {}{} {:.3f} [", r == 0 ? "chose " : "then ",
+                   row.address, row.total);
+    for (size_t i = 0; i < row.scores.size() && i < d.scorer_names.size(); ++i) {
+      fmt::format_to(std::back_inserter(out), "{}{} {:.2f}", i ? ", " : "", d.scorer_names[i],
+                     row.scores[i]);
+    }
+    out += "]";
+  }
+  return out;
+}
+
+std::string decisionJson(const Decision& d) {
+  auto q = [](std::string_view s) {
+    std::string o = "\"";
+    for (char c : s) {
+      if (c == '"' || c == '\\') {
+        o += '\\';
+      }
+      o += c;
+    }
+    return o + "\"";
+  };
+  std::string out =
+      "{\"profile\":" + q(d.profile) + ",\"summary\":" + q(d.summary) + ",\"candidates\":[";
+  for (size_t r = 0; r < d.rows.size(); ++r) {
+    const auto& row = d.rows[r];
+    fmt::format_to(std::back_inserter(out), "{}{{\"endpoint\":{},\"total\":{:.4f},\"scores\":{{",
+                   r ? "," : "", q(row.address), row.total);
+    for (size_t i = 0; i < row.scores.size() && i < d.scorer_names.size(); ++i) {
+      fmt::format_to(std::back_inserter(out), "{}{}:{:.4f}", i ? "," : "", q(d.scorer_names[i]),
+                     row.scores[i]);
+    }
+    out += "}}";
+  }
+  return out + "]}";
 }
 
 bool usesPrefix(const Profile& profile) {

@@ -167,6 +167,10 @@ class ControlPlane {
       return {200,
               backends::metricsViewJson(*fetcher->latest(), server_.time_.monotonicNow()) + "\n"};
     }
+    if (path == "/debug/decisions") {
+      type = "application/json";
+      return {200, server_.decisionsJson()};
+    }
     if (path == "/debug/config") {
       type = "application/json";
       auto snap = server_.snapshot();
@@ -402,6 +406,15 @@ bool Server::draining() const {
 bool Server::ready() const {
   return started_.load() && !draining();
 }
+std::string Server::decisionsJson() const {
+  std::string out = "{\"decisions\":[";
+  bool first = true;
+  for (const auto& w : workers_) {
+    w->appendDecisionsJson(out, first);
+  }
+  return out + "]}\n";
+}
+
 int64_t Server::openConnections() const {
   return ctx_->connections.load();
 }

@@ -69,6 +69,8 @@ class Server {
   // Null when metrics_fetcher.enabled is false.
   backends::MetricsFetcher* fetcher() { return fetcher_.get(); }
   int64_t openConnections() const;
+  // The workers' recent scheduling decisions as JSON (admin /debug/decisions).
+  std::string decisionsJson() const;
 
  private:
   friend class ControlPlane;

@@ -66,6 +66,7 @@ struct Exchange {
   double ttft_ms = -1;
   bool stream = false;
   metrics::ModelSeries* series = nullptr;  // once the model is known
+  std::string decision;                    // opt-in access-log field
 };
 
 bool validRequestId(std::string_view id) {
@@ -503,12 +504,30 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
     w.scheduler().index().hashPrompt(backend.model, std::span(parts, n_parts), prefix_hashes);
     info.prefix_hashes = &prefix_hashes;
   }
+  if (!cfg.scheduler.session_header.empty()) {
+    if (auto it = x.req.find(cfg.scheduler.session_header); it != x.req.end()) {
+      info.session = it->value();
+    }
+  }
+  if (info.session.empty()) {
+    info.session = peek.user;
+  }
   std::vector<const router::Endpoint*> candidates;
   scheduler::CycleState cycle;
+  const bool explain = cfg.scheduler.decisions > 0 || cfg.access_log.decisions;
+  scheduler::Decision decision;
   const size_t list = std::min<size_t>(cfg.scheduler.candidates, cfg.upstream.retries + 1);
   const auto schedule_start = w.context().time.monotonicNow();
   w.scheduler().pick(profile, info, backend, w.metricsView(), schedule_start, w.random(), list,
-                     candidates, cycle);
+                     candidates, cycle, explain ? &decision : nullptr);
+  if (explain) {
+    if (cfg.access_log.decisions) {
+      x.decision = scheduler::describe(decision);
+    }
+    if (cfg.scheduler.decisions > 0) {
+      w.recordDecision(x.request_id, backend.model, std::move(decision), cfg.scheduler.decisions);
+    }
+  }
   if (x.series) {
     x.series->schedule.observe(
         base::secondsBetween(schedule_start, w.context().time.monotonicNow()));
@@ -854,6 +873,7 @@ void finishExchange(Exchange& x) {
     r.error_type = x.error_type;
     r.client = x.session.client_ip;
     r.stream = x.stream;
+    r.decision = x.decision;
     r.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     ctx.time.systemNow().time_since_epoch())
                     .count();

@@ -127,6 +127,26 @@ void Worker::stop() {
   }
 }
 
+void Worker::recordDecision(std::string_view request_id, std::string_view model,
+                            scheduler::Decision&& decision, size_t keep) {
+  std::lock_guard<std::mutex> lock(decisions_mu_);
+  decisions_.push_back({std::string(request_id), std::string(model), std::move(decision)});
+  while (decisions_.size() > keep) {
+    decisions_.pop_front();
+  }
+}
+
+void Worker::appendDecisionsJson(std::string& out, bool& first) const {
+  std::lock_guard<std::mutex> lock(decisions_mu_);
+  for (const auto& d : decisions_) {
+    out += first ? "" : ",";
+    first = false;
+    out += "{\"worker\":" + std::to_string(index_) + ",\"request_id\":\"" + d.request_id +
+           "\",\"model\":\"" + d.model + "\",\"decision\":" + scheduler::decisionJson(d.decision) +
+           "}";
+  }
+}
+
 std::unique_ptr<char[]> Worker::takeRelayBuffer() {
   if (relay_pool_.empty()) {
     return std::unique_ptr<char[]>(new char[kRelayBytes]);  // uninitialised on purpose

@@ -1,7 +1,9 @@
 #pragma once
 
 #include <cstddef>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_set>
@@ -34,6 +36,11 @@ class Worker {
   void start();
   // Posts a new snapshot; requests in flight keep the one they started with.
   void publish(std::shared_ptr<const router::Snapshot> snapshot);
+  // The last scheduling decisions of this worker (kept when scheduler.decisions > 0).
+  void recordDecision(std::string_view request_id, std::string_view model,
+                      scheduler::Decision&& decision, size_t keep);
+  // Appends this worker's decisions as JSON objects (control thread).
+  void appendDecisionsJson(std::string& out, bool& first) const;
   // Posts the scheduling profiles for a new configuration.
   void publishProfiles(std::shared_ptr<const scheduler::ProfileSet> profiles);
   // Posts the engines' latest scraped state.
@@ -77,6 +84,15 @@ class Worker {
   std::vector<const router::Endpoint*> candidates_;
   std::unordered_set<Session*> sessions_;
   std::vector<std::unique_ptr<char[]>> relay_pool_;
+  struct DecisionRecord {
+    std::string request_id;
+    std::string model;
+    scheduler::Decision decision;
+  };
+  // Written by this worker, read by the admin listener: the mutex is never contended on the
+  // request path (only a /debug/decisions scrape takes it from another thread).
+  mutable std::mutex decisions_mu_;
+  std::deque<DecisionRecord> decisions_;
   std::thread thread_;
 };
 

@@ -1,5 +1,6 @@
 // Scheduling end to end: the router in-process, in front of simulated engines.
 #include <map>
+#include <set>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -140,6 +141,78 @@ TEST_F(SchedulingTest, AFailingEndpointIsRetriedAroundAndEjected) {
   EXPECT_EQ(sims_[0]->control().requests.load(), 30);
   auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
   EXPECT_THAT(m->body, ::testing::HasSubstr("sluice_endpoint_ejections_total 1\n"));
+}
+
+TEST_F(SchedulingTest, DecisionsAreExplainedAtTheAdminEndpoint) {
+  start(3, "gie-default");
+  for (int i = 0; i < 3; ++i) {
+    auto r = testing::request(router_->listenerPort(), "POST", "/v1/completions",
+                              R"({"model":"m","prompt":"x","max_tokens":1})",
+                              "x-request-id: explain-" + std::to_string(i) + "\r\n");
+    ASSERT_TRUE(r);
+  }
+  auto d = testing::request(router_->adminPort(), "GET", "/debug/decisions");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->status, 200);
+  EXPECT_THAT(d->body, ::testing::HasSubstr("\"request_id\":\"explain-2\",\"model\":\"m\","
+                                            "\"decision\":{\"profile\":\"gie-default\""));
+  EXPECT_THAT(d->body, ::testing::HasSubstr("\"scores\":{\"queue\":"));
+}
+
+TEST_F(SchedulingTest, ASessionHeaderKeepsASessionOnOneEngine) {
+  sim::SimOptions o;
+  o.served_names = {"m"};
+  for (int i = 0; i < 4; ++i) {
+    o.name = "sim-" + std::to_string(i);
+    auto s = std::make_unique<sim::SimServer>(sim_ioc_, o, std::make_shared<sim::SimControl>());
+    ASSERT_FALSE(s->listen(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)));
+    s->start();
+    sims_.push_back(std::move(s));
+  }
+  sim_thread_ = std::thread([this] {
+    auto guard = asio::make_work_guard(sim_ioc_);
+    sim_ioc_.run();
+  });
+  config::ConfigErrors errors;
+  std::string yaml = R"(
+listener: {address: 127.0.0.1, port: 0}
+admin: {address: 127.0.0.1, port: 0}
+metrics: {address: 127.0.0.1, port: 0}
+workers: 2
+access_log: {path: "off"}
+metrics_fetcher: {enabled: false}
+scheduler:
+  plugins: [{type: session-affinity-scorer}, {type: token-load-scorer}]
+  schedulingProfiles:
+    - name: sticky
+      plugins: [{pluginRef: session-affinity-scorer, weight: 10}, {pluginRef: token-load-scorer}]
+  defaultProfile: sticky
+models:
+  - name: m
+    endpoints: [)";
+  for (size_t i = 0; i < sims_.size(); ++i) {
+    yaml += (i ? ", " : "") + std::string("127.0.0.1:") + std::to_string(sims_[i]->port());
+  }
+  yaml += "]\n";
+  auto cfg = config::parseRouterConfig(yaml, errors);
+  ASSERT_TRUE(cfg) << ::testing::PrintToString(errors.errors);
+  router_ = std::make_unique<server::Server>(*cfg, base::RealTimeSource::instance(), 5);
+  ASSERT_TRUE(router_->start());
+  std::map<std::string, std::set<std::string>> engines_by_session;
+  for (int i = 0; i < 24; ++i) {
+    const std::string session = "user-" + std::to_string(i % 6);
+    auto r = testing::request(router_->listenerPort(), "POST", "/v1/completions",
+                              R"({"model":"m","prompt":"x","max_tokens":1})",
+                              "x-session-id: " + session + "\r\n");
+    ASSERT_TRUE(r);
+    engines_by_session[session].insert(r->header("x-sim-engine"));
+  }
+  std::set<std::string> all;
+  for (const auto& [session, engines] : engines_by_session) {
+    EXPECT_EQ(engines.size(), 1u) << session;
+    all.insert(engines.begin(), engines.end());
+  }
+  EXPECT_GE(all.size(), 2u);  // six sessions do not all land on one engine
 }
 
 TEST_F(SchedulingTest, RandomPresetStillServes) {

@@ -73,6 +73,14 @@ TEST(AccessLog, FormatsOneJsonLine) {
             "\"127.0.0.1\"}\n");
 }
 
+TEST(AccessLog, CarriesTheDecisionWhenAskedTo) {
+  AccessRecord r;
+  r.decision = "p: chose 10.0.0.1:8000";
+  std::string line;
+  formatAccessRecord(r, line);
+  EXPECT_THAT(line, HasSubstr(",\"decision\":\"p: chose 10.0.0.1:8000\"}\n"));
+}
+
 TEST(AccessLog, WritesThroughTheFlusher) {
   char path[] = "/tmp/sluice-access-XXXXXX";
   int fd = mkstemp(path);

@@ -145,6 +145,30 @@ TEST(Scorers, LoraAffinityLevels) {
   EXPECT_THAT(scoreWith(s, f), ElementsAre(1.0, 1.0, 1.0, 1.0));  // base model
 }
 
+TEST(Scorers, SessionAffinityIsStickyAndBounded) {
+  Fleet f(5);
+  SessionAffinityScorer s(1.25);
+  auto chosen = [&](std::string_view key) {
+    RequestInfo req;
+    req.session = key;
+    auto out = scoreWith(s, f, req);
+    return std::max_element(out.begin(), out.end()) - out.begin();
+  };
+  const auto a = chosen("session-a");
+  EXPECT_EQ(chosen("session-a"), a);
+  std::set<long> spread;
+  for (int i = 0; i < 40; ++i) {
+    spread.insert(chosen("s" + std::to_string(i)));
+  }
+  EXPECT_GE(spread.size(), 4u);  // keys spread over the endpoints
+  // The session's endpoint is overloaded: it moves to its next choice, and comes back later.
+  f.ep(static_cast<size_t>(a)).state->in_flight = 50;
+  EXPECT_NE(chosen("session-a"), a);
+  f.ep(static_cast<size_t>(a)).state->in_flight = 0;
+  EXPECT_EQ(chosen("session-a"), a);
+  EXPECT_THAT(scoreWith(s, f), ElementsAre(0.5, 0.5, 0.5, 0.5, 0.5));  // no key: neutral
+}
+
 TEST(Scorers, RoundRobinRotates) {
   Fleet f(3);
   RoundRobinScorer s;
@@ -448,6 +472,23 @@ TEST(Presets, GieDefaultExplainsItsDecision) {
   ASSERT_EQ(d.rows.size(), 2u);
   EXPECT_EQ(d.rows[0].address, "10.0.0.1:8000");
   EXPECT_DOUBLE_EQ(d.rows[0].total, 2 * 1.0 + 2 * 0.9 + 3 * 0.0);
+}
+
+TEST(Decisions, DescribeAndJson) {
+  Decision d;
+  d.profile = "p";
+  d.summary = "2 of 2 candidates after filters, prefix 0.50";
+  d.scorer_names = {"queue", "prefix-cache"};
+  d.rows.push_back({"10.0.0.1:8000", 2.5, {1.0, 0.75}});
+  d.rows.push_back({"10.0.0.2:8000", 1.0, {1.0, 0.0}});
+  EXPECT_EQ(describe(d),
+            "p: 2 of 2 candidates after filters, prefix 0.50; chose 10.0.0.1:8000 2.500 [queue "
+            "1.00, prefix-cache 0.75]; then 10.0.0.2:8000 1.000 [queue 1.00, prefix-cache 0.00]");
+  EXPECT_EQ(decisionJson(d),
+            "{\"profile\":\"p\",\"summary\":\"2 of 2 candidates after filters, prefix 0.50\","
+            "\"candidates\":[{\"endpoint\":\"10.0.0.1:8000\",\"total\":2.5000,\"scores\":{"
+            "\"queue\":1.0000,\"prefix-cache\":0.7500}},{\"endpoint\":\"10.0.0.2:8000\",\"total\":"
+            "1.0000,\"scores\":{\"queue\":1.0000,\"prefix-cache\":0.0000}}]}");
 }
 
 TEST(Presets, SglangCacheAwareFollowsItsBalanceRule) {
