@@ -9,6 +9,7 @@
 
 #include "backends/engine_metrics.h"
 #include "base/random.h"
+#include "metrics/metrics.h"
 #include "router/snapshot.h"
 
 namespace sluice::scheduler {
@@ -75,12 +76,14 @@ class Picker {
 struct WeightedScorer {
   std::unique_ptr<Scorer> scorer;
   double weight = 1;
+  metrics::Histogram* timer = nullptr;  // time spent in this plugin (process-wide, by name)
 };
 
 // Filters, then weighted scorers, then a picker.
 struct Profile {
   std::string name;
   std::vector<std::unique_ptr<Filter>> filters;
+  std::vector<metrics::Histogram*> filter_timers;  // parallel to filters
   std::vector<WeightedScorer> scorers;
   std::unique_ptr<Picker> picker;
 };

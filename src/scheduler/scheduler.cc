@@ -18,6 +18,50 @@ const std::vector<std::string_view>& Scheduler::presetNames() {
   return kNames;
 }
 
+namespace {
+
+const std::vector<double>& pluginBounds() {
+  static const std::vector<double> b = {2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 1e-4};
+  return b;
+}
+
+}  // namespace
+
+metrics::Histogram* Scheduler::timerFor(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(timers_mu_);
+  auto& slot = timers_[name];
+  if (!slot) {
+    slot = std::make_unique<metrics::Histogram>(pluginBounds());
+  }
+  return slot.get();
+}
+
+std::unique_ptr<Profile> Scheduler::withTimers(std::unique_ptr<Profile> p) const {
+  if (!p) {
+    return p;
+  }
+  p->filter_timers.clear();
+  for (const auto& f : p->filters) {
+    p->filter_timers.push_back(timerFor(std::string(f->name()) + "-filter"));
+  }
+  for (auto& ws : p->scorers) {
+    ws.timer = timerFor(std::string(ws.scorer->name()) + "-scorer");
+  }
+  return p;
+}
+
+void Scheduler::appendMetrics(std::string& out) const {
+  std::lock_guard<std::mutex> lock(timers_mu_);
+  metrics::appendHeader(out, "sluice_scheduler_plugin_duration_seconds", "histogram",
+                        "Time spent in each scheduling plugin per request.");
+  for (const auto& [name, h] : timers_) {
+    metrics::HistogramSnapshot snap;
+    snap.add(*h);
+    metrics::appendHistogram(out, "sluice_scheduler_plugin_duration_seconds",
+                             "plugin=\"" + metrics::escapeLabel(name) + "\"", snap);
+  }
+}
+
 std::unique_ptr<Profile> Scheduler::makePreset(std::string_view name) const {
   auto p = std::make_unique<Profile>();
   p->name = std::string(name);
@@ -141,10 +185,10 @@ std::unique_ptr<Profile> Scheduler::makeNamed(const std::string& name,
                                               const config::RouterConfig::Scheduler& config) const {
   for (const auto& spec : config.profiles) {
     if (spec.name == name) {
-      return makeProfile(spec, config.plugins);
+      return withTimers(makeProfile(spec, config.plugins));
     }
   }
-  return makePreset(name);
+  return withTimers(makePreset(name));
 }
 
 std::string describe(const Decision& d) {
@@ -222,15 +266,25 @@ void Scheduler::pick(const Profile& profile, const RequestInfo& req, const route
     return;
   }
   const size_t all = cands.size();
-  for (const auto& f : profile.filters) {
-    f->filter(req, state, cands);
+  for (size_t i = 0; i < profile.filters.size(); ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    profile.filters[i]->filter(req, state, cands);
+    if (i < profile.filter_timers.size() && profile.filter_timers[i] != nullptr) {
+      profile.filter_timers[i]->observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
   }
   state.prefix_computed = false;  // prefix matches are per the filtered candidate list
   std::vector<double> totals(cands.size(), 0.0);
   std::vector<double> scores(cands.size());
   std::vector<std::vector<double>> per_scorer;
   for (const auto& ws : profile.scorers) {
+    const auto t0 = std::chrono::steady_clock::now();
     ws.scorer->score(req, state, cands, scores);
+    if (ws.timer != nullptr) {
+      ws.timer->observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
     for (size_t i = 0; i < cands.size(); ++i) {
       totals[i] += ws.weight * std::clamp(scores[i], 0.0, 1.0);
     }

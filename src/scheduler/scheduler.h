@@ -1,7 +1,9 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -46,11 +48,19 @@ class Scheduler {
                   const router::Endpoint& chosen, const backends::EndpointMetrics* metrics);
 
   PrefixIndex& index() { return *index_; }
+  // sluice_scheduler_plugin_duration_seconds{plugin} for every plugin seen so far.
+  void appendMetrics(std::string& out) const;
   const std::shared_ptr<PrefixIndex>& sharedIndex() const { return index_; }
 
  private:
+  // Gives each plugin of `p` its timer (kept by plugin name across reloads).
+  std::unique_ptr<Profile> withTimers(std::unique_ptr<Profile> p) const;
+  metrics::Histogram* timerFor(const std::string& name) const;
+
   std::shared_ptr<PrefixIndex> index_;
   std::atomic<uint64_t> cold_seq_{0};
+  mutable std::mutex timers_mu_;  // profile building and scrapes only, never a pick
+  mutable std::map<std::string, std::unique_ptr<metrics::Histogram>> timers_;
 };
 
 // Does any plugin of the profile read the prompt's prefix hashes?

@@ -241,6 +241,7 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
         "# TYPE sluice_prefix_index_evictions_total counter\n"
         "sluice_prefix_index_evictions_total {}\n",
         st.entries, st.blocks, st.evictions);
+    scheduler_->appendMetrics(out);
   };
   control_ = std::make_unique<ControlPlane>(*this);
   if (config_.metrics_fetcher.enabled) {

@@ -97,6 +97,13 @@ TEST_F(SchedulingTest, RequestsSharingAPrefixStayTogether) {
               ::testing::HasSubstr("sluice_scheduler_duration_seconds_count{model=\"m\"} 12"));
   EXPECT_THAT(text, ::testing::HasSubstr("sluice_endpoint_picks_total{endpoint=\"127.0.0.1:"));
   EXPECT_THAT(text, ::testing::HasSubstr("sluice_prefix_index_entries "));
+  EXPECT_THAT(
+      text,
+      ::testing::HasSubstr(
+          "sluice_scheduler_plugin_duration_seconds_count{plugin=\"prefix-cache-scorer\"} 12"));
+  EXPECT_THAT(
+      text, ::testing::HasSubstr(
+                "sluice_scheduler_plugin_duration_seconds_count{plugin=\"saturation-filter\"} 12"));
 }
 
 TEST_F(SchedulingTest, ABurstOfColdRequestsSpreadsInsteadOfHerding) {
