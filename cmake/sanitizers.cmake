@@ -7,3 +7,9 @@ elseif(SLUICE_SANITIZE STREQUAL "tsan")
 elseif(NOT SLUICE_SANITIZE STREQUAL "")
   message(FATAL_ERROR "SLUICE_SANITIZE must be empty, asan or tsan")
 endif()
+if(SLUICE_FUZZ)
+  # Instrument every library for coverage so libFuzzer is guided through the project's code,
+  # not just the fuzz targets' own files.
+  add_compile_options(-fsanitize=fuzzer-no-link,address)
+  add_link_options(-fsanitize=address)
+endif()

@@ -19,6 +19,7 @@
 #include "http/sse.h"
 #include "openai/errors.h"
 #include "openai/peek.h"
+#include "openai/prompt_render.h"
 #include "openai/splice.h"
 #include "openai/usage.h"
 #include "scheduler/scheduler.h"
@@ -495,13 +496,13 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
   info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
   std::vector<uint64_t> prefix_hashes;
   if (scheduler::usesPrefix(profile) && peek.prompt.valid()) {
-    std::string_view parts[2];
-    size_t n_parts = 0;
-    if (peek.tools.valid()) {
-      parts[n_parts++] = body.substr(peek.tools.offset, peek.tools.length);
-    }
-    parts[n_parts++] = body.substr(peek.prompt.offset, peek.prompt.length);
-    w.scheduler().index().hashPrompt(backend.model, std::span(parts, n_parts), prefix_hashes);
+    // Keys come from the prompt rendered in one canonical form (tools, then each message), so
+    // the turns of one conversation share their prefix whatever the client's JSON formatting.
+    thread_local std::string rendered;
+    openai::renderPrompt(peek, body, x.req.body().capacity() + base::PaddedBuffer::kPadding,
+                         rendered);
+    std::string_view parts[] = {rendered};
+    w.scheduler().index().hashPrompt(backend.model, parts, prefix_hashes);
     info.prefix_hashes = &prefix_hashes;
   }
   if (!cfg.scheduler.session_header.empty()) {

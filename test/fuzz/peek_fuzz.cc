@@ -6,6 +6,7 @@
 
 #include "base/padded_buffer.h"
 #include "openai/peek.h"
+#include "openai/prompt_render.h"
 #include "openai/splice.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -21,6 +22,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       peek->object_close >= size) {
     std::abort();
   }
+  std::string rendered;
+  openai::renderPrompt(*peek, body.view(), body.capacity() + base::PaddedBuffer::kPadding,
+                       rendered);
   openai::BodyEdits edits;
   edits.rewriteModel(*peek, "fuzz-model");
   edits.requestUsage(*peek);

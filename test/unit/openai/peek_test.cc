@@ -4,6 +4,7 @@
 
 #include "base/padded_buffer.h"
 #include "openai/errors.h"
+#include "openai/prompt_render.h"
 #include "openai/splice.h"
 #include "openai/usage.h"
 
@@ -173,6 +174,41 @@ TEST(Usage, ReadsChatAndResponsesShapes) {
   ASSERT_TRUE(c.usage);
   EXPECT_EQ(c.usage->input_tokens, 4u);
   EXPECT_FALSE(inspectJson("not json").valid_json);
+}
+
+std::string rendered(std::string_view json) {
+  Peeked p(json);
+  EXPECT_TRUE(p.ok()) << p.error();
+  std::string out;
+  renderPrompt(*p, p.buf.view(), p.buf.capacity() + base::PaddedBuffer::kPadding, out);
+  return out;
+}
+
+TEST(RenderPrompt, IgnoresFormattingAndKeyOrder) {
+  const std::string a = rendered(
+      R"({"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi \u0041"}]})");
+  const std::string b = rendered(R"({ "messages" : [ { "content" : "Be brief.", "role" : "system" },
+      {"content":[{"type":"text","text":"Hi A"}],"role":"user"} ], "model" : "m" })");
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a,
+            "\x1esystem\x1f\x1f\x1f"
+            "Be brief.\x1f\x1euser\x1f\x1f\x1fHi A\x1f");
+}
+
+TEST(RenderPrompt, NextTurnExtendsThePreviousOne) {
+  const std::string turn1 = rendered(
+      R"({"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"q1"}]})");
+  const std::string turn2 = rendered(
+      R"({"model":"m","tools":[{"type":"function","function":{"name":"f"}}],"messages":[{"role":"user","content":"q1"},{"role":"assistant","content":"a1"},{"role":"user","content":"q2"}]})");
+  EXPECT_EQ(turn2.substr(0, turn1.size()), turn1);
+  EXPECT_EQ(turn1.rfind("[{\"type\":\"function\"", 0), 0u);  // tools come first
+}
+
+TEST(RenderPrompt, CompletionsPromptsAndOddShapes) {
+  EXPECT_EQ(rendered(R"({"model":"m","prompt":"once \"upon\""})"), "once \"upon\"");
+  EXPECT_EQ(rendered(R"({"model":"m","prompt":[1,2,3]})"), "[1,2,3]");
+  EXPECT_EQ(rendered(R"({"model":"m","messages":[1,2]})"), "[1,2]");  // raw when not messages
+  EXPECT_EQ(rendered(R"({"model":"m"})"), "");
 }
 
 TEST(Errors, HaveTheOpenAIShape) {
