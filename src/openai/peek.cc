@@ -117,6 +117,10 @@ base::Result<RequestPeek> peekRequest(std::string_view body, size_t capacity) {
       if (isNull(value)) {
         continue;
       }
+      // A repeated key replaces the earlier one entirely (the last one is what engines read).
+      peek.stream_options_empty = true;
+      peek.include_usage.reset();
+      peek.include_usage_token = {};
       peek.stream_options = spanOf(body, value.raw_json_token());
       od::object options;
       if (value.get_object().get(options)) {

@@ -138,6 +138,13 @@ TEST(Splice, FlipsFalseAndLeavesTrueAlone) {
             R"({"model":"m","stream_options":{"include_usage":true}})");
 }
 
+TEST(Splice, RepeatedStreamOptionsUseTheLastOne) {
+  // Found by the fuzzer: a later empty stream_options after a non-empty one.
+  EXPECT_EQ(edited(R"({"model":"m","stream_options":{"a":1},"stream_options":{ }})",
+                   [](const RequestPeek& p, BodyEdits& e) { EXPECT_TRUE(e.requestUsage(p)); }),
+            R"({"model":"m","stream_options":{"a":1},"stream_options":{"include_usage":true }})");
+}
+
 TEST(Splice, CombinesEditsInOrder) {
   EXPECT_EQ(edited(R"({"stream":true,"model":"a"})",
                    [](const RequestPeek& p, BodyEdits& e) {
