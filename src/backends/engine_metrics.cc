@@ -157,22 +157,6 @@ bool matches(const MetricRef& ref, const PromSample& s) {
   return v && *v == ref.label_value;
 }
 
-std::vector<std::string> splitCsv(std::string_view s) {
-  std::vector<std::string> out;
-  while (!s.empty()) {
-    size_t comma = s.find(',');
-    std::string_view item = base::trim(s.substr(0, comma));
-    if (!item.empty()) {
-      out.emplace_back(item);
-    }
-    if (comma == std::string_view::npos) {
-      break;
-    }
-    s.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
 std::optional<uint32_t> toCount(double v) {
   if (!std::isfinite(v) || v < 0 || v > 4e9) {
     return std::nullopt;
@@ -255,8 +239,10 @@ base::Result<EngineSignals> extractSignals(std::string_view text, const EngineMa
       // The newest series (its value is its update time) describes the adapters now.
       lora_ts = s.value;
       out.has_lora = true;
-      out.running_loras = splitCsv(promLabel(s.labels, "running_lora_adapters").value_or(""));
-      out.waiting_loras = splitCsv(promLabel(s.labels, "waiting_lora_adapters").value_or(""));
+      out.running_loras =
+          base::splitList(promLabel(s.labels, "running_lora_adapters").value_or(""));
+      out.waiting_loras =
+          base::splitList(promLabel(s.labels, "waiting_lora_adapters").value_or(""));
       auto max = base::parseUint(promLabel(s.labels, "max_lora").value_or(""));
       out.max_loras = max ? static_cast<int>(*max) : -1;
     }

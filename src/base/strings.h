@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sluice::base {
 
@@ -25,6 +26,9 @@ struct HostPort {
 };
 // "127.0.0.1:8000", "[::1]:8000", "localhost:80". Port is required and must be 1..65535.
 std::optional<HostPort> parseHostPort(std::string_view text);
+
+// "a, b,,c" -> {"a", "b", "c"}: comma-separated items, trimmed, empty ones dropped.
+std::vector<std::string> splitList(std::string_view s);
 
 // Appends `s` as the body of a JSON string (without quotes), escaping as RFC 8259 requires.
 void appendJsonEscaped(std::string& out, std::string_view s);

@@ -13,6 +13,7 @@
 #include "backends/metrics_fetcher.h"
 #include "base/asio.h"
 #include "base/log.h"
+#include "base/net.h"
 #include "base/random.h"
 #include "server/context.h"
 #include "server/worker.h"
@@ -34,16 +35,7 @@ class ControlPlane {
     }
     auto& acceptor = acceptors_.emplace_back(ioc_);
     tcp::endpoint ep(address, addr.port);
-    acceptor.open(ep.protocol(), ec);
-    if (!ec) {
-      acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-    }
-    if (!ec) {
-      acceptor.bind(ep, ec);
-    }
-    if (!ec) {
-      acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    }
+    ec = base::listenOn(acceptor, ep, false);
     if (ec) {
       return base::Error{fmt::format("{}:{}: {}", addr.address, addr.port, ec.message())};
     }

@@ -6,6 +6,7 @@
 #include <boost/asio/socket_base.hpp>
 
 #include "base/log.h"
+#include "base/net.h"
 #include "openai/errors.h"
 #include "server/session.h"
 
@@ -45,23 +46,8 @@ Worker::~Worker() {
 }
 
 error_code Worker::listen(const tcp::endpoint& endpoint) {
-  error_code ec;
   acceptor_.emplace(*ioc_);
-  acceptor_->open(endpoint.protocol(), ec);
-  if (ec) {
-    return ec;
-  }
-  acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
-  int one = 1;
-  if (::setsockopt(acceptor_->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-    return error_code(errno, boost::system::system_category());
-  }
-  acceptor_->bind(endpoint, ec);
-  if (ec) {
-    return ec;
-  }
-  acceptor_->listen(asio::socket_base::max_listen_connections, ec);
-  return ec;
+  return base::listenOn(*acceptor_, endpoint, true);
 }
 
 uint16_t Worker::localPort() const {

@@ -7,6 +7,7 @@
 
 #include "backends/metrics_fetcher.h"
 #include "base/asio.h"
+#include "fakes/sim_fleet.h"
 #include "fakes/test_client.h"
 #include "router/snapshot.h"
 #include "server/server.h"
@@ -25,27 +26,9 @@ class FetcherTest : public ::testing::Test {
   ~FetcherTest() override {
     fetcher_.reset();
     router_.reset();
-    sim_ioc_.stop();
-    if (sim_thread_.joinable()) {
-      sim_thread_.join();
-    }
   }
 
-  void startSims(int n, sim::SimOptions options = {}) {
-    for (int i = 0; i < n; ++i) {
-      sim::SimOptions o = options;
-      o.name = "sim-" + std::to_string(i);
-      o.served_names = {"m"};
-      auto s = std::make_unique<sim::SimServer>(sim_ioc_, o, std::make_shared<sim::SimControl>());
-      ASSERT_FALSE(s->listen(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)));
-      s->start();
-      sims_.push_back(std::move(s));
-    }
-    sim_thread_ = std::thread([this] {
-      auto guard = asio::make_work_guard(sim_ioc_);
-      sim_ioc_.run();
-    });
-  }
+  void startSims(int n, sim::SimOptions options = {}) { fleet_.start(n, options, {"m"}); }
 
   router::Endpoint endpointOf(size_t i) {
     config::RouterConfig c;
@@ -77,9 +60,9 @@ class FetcherTest : public ::testing::Test {
     return view_->find(address);
   }
 
-  asio::io_context sim_ioc_{1};
-  std::thread sim_thread_;
-  std::vector<std::unique_ptr<sim::SimServer>> sims_;
+  testing::SimFleet fleet_;
+  std::vector<std::unique_ptr<sim::SimServer>>& sims_ = fleet_.sims;
+  asio::io_context& sim_ioc_ = fleet_.ioc;
   router::EndpointRegistry registry_;
   std::unique_ptr<backends::MetricsFetcher> fetcher_;
   std::unique_ptr<server::Server> router_;
@@ -188,15 +171,9 @@ TEST_F(FetcherTest, AnUnreachableEndpointIsUnhealthy) {
 
 TEST_F(FetcherTest, TheRouterSteersAwayFromUnhealthyEndpoints) {
   startSims(2);
-  config::RouterConfig c;
-  c.listener = {"127.0.0.1", 0};
-  c.admin = {"127.0.0.1", 0};
-  c.metrics = {"127.0.0.1", 0};
-  c.workers = 1;
-  c.access_log.path = "off";
+  config::RouterConfig c = testing::loopbackConfig(fleet_.endpoints());
+  c.metrics_fetcher.enabled = true;
   c.metrics_fetcher.interval = std::chrono::milliseconds(10);
-  c.models.push_back(
-      {"m", "", "vllm", "", {{"127.0.0.1", sims_[0]->port()}, {"127.0.0.1", sims_[1]->port()}}});
   router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 7);
   ASSERT_TRUE(router_->start());
   sims_[1]->control().metrics_down = true;

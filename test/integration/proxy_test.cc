@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "base/asio.h"
+#include "fakes/sim_fleet.h"
 #include "fakes/test_client.h"
 #include "server/server.h"
 #include "sim/sim_server.h"
@@ -42,47 +43,8 @@ uint16_t closedPort() {
 
 class ProxyTest : public ::testing::Test {
  protected:
-  ~ProxyTest() override {
-    router_.reset();
-    sim_ioc_.stop();
-    if (sim_thread_.joinable()) {
-      sim_thread_.join();
-    }
-  }
-
-  // Starts `n` engines; call before startRouter.
-  void startSims(int n, sim::SimOptions options = {}) {
-    for (int i = 0; i < n; ++i) {
-      sim::SimOptions o = options;
-      o.name = "sim-" + std::to_string(i);
-      o.served_names = {"m", "meta/llama-3", "renamed"};
-      auto s = std::make_unique<sim::SimServer>(sim_ioc_, o, std::make_shared<sim::SimControl>());
-      ASSERT_FALSE(s->listen(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)));
-      s->start();
-      sims_.push_back(std::move(s));
-    }
-    sim_thread_ = std::thread([this] {
-      auto guard = asio::make_work_guard(sim_ioc_);
-      sim_ioc_.run();
-    });
-  }
-
-  config::RouterConfig baseConfig() {
-    config::RouterConfig c;
-    c.listener = {"127.0.0.1", 0};
-    c.admin = {"127.0.0.1", 0};
-    c.metrics = {"127.0.0.1", 0};
-    c.workers = 1;
-    c.access_log.path = "off";
-    c.metrics_fetcher.enabled = false;  // the fetcher tests turn it on
-    config::RouterConfig::Model m;
-    m.name = "m";
-    for (auto& s : sims_) {
-      m.endpoints.push_back({"127.0.0.1", s->port()});
-    }
-    c.models.push_back(m);
-    return c;
-  }
+  void startSims(int n, sim::SimOptions options = {}) { fleet_.start(n, options); }
+  config::RouterConfig baseConfig() { return testing::loopbackConfig(fleet_.endpoints()); }
 
   void startRouter(const config::RouterConfig& c) {
     router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 12345);
@@ -106,9 +68,8 @@ class ProxyTest : public ::testing::Test {
     return waitFor([&] { return metricsText().find(needle) != std::string::npos; });
   }
 
-  asio::io_context sim_ioc_{1};
-  std::thread sim_thread_;
-  std::vector<std::unique_ptr<sim::SimServer>> sims_;
+  testing::SimFleet fleet_;  // declared first: outlives the router
+  std::vector<std::unique_ptr<sim::SimServer>>& sims_ = fleet_.sims;
   std::unique_ptr<server::Server> router_;
   uint16_t port_ = 0;
 };

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "base/asio.h"
+#include "fakes/sim_fleet.h"
 #include "fakes/test_client.h"
 #include "server/server.h"
 #include "sim/sim_server.h"
@@ -19,48 +20,19 @@ using testing::TestConnection;
 
 class SchedulingTest : public ::testing::Test {
  protected:
-  ~SchedulingTest() override {
-    router_.reset();
-    sim_ioc_.stop();
-    if (sim_thread_.joinable()) {
-      sim_thread_.join();
-    }
-  }
-
   void start(int sims, const std::string& preset, sim::SimOptions o = {}) {
-    o.served_names = {"m"};
-    for (int i = 0; i < sims; ++i) {
-      o.name = "sim-" + std::to_string(i);
-      auto s = std::make_unique<sim::SimServer>(sim_ioc_, o, std::make_shared<sim::SimControl>());
-      ASSERT_FALSE(s->listen(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)));
-      s->start();
-      sims_.push_back(std::move(s));
-    }
-    sim_thread_ = std::thread([this] {
-      auto guard = asio::make_work_guard(sim_ioc_);
-      sim_ioc_.run();
-    });
-    config::RouterConfig c;
-    c.listener = {"127.0.0.1", 0};
-    c.admin = {"127.0.0.1", 0};
-    c.metrics = {"127.0.0.1", 0};
+    fleet_.start(sims, o, {"m"});
+    config::RouterConfig c = testing::loopbackConfig(fleet_.endpoints());
     c.workers = 2;
-    c.access_log.path = "off";
+    c.metrics_fetcher.enabled = true;
     c.metrics_fetcher.interval = std::chrono::milliseconds(20);
     c.scheduler.preset = preset;
-    config::RouterConfig::Model m;
-    m.name = "m";
-    for (auto& s : sims_) {
-      m.endpoints.push_back({"127.0.0.1", s->port()});
-    }
-    c.models.push_back(m);
     router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 99);
     ASSERT_TRUE(router_->start());
   }
 
-  asio::io_context sim_ioc_{1};
-  std::thread sim_thread_;
-  std::vector<std::unique_ptr<sim::SimServer>> sims_;
+  testing::SimFleet fleet_;  // declared first: outlives the router
+  std::vector<std::unique_ptr<sim::SimServer>>& sims_ = fleet_.sims;
   std::unique_ptr<server::Server> router_;
 };
 
@@ -167,19 +139,7 @@ TEST_F(SchedulingTest, DecisionsAreExplainedAtTheAdminEndpoint) {
 }
 
 TEST_F(SchedulingTest, ASessionHeaderKeepsASessionOnOneEngine) {
-  sim::SimOptions o;
-  o.served_names = {"m"};
-  for (int i = 0; i < 4; ++i) {
-    o.name = "sim-" + std::to_string(i);
-    auto s = std::make_unique<sim::SimServer>(sim_ioc_, o, std::make_shared<sim::SimControl>());
-    ASSERT_FALSE(s->listen(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)));
-    s->start();
-    sims_.push_back(std::move(s));
-  }
-  sim_thread_ = std::thread([this] {
-    auto guard = asio::make_work_guard(sim_ioc_);
-    sim_ioc_.run();
-  });
+  fleet_.start(4, {}, {"m"});
   config::ConfigErrors errors;
   std::string yaml = R"(
 listener: {address: 127.0.0.1, port: 0}

@@ -49,22 +49,6 @@ Faults (also switchable at run time with POST /admin):
   --startup-delay-ms X                         answer 503 (and /health 503) until then
 )";
 
-std::vector<std::string> splitList(std::string_view s) {
-  std::vector<std::string> out;
-  while (!s.empty()) {
-    size_t comma = s.find(',');
-    std::string_view item = sluice::base::trim(s.substr(0, comma));
-    if (!item.empty()) {
-      out.emplace_back(item);
-    }
-    if (comma == std::string_view::npos) {
-      break;
-    }
-    s.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -129,7 +113,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--address") {
       address = v;
     } else if (arg == "--model") {
-      options.served_names = splitList(v);
+      options.served_names = base::splitList(v);
     } else if (arg == "--engine") {
       bool ok = false;
       options.kind = sim::parseEngineKind(v, ok);
@@ -144,7 +128,7 @@ int main(int argc, char** argv) {
         return 2;
       }
     } else if (arg == "--lora-adapters") {
-      e.lora_adapters = splitList(v);
+      e.lora_adapters = base::splitList(v);
     } else if (arg == "--ready-file") {
       ready_file = v;
     } else {

@@ -10,6 +10,7 @@
 #include <simdjson.h>
 
 #include "base/clock.h"
+#include "base/net.h"
 #include "base/padded_buffer.h"
 #include "base/strings.h"
 #include "http/padded_body.h"
@@ -277,18 +278,7 @@ SimServer::SimServer(asio::io_context& ioc, SimOptions options, std::shared_ptr<
 SimServer::~SimServer() = default;
 
 error_code SimServer::listen(const tcp::endpoint& endpoint) {
-  error_code ec;
-  acceptor_.open(endpoint.protocol(), ec);
-  if (!ec) {
-    acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  }
-  if (!ec) {
-    acceptor_.bind(endpoint, ec);
-  }
-  if (!ec) {
-    acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  }
-  return ec;
+  return base::listenOn(acceptor_, endpoint, false);
 }
 
 uint16_t SimServer::port() const {
