@@ -54,7 +54,23 @@ show curl -sS -N "$URL/v1/chat/completions" -H 'Content-Type: application/json' 
 show curl -sS "$URL/v1/chat/completions" -H 'Content-Type: application/json' \
   -d '{"model":"gpt-unknown","messages":[]}'
 echo "\$ curl -s 127.0.0.1:$ADMIN/debug/endpoints   # what the metrics fetcher reads from each engine"
-curl -sS "127.0.0.1:$ADMIN/debug/endpoints" | python3 -m json.tool | head -40
+curl -sS "127.0.0.1:$ADMIN/debug/endpoints" > "$WORK/endpoints.json"
+python3 - "$WORK/endpoints.json" <<'PY'
+import json, sys
+for e in json.load(open(sys.argv[1]))["endpoints"]:
+    print(f"  {e['address']}: healthy={e['healthy']} waiting={e['waiting']} running={e['running']} "
+          f"kv={e['kv_usage']} ttft={e['ttft_seconds']} itl={e['itl_seconds']} age={e['age_seconds']}")
+PY
+echo
+echo "\$ curl -s 127.0.0.1:$ADMIN/debug/decisions   # why each request went where it went"
+curl -sS "127.0.0.1:$ADMIN/debug/decisions" > "$WORK/decisions.json"
+python3 - "$WORK/decisions.json" <<'PY'
+import json, sys
+for d in json.load(open(sys.argv[1]))["decisions"][-2:]:
+    dec = d["decision"]
+    print(f"  {d['request_id'][:8]}.. {dec['profile']}: {dec['summary']}; first choice "
+          f"{dec['candidates'][0]['endpoint']} total {dec['candidates'][0]['total']}")
+PY
 echo
 echo "\$ curl -s 127.0.0.1:$METRICS/metrics | grep ^sluice_requests_total"
 curl -sS "127.0.0.1:$METRICS/metrics" | grep '^sluice_requests_total'

@@ -1,8 +1,7 @@
 #include "base/net.h"
 
-#include <sys/socket.h>
-
 #include <cerrno>
+#include <sys/socket.h>
 
 namespace sluice::base {
 

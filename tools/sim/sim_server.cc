@@ -420,6 +420,9 @@ awaitable<void> watchPeer(beast::tcp_stream& stream, beast::flat_buffer& buffer,
 }  // namespace
 
 awaitable<void> SimServer::serve(tcp::socket socket) {
+  error_code nodelay_ec;
+  // Tokens are small writes: without this, Nagle holds them for the peer's delayed ACK.
+  socket.set_option(tcp::no_delay(true), nodelay_ec);
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   auto& ctl = *control_;
