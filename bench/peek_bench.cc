@@ -5,6 +5,7 @@
 
 #include "base/padded_buffer.h"
 #include "openai/peek.h"
+#include "openai/prompt_render.h"
 #include "openai/splice.h"
 
 namespace {
@@ -66,7 +67,20 @@ void BM_PeekAndSpliceCopy(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * body.size()));
 }
 
+// The canonical rendering the prefix keys are built from (scheduling with a prefix scorer).
+void BM_RenderPrompt(benchmark::State& state) {
+  auto body = padded(chatBody(static_cast<size_t>(state.range(0))));
+  auto peek = openai::peekRequest(body.view(), body.capacity() + base::PaddedBuffer::kPadding);
+  std::string out;
+  for (auto _ : state) {
+    openai::renderPrompt(*peek, body.view(), body.capacity() + base::PaddedBuffer::kPadding, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * body.size()));
+}
+
 BENCHMARK(BM_Peek)->Arg(1024)->Arg(200 * 1024);
+BENCHMARK(BM_RenderPrompt)->Arg(1024)->Arg(8 * 1024)->Arg(200 * 1024);
 BENCHMARK(BM_PeekAndSplice)->Arg(1024)->Arg(200 * 1024);
 BENCHMARK(BM_PeekAndSpliceCopy)->Arg(1024)->Arg(200 * 1024);
 
