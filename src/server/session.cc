@@ -20,6 +20,7 @@
 #include "openai/errors.h"
 #include "openai/peek.h"
 #include "openai/prompt_render.h"
+#include "openai/response_rewrite.h"
 #include "openai/splice.h"
 #include "openai/usage.h"
 #include "scheduler/scheduler.h"
@@ -325,6 +326,12 @@ constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
 enum class RelayEnd { Complete, UpstreamFailed, ClientGone };
 
+// The model name to write back into responses when the request's was rewritten.
+struct ModelWriteBack {
+  std::string from;  // JSON-quoted upstream name
+  std::string to;    // JSON-quoted client name
+};
+
 class RelayBuffer {
  public:
   explicit RelayBuffer(Worker& w) : worker_(w), buf_(w.takeRelayBuffer()) {}
@@ -342,8 +349,8 @@ class RelayBuffer {
 // each read's complete events go out in one write, never held back for later ones.
 awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
                               bhttp::response_parser<bhttp::buffer_body>& parser, bool sse,
-                              bool chunked, bool hide_usage, ClientWatch& watch,
-                              std::string& head) {
+                              bool chunked, bool hide_usage, ClientWatch& watch, std::string& head,
+                              const ModelWriteBack* write_back) {
   Session& s = x.session;
   const auto& cfg = s.worker.snapshot()->config;
   const auto& time = s.worker.context().time;
@@ -388,10 +395,16 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
       x.series->itl.observe(base::secondsBetween(last_event, now));
     }
     last_event = now;
-    out.append(event);
+    if (write_back == nullptr ||
+        !openai::rewriteModelField(event, write_back->from, write_back->to, out)) {
+      out.append(event);
+    }
   };
+  bool written_back = false;
+  std::string rewritten;
 
   while (!parser.is_done()) {
+    bool use_rewritten = false;
     parser.get().body().data = relay.get();
     parser.get().body().size = kRelayBytes;
     error_code ec;
@@ -424,7 +437,15 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
       out.clear();
       splitter.feed(data, onEvent);
       data = out;
-    } else if (usage_copy_ok) {
+    } else if (write_back != nullptr && !written_back) {
+      // A JSON body names its model once, near the start.
+      rewritten.clear();
+      if (openai::rewriteModelField(data, write_back->from, write_back->to, rewritten)) {
+        written_back = true;
+        use_rewritten = true;
+      }
+    }
+    if (!sse && usage_copy_ok) {
       if (usage_copy.size() + n <= kMaxUsageCopyBytes) {
         usage_copy.append(data);
       } else {
@@ -434,6 +455,9 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
     }
     if (data.empty()) {
       continue;
+    }
+    if (use_rewritten) {
+      data = rewritten;
     }
     auto& bufs = writer.frame(data);
     if (!head.empty()) {
@@ -698,7 +722,14 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
   const bool sse = http::isEventStream(content_type);
   const bool has_body = x.method != "HEAD" && x.status != 204 && x.status != 304 &&
                         !(x.status >= 100 && x.status < 200);
-  const bool length_known = parser->content_length().has_value() && !sse;
+  // The client's model name goes back into the response (a different length: no
+  // Content-Length then).
+  std::optional<ModelWriteBack> write_back;
+  if (!backend.upstream_model.empty() && backend.upstream_model != peek.model) {
+    write_back =
+        ModelWriteBack{base::jsonQuote(backend.upstream_model), base::jsonQuote(peek.model)};
+  }
+  const bool length_known = parser->content_length().has_value() && !sse && !write_back;
   bool chunked = has_body && !length_known && !x.http10;
   if (has_body && !length_known && x.http10) {
     x.keep_alive = false;  // an HTTP/1.0 client learns the end from the close
@@ -715,7 +746,8 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
     head.clear();
   }
   if (end == RelayEnd::Complete && has_body) {
-    end = co_await relayBody(x, *conn, *parser, sse, chunked, hide_usage, *watch, head);
+    end = co_await relayBody(x, *conn, *parser, sse, chunked, hide_usage, *watch, head,
+                             write_back ? &*write_back : nullptr);
   }
   watch->upstream = nullptr;
   held.release();

@@ -140,6 +140,16 @@ TEST_F(ProxyTest, RewritesTheModelWithoutReserialising) {
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(sim().lastRequestBody(),
             R"({ "model" : "meta/llama-3",  "prompt":"x", "temperature": 0.70})");
+  // The client sees its own model name back, with the body re-framed.
+  EXPECT_THAT(r->body, HasSubstr("\"model\":\"m\""));
+  EXPECT_THAT(r->body, Not(HasSubstr("meta/llama-3")));
+  EXPECT_TRUE(r->chunked);
+  auto s = testing::request(
+      port_, "POST", "/v1/chat/completions",
+      R"({"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,"max_tokens":3})");
+  ASSERT_TRUE(s);
+  EXPECT_THAT(s->body, HasSubstr("\"model\":\"m\""));
+  EXPECT_THAT(s->body, Not(HasSubstr("meta/llama-3")));
 }
 
 TEST_F(ProxyTest, StreamsEventsBeforeTheUpstreamFinishes) {

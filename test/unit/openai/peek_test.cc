@@ -5,6 +5,7 @@
 #include "base/padded_buffer.h"
 #include "openai/errors.h"
 #include "openai/prompt_render.h"
+#include "openai/response_rewrite.h"
 #include "openai/splice.h"
 #include "openai/usage.h"
 
@@ -216,6 +217,24 @@ TEST(RenderPrompt, CompletionsPromptsAndOddShapes) {
   EXPECT_EQ(rendered(R"({"model":"m","prompt":[1,2,3]})"), "[1,2,3]");
   EXPECT_EQ(rendered(R"({"model":"m","messages":[1,2]})"), "[1,2]");  // raw when not messages
   EXPECT_EQ(rendered(R"({"model":"m"})"), "");
+}
+
+TEST(ResponseRewrite, WritesTheClientsModelBack) {
+  std::string out;
+  EXPECT_TRUE(rewriteModelField(R"({"id":"x","model":"meta/llama-3","choices":[]})",
+                                "\"meta/llama-3\"", "\"llama\"", out));
+  EXPECT_EQ(out, R"({"id":"x","model":"llama","choices":[]})");
+  out.clear();
+  EXPECT_TRUE(rewriteModelField("data: {\"model\" :  \"a\", \"b\":1}\n\n", "\"a\"", "\"bb\"", out));
+  EXPECT_EQ(out, "data: {\"model\" :  \"bb\", \"b\":1}\n\n");
+  out.clear();
+  // Another "model" whose value differs (inside content, say) is left alone; the real one found.
+  EXPECT_TRUE(
+      rewriteModelField(R"({"content":"the \"model\":\"x\"","model":"a"})", "\"a\"", "\"b\"", out));
+  EXPECT_EQ(out, R"({"content":"the \"model\":\"x\"","model":"b"})");
+  out.clear();
+  EXPECT_FALSE(rewriteModelField(R"({"model":"other"})", "\"a\"", "\"b\"", out));
+  EXPECT_TRUE(out.empty());
 }
 
 TEST(Errors, HaveTheOpenAIShape) {
