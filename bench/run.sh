@@ -10,5 +10,7 @@ echo "== metrics fetcher: 500 endpoints at 50 ms"
 build/bin/fetcher_bench 500 50 "${BENCH_SECONDS:-10}"
 echo "== simulator capacity: 16 engines"
 bash bench/sim_capacity.sh 16 64 "${BENCH_SECONDS:-10}"
+echo "== scheduling quality: every preset on a simulated fleet"
+bash bench/scheduling.sh
 echo "== overhead against nginx"
 bash bench/overhead.sh "${BENCH_SECONDS:-10}" "${BENCH_CONNECTIONS:-32}" "${BENCH_ROUNDS:-3}"
