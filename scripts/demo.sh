@@ -34,6 +34,7 @@ listener: {address: 127.0.0.1, port: 0}
 admin: {address: 127.0.0.1, port: 0}
 metrics: {address: 127.0.0.1, port: 0}
 access_log: {path: $WORK/access.log}
+scheduler: {preset: sluice-default, decisions: 16}
 models:
   - name: llama
     upstream_model: sim-llama

@@ -85,7 +85,7 @@ struct RouterConfig {
     std::vector<PluginSpec> plugins;
     std::vector<ProfileSpec> profiles;  // schedulingProfiles
     std::string default_profile;        // a profile or preset name; empty = `preset`
-    uint32_t decisions = 32;            // last decisions kept per worker for /debug/decisions
+    uint32_t decisions = 0;             // last decisions kept per worker for /debug/decisions
     std::string session_header = "x-session-id";  // the key for session-affinity-scorer
   } scheduler;
 

@@ -27,6 +27,7 @@ class SchedulingTest : public ::testing::Test {
     c.metrics_fetcher.enabled = true;
     c.metrics_fetcher.interval = std::chrono::milliseconds(20);
     c.scheduler.preset = preset;
+    c.scheduler.decisions = 32;
     router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 99);
     ASSERT_TRUE(router_->start());
   }
