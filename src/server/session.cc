@@ -401,6 +401,7 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
     }
   };
   bool written_back = false;
+  bool last_chunk_sent = false;
   std::string rewritten;
 
   while (!parser.is_done()) {
@@ -464,6 +465,11 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
       // The response head goes out with the first body bytes: one write instead of two.
       bufs.insert(bufs.begin(), asio::buffer(head));
     }
+    if (chunked && parser.is_done() && splitter.pending().empty()) {
+      // And the terminating chunk with the last ones.
+      bufs.push_back(asio::buffer(kLastChunk.data(), kLastChunk.size()));
+      last_chunk_sent = true;
+    }
     if (!co_await writeClient(s, bufs, cfg.timeouts.client_write)) {
       co_return RelayEnd::ClientGone;
     }
@@ -479,7 +485,7 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
     auto& bufs = writer.frame(rest);
     tail.insert(tail.end(), bufs.begin(), bufs.end());
   }
-  if (chunked) {
+  if (chunked && !last_chunk_sent) {
     tail.push_back(asio::buffer(kLastChunk.data(), kLastChunk.size()));
   }
   if (!tail.empty() && !co_await writeClient(s, tail, cfg.timeouts.client_write)) {
