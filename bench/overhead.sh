@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Router overhead: the same wrk load against a fast upstream (nginx returning a fixed OpenAI
-# response) directly, through nginx proxy_pass, and through sluice. Runs are interleaved so
+# response) directly, through nginx proxy_pass, through HAProxy, and through sluice. Runs are interleaved so
 # machine noise hits every target alike. Usage: bench/overhead.sh [seconds] [connections] [rounds]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,10 +9,10 @@ CONNS=${2:-32}
 ROUNDS=${3:-3}
 BIN=${SLUICE_BIN_DIR:-build/bin}
 WORK=$(mktemp -d /tmp/sluice-overhead.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; for p in nginx haproxy; do [ -f "$WORK/$p.pid" ] && kill "$(cat "$WORK/$p.pid")" 2>/dev/null; done; rm -rf "$WORK"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); NGX=$(free_port)
+UP=$(free_port); NGX=$(free_port); HAP=$(free_port)
 
 RESPONSE='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":8,"total_tokens":258}}'
 mkdir -p "$WORK/logs"
@@ -40,6 +40,24 @@ http {
 }
 NGINX
 nginx -c "$WORK/nginx.conf" -p "$WORK"
+
+cat > "$WORK/haproxy.cfg" <<HAPROXY
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend bench
+  bind 127.0.0.1:$HAP
+  default_backend llm
+backend llm
+  server up 127.0.0.1:$UP
+HAPROXY
+haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"
 
 cat > "$WORK/sluice.yaml" <<YAML
 listener: {address: 127.0.0.1, port: 0}
@@ -83,23 +101,25 @@ run() {
 for r in $(seq "$ROUNDS"); do
   run direct "$UP"
   run nginx "$NGX"
+  run haproxy "$HAP"
   run sluice "$SLUICE"
 done
 
-python3 - "$DURATION" "$CONNS" "$ROUNDS" "${RPS[direct]}" "${RPS[nginx]}" "${RPS[sluice]}" \
-  "${P50[direct]}" "${P50[nginx]}" "${P50[sluice]}" "${P99[direct]}" "${P99[nginx]}" "${P99[sluice]}" <<'PY'
+python3 - "$DURATION" "$CONNS" "$ROUNDS" "${RPS[direct]}" "${RPS[nginx]}" "${RPS[haproxy]}" "${RPS[sluice]}" \
+  "${P50[direct]}" "${P50[nginx]}" "${P50[haproxy]}" "${P50[sluice]}" \
+  "${P99[direct]}" "${P99[nginx]}" "${P99[haproxy]}" "${P99[sluice]}" <<'PY'
 import json, statistics, sys, time
 d, c, rounds = sys.argv[1:4]
-rps = [list(map(float, a.split())) for a in sys.argv[4:7]]
+rps = [list(map(float, a.split())) for a in sys.argv[4:8]]
 def ms(v):
     v = v.strip()
     for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if v.endswith(unit):
             return float(v[:-len(unit)]) * f
     return float(v)
-p50 = [[ms(x) for x in a.split()] for a in sys.argv[7:10]]
-p99 = [[ms(x) for x in a.split()] for a in sys.argv[10:13]]
-names = ["direct", "nginx proxy_pass", "sluice"]
+p50 = [[ms(x) for x in a.split()] for a in sys.argv[8:12]]
+p99 = [[ms(x) for x in a.split()] for a in sys.argv[12:16]]
+names = ["direct", "nginx proxy_pass", "haproxy", "sluice"]
 rows = []
 print(f"\nwrk -t1 -c{c} -d{d}s, 1 KB chat POST, median of {rounds} interleaved rounds")
 print(f"{'target':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
@@ -107,7 +127,8 @@ for i, n in enumerate(names):
     row = {"target": n, "rps": statistics.median(rps[i]), "p50_ms": statistics.median(p50[i]), "p99_ms": statistics.median(p99[i])}
     rows.append(row)
     print(f"{n:18} {row['rps']:>10.0f} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}")
-print(f"sluice / nginx throughput: {rows[2]['rps'] / rows[1]['rps']:.2f}")
+print(f"sluice / nginx throughput: {rows[3]['rps'] / rows[1]['rps']:.2f}, "
+      f"sluice / haproxy: {rows[3]['rps'] / rows[2]['rps']:.2f}")
 json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": int(d), "connections": int(c), "rows": rows},
           open("bench/results/overhead-latest.json", "w"), indent=2)
 PY
