@@ -241,13 +241,14 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   try {
     if (!p.mapWithKeys(root, "",
                        {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
-                        "metrics_fetcher", "scheduler", "access_log", "models"})) {
+                        "metrics_fetcher", "scheduler", "access_log", "models", "manifests"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
     p.address(root, "admin", config.admin);
     p.address(root, "metrics", config.metrics);
     p.uint(root, "workers", "", config.workers, 0, 256);
+    p.string(root, "manifests", "", config.manifests);
 
     if (auto n = root["limits"]) {
       if (p.mapWithKeys(n, "limits", {"max_header_bytes", "max_body_bytes", "max_connections"})) {
@@ -628,6 +629,7 @@ std::string toJson(const RouterConfig& c) {
   std::string out = "{";
   out += fmt::format("\"listener\":{},\"admin\":{},\"metrics\":{},\"workers\":{},",
                      addr(c.listener), addr(c.admin), addr(c.metrics), c.workers);
+  out += fmt::format("\"manifests\":{},", base::jsonQuote(c.manifests));
   out += fmt::format(
       "\"limits\":{{\"max_header_bytes\":{},\"max_body_bytes\":{},\"max_connections\":{}}},",
       c.limits.max_header_bytes, c.limits.max_body_bytes, c.limits.max_connections);

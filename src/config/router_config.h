@@ -25,6 +25,9 @@ struct RouterConfig {
   ListenAddress admin{"127.0.0.1", 15000};
   ListenAddress metrics{"0.0.0.0", 9090};
   int workers = 0;  // 0 = one per core
+  // A directory of Kubernetes manifests (Gateway API, Inference Extension, Kthena, Pods),
+  // watched for changes; empty = none. `sluice serve --manifests DIR` sets it too.
+  std::string manifests;
 
   struct Limits {
     uint64_t max_header_bytes = 64 * 1024;

@@ -9,6 +9,8 @@
 #include <fmt/core.h>
 
 #include "base/strings.h"
+#include "config/object_store.h"
+#include "router/route_table.h"
 
 namespace sluice::router {
 
@@ -74,7 +76,9 @@ base::Result<Endpoint> resolve(const base::HostPort& hp) {
 
 base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::RouterConfig& config,
                                                             uint64_t version,
-                                                            EndpointRegistry& registry) {
+                                                            EndpointRegistry& registry,
+                                                            const config::ObjectStore* objects,
+                                                            uint16_t default_port) {
   auto snap = std::make_shared<Snapshot>();
   snap->version = version;
   snap->config = config;
@@ -105,6 +109,12 @@ base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::Router
   }
   json += "]}";
   snap->models_json = std::move(json);
+  RouteBuildOptions options;
+  options.default_address = config.listener.address;
+  options.default_port = default_port != 0 ? default_port : config.listener.port;
+  options.config_models = names;
+  static const config::ObjectStore kEmpty;
+  snap->routes = buildRouteTable(objects ? *objects : kEmpty, options, registry);
   return std::shared_ptr<const Snapshot>(std::move(snap));
 }
 

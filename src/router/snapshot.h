@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <optional>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -13,7 +15,12 @@
 #include "base/result.h"
 #include "config/router_config.h"
 
+namespace sluice::config {
+class ObjectStore;
+}
 namespace sluice::router {
+
+class RouteTable;
 
 // Live, cross-worker state of one endpoint. Stable across snapshots (same address, same object)
 // so in-flight counts survive a config change.
@@ -98,11 +105,29 @@ struct Endpoint {
   std::shared_ptr<EndpointState> state;
 };
 
+// A model rewrite rule for one pool (InferenceModelRewrite, legacy InferenceModel).
+struct ModelRewrite {
+  std::string name;  // ns/name of the object that provided it
+  std::vector<std::pair<std::string, uint32_t>> targets;
+  uint64_t total_weight = 0;
+};
+
 struct Backend {
-  std::string model;           // the name clients use
+  std::string model;           // the name clients use (models: config) or the object key
   std::string upstream_model;  // rewrite target; empty = none
   std::string engine;          // metric names to read (vllm, sglang, ...)
   std::vector<Endpoint> endpoints;
+  // From manifests.
+  std::string kind;  // InferencePool | ModelServer | Service | ExternalModelProvider | "" (config)
+  std::string name;  // ns/name
+  std::string error;  // set when requests cannot be served (e.g. an unsupported backend kind)
+  std::unordered_map<std::string, std::vector<ModelRewrite>> exact_rewrites;  // oldest first
+  std::vector<ModelRewrite> catch_all_rewrites;
+  std::unordered_map<std::string, int32_t> objectives;      // InferenceObjective name -> priority
+  std::unordered_map<std::string, int32_t> model_priority;  // legacy InferenceModel criticality
+  std::chrono::milliseconds timeout{0};                     // ModelServer trafficPolicy.timeout
+  std::optional<uint32_t> retry_attempts;                   // ModelServer trafficPolicy.retry
+  bool h2c = false;                                         // appProtocol kubernetes.io/h2c
 };
 
 // Immutable routing state built on the control thread and handed to workers. A request keeps
@@ -112,6 +137,9 @@ struct Snapshot {
   config::RouterConfig config;
   std::unordered_map<std::string, std::shared_ptr<const Backend>> models;
   std::string models_json;  // the GET /v1/models body, built once
+  // Routes from Kubernetes objects (manifests): listeners, HTTPRoutes, ModelRoutes, backends
+  // and status. Always set; with no objects it holds the one default listener.
+  std::shared_ptr<const RouteTable> routes;
 
   const Backend* findModel(std::string_view name) const;
 };
@@ -128,8 +156,11 @@ class EndpointRegistry {
 };
 
 // Resolves names and builds a snapshot. Runs on the control thread (it may block on DNS).
+// `objects` may be null (no manifests); `default_port` replaces a configured port 0 once known.
 base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::RouterConfig& config,
                                                             uint64_t version,
-                                                            EndpointRegistry& registry);
+                                                            EndpointRegistry& registry,
+                                                            const config::ObjectStore* objects = nullptr,
+                                                            uint16_t default_port = 0);
 
 }  // namespace sluice::router

@@ -1,4 +1,5 @@
 // sluice: the command-line entry point. Everything else lives in libraries that tests link.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -10,7 +11,9 @@
 
 #include "base/log.h"
 #include "base/strings.h"
+#include "config/manifest_source.h"
 #include "config/router_config.h"
+#include "router/route_table.h"
 #include "server/server.h"
 
 namespace {
@@ -18,11 +21,14 @@ namespace {
 using namespace sluice;
 
 constexpr std::string_view kUsage = R"(usage:
-  sluice serve    [--config FILE] [options]   run the router
-  sluice validate --config FILE               check a configuration, print every error
+  sluice serve    [--config FILE] [--manifests DIR] [options]   run the router
+  sluice validate [--config FILE] [--manifests DIR] [--json]     check a configuration and
+                  manifests: print every error and each object's status; exit 1 on errors
   sluice version
 
 options for serve:
+  --manifests DIR        Kubernetes manifests (Gateway API, Inference Extension, Kthena, Pods),
+                         watched for changes (overrides manifests:)
   --listen ADDR:PORT     inference listener (overrides listener:)
   --admin ADDR:PORT      admin listener (overrides admin:)
   --metrics ADDR:PORT    metrics listener (overrides metrics:)
@@ -53,6 +59,84 @@ bool parseAddress(std::string_view text, config::ListenAddress& out) {
   return true;
 }
 
+std::string conditionsText(const std::vector<router::Condition>& conds) {
+  std::string out;
+  for (const auto& c : conds) {
+    out += fmt::format("{}{}={} ({}{}{})", out.empty() ? "" : ", ", c.type,
+                       c.status ? "True" : "False", c.reason, c.message.empty() ? "" : ": ",
+                       c.message);
+  }
+  return out;
+}
+
+// `sluice validate --manifests DIR`: the whole pipeline (parse, validate, translate), then
+// every error, warning and status condition. Non-zero when anything is invalid or unresolved.
+int validateManifests(const config::RouterConfig& cfg, bool json) {
+  config::ManifestDirectory dir(cfg.manifests);
+  auto scanned = dir.scan();
+  if (!scanned) {
+    std::fprintf(stderr, "%s\n", scanned.error().message.c_str());
+    return 1;
+  }
+  router::EndpointRegistry registry;
+  auto snap = router::buildSnapshot(cfg, 1, registry, &dir.store(), cfg.listener.port);
+  if (!snap) {
+    std::fprintf(stderr, "%s\n", snap.error().message.c_str());
+    return 1;
+  }
+  const auto& table = *(*snap)->routes;
+  size_t problems = dir.store().errorCount();
+  for (const auto& st : table.status) {
+    auto bad = [](const std::vector<router::Condition>& conds) {
+      return std::any_of(conds.begin(), conds.end(), [](const router::Condition& c) {
+        return !c.status && (c.type == "Accepted" || c.type == "ResolvedRefs");
+      });
+    };
+    problems += bad(st.conditions) ? 1 : 0;
+    for (const auto& p : st.parents) {
+      problems += bad(p.conditions) ? 1 : 0;
+    }
+    for (const auto& l : st.listeners) {
+      problems += bad(l.conditions) ? 1 : 0;
+    }
+  }
+  if (json) {
+    std::fputs(table.statusJson().c_str(), stdout);
+    return problems == 0 ? 0 : 1;
+  }
+  for (const auto& [file, errors] : dir.store().errors()) {
+    for (const auto& e : errors) {
+      std::printf("error: %s: %s%s%s\n", e.where.c_str(), e.object.c_str(),
+                  e.object.empty() ? "" : ": ", e.message.c_str());
+    }
+  }
+  for (const auto& [file, warnings] : dir.store().warnings()) {
+    for (const auto& w : warnings) {
+      std::printf("warning: %s: %s%s%s\n", w.where.c_str(), w.object.c_str(),
+                  w.object.empty() ? "" : ": ", w.message.c_str());
+    }
+  }
+  for (const auto& st : table.status) {
+    if (st.key.rfind("File/", 0) == 0) {
+      continue;  // already printed as errors
+    }
+    std::printf("%s: %s\n", st.key.c_str(),
+                st.conditions.empty() ? "-" : conditionsText(st.conditions).c_str());
+    for (const auto& l : st.listeners) {
+      std::printf("  listener %s: attachedRoutes=%u, %s\n", l.name.c_str(), l.attached_routes,
+                  conditionsText(l.conditions).c_str());
+    }
+    for (const auto& p : st.parents) {
+      std::printf("  parent %s: %s\n", p.ref.c_str(), conditionsText(p.conditions).c_str());
+    }
+    for (const auto& e : st.errors) {
+      std::printf("  error (last good version kept): %s\n", e.c_str());
+    }
+  }
+  std::printf("%zu objects, %zu problem(s)\n", dir.store().objects().size(), problems);
+  return problems == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -72,7 +156,8 @@ int main(int argc, char** argv) {
     return usage(2);
   }
 
-  std::string config_path, ready_file;
+  std::string config_path, ready_file, manifests;
+  bool json = false;
   std::optional<config::ListenAddress> listen, admin, metrics;
   std::optional<int> workers;
   for (int i = 2; i < argc; ++i) {
@@ -90,6 +175,13 @@ int main(int argc, char** argv) {
         return 2;
       }
       config_path = *v;
+    } else if (arg == "--manifests") {
+      if (!(v = value(arg))) {
+        return 2;
+      }
+      manifests = *v;
+    } else if (arg == "--json") {
+      json = true;
     } else if (arg == "--listen" || arg == "--admin" || arg == "--metrics") {
       if (!(v = value(arg))) {
         return 2;
@@ -143,11 +235,17 @@ int main(int argc, char** argv) {
       return 1;
     }
     cfg = std::move(*loaded);
-  } else if (command == "validate") {
-    std::fprintf(stderr, "validate needs --config FILE\n");
+  } else if (command == "validate" && manifests.empty()) {
+    std::fprintf(stderr, "validate needs --config FILE and/or --manifests DIR\n");
     return 2;
   }
+  if (!manifests.empty()) {
+    cfg.manifests = manifests;
+  }
   if (command == "validate") {
+    if (!cfg.manifests.empty()) {
+      return validateManifests(cfg, json);
+    }
     std::printf("%s: ok (%zu models)\n", config_path.c_str(), cfg.models.size());
     return 0;
   }

@@ -11,6 +11,8 @@
 #include <fmt/core.h>
 
 #include "backends/metrics_fetcher.h"
+#include "config/manifest_source.h"
+#include "router/route_table.h"
 #include "base/asio.h"
 #include "base/log.h"
 #include "base/net.h"
@@ -163,6 +165,10 @@ class ControlPlane {
       type = "application/json";
       return {200, server_.decisionsJson()};
     }
+    if (path == "/debug/status") {
+      type = "application/json";
+      return {200, server_.statusJson()};
+    }
     if (path == "/debug/config") {
       type = "application/json";
       auto snap = server_.snapshot();
@@ -276,6 +282,11 @@ std::shared_ptr<const scheduler::ProfileSet> Server::buildProfiles(const router:
       live.insert(ep.address);
     }
   }
+  for (const auto& backend : snap.routes->backends) {
+    for (const auto& ep : backend->endpoints) {
+      live.insert(ep.address);
+    }
+  }
   for (const auto& address : indexed_endpoints_) {
     if (live.count(address) == 0) {
       scheduler_->index().removeEndpoint(address);
@@ -291,19 +302,28 @@ void Server::updateFetchTargets(const router::Snapshot& snap) {
   }
   std::vector<backends::FetchTarget> targets;
   std::unordered_set<std::string> seen;
-  for (const auto& [_, backend] : snap.models) {
-    auto engine = backends::parseEngineType(backend->engine).value_or(backends::EngineType::Vllm);
-    for (const auto& ep : backend->endpoints) {
+  auto add = [&](const router::Backend& backend) {
+    auto engine = backends::parseEngineType(backend.engine).value_or(backends::EngineType::Vllm);
+    for (const auto& ep : backend.endpoints) {
       if (seen.insert(ep.address).second) {
         targets.push_back({ep, engine});
       }
     }
+  };
+  for (const auto& [_, backend] : snap.models) {
+    add(*backend);
+  }
+  for (const auto& backend : snap.routes->backends) {
+    add(*backend);
   }
   fetcher_->setTargets(std::move(targets));
 }
 
 Server::~Server() {
   control_->joinDrain();
+  if (source_) {
+    source_->stop();
+  }
   stopAll();
   fetcher_.reset();
   control_.reset();
@@ -316,25 +336,79 @@ std::shared_ptr<const router::Snapshot> Server::snapshot() const {
 }
 
 base::Result<void> Server::reload(const config::RouterConfig& config) {
-  std::shared_ptr<const router::Snapshot> snap;
-  {
-    std::lock_guard<std::mutex> lock(snapshot_mu_);
-    auto built = router::buildSnapshot(config, next_version_, endpoints_);
-    if (!built) {
-      registry_->config_reload_errors.fetch_add(1);
-      return base::Error{built.error().message};
-    }
-    ++next_version_;
-    snap = *built;
-    snapshot_ = snap;
-    endpoints_.prune();
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  return publishLocked(config);
+}
+
+void Server::applyObjects(const config::ObjectStore& objects) {
+  auto copy = std::make_shared<const config::ObjectStore>(objects);
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  objects_ = std::move(copy);
+  const auto start = std::chrono::steady_clock::now();
+  auto r = publishLocked(snapshot_ ? snapshot_->config : config_);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              start)
+                        .count();
+  if (!r) {
+    SLUICE_LOG(Error, "config", "manifest update rejected: {}", r.error().message);
+    return;
   }
+  SLUICE_LOG(Info, "config", "manifests applied: {} objects, {} errors, rebuilt in {:.1f} ms",
+             objects_->objects().size(), objects_->errorCount(), ms);
+}
+
+std::string Server::statusJson() const {
+  auto snap = snapshot();
+  if (!snap || !snap->routes) {
+    return "{\"objects\":[]}\n";
+  }
+  return snap->routes->statusJson();
+}
+
+std::vector<std::pair<std::string, uint16_t>> Server::listenerAddresses(
+    const router::Snapshot& snap) {
+  std::vector<std::pair<std::string, uint16_t>> out;
+  for (const auto& [port, listeners] : snap.routes->ports) {
+    out.emplace_back(listeners.front()->address, port);
+  }
+  return out;
+}
+
+base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
+  auto built = router::buildSnapshot(config, next_version_, endpoints_, objects_.get(),
+                                     default_port_);
+  if (!built) {
+    registry_->config_reload_errors.fetch_add(1);
+    return base::Error{built.error().message};
+  }
+  ++next_version_;
+  std::shared_ptr<const router::Snapshot> snap = *built;
+  snapshot_ = snap;
+  endpoints_.prune();
   auto profiles = buildProfiles(*snap);
   profiles_for_start_ = profiles;
   for (auto& w : workers_) {
     w->publishProfiles(profiles);
     w->publish(snap);
   }
+  auto addresses = listenerAddresses(*snap);
+  if (started_ && addresses != listening_) {
+    std::vector<tcp::endpoint> eps;
+    for (const auto& [address, port] : addresses) {
+      error_code ec;
+      auto ip = asio::ip::make_address(address, ec);
+      if (!ec) {
+        eps.emplace_back(ip, port);
+      }
+    }
+    for (auto& w : workers_) {
+      w->setListeners(eps);
+    }
+    for (const auto& [address, port] : addresses) {
+      SLUICE_LOG(Info, "server", "listening on {}:{}", address, port);
+    }
+  }
+  listening_ = std::move(addresses);
   updateFetchTargets(*snap);
   registry_->config_reloads.fetch_add(1);
   registry_->snapshot_version.store(static_cast<int64_t>(snap->version));
@@ -342,30 +416,60 @@ base::Result<void> Server::reload(const config::RouterConfig& config) {
 }
 
 base::Result<void> Server::start() {
-  if (auto r = reload(config_); !r) {
-    return r;
-  }
   error_code ec;
   auto address = asio::ip::make_address(config_.listener.address, ec);
   if (ec) {
     return base::Error{
         fmt::format("listener.address: invalid address \"{}\"", config_.listener.address)};
   }
-  uint16_t port = config_.listener.port;
+  // Port 0 (tests): take a free port now, held until the workers have joined it.
+  asio::io_context probe_ioc(1);
+  tcp::acceptor probe(probe_ioc);
+  default_port_ = config_.listener.port;
+  if (default_port_ == 0) {
+    if (auto err = base::listenOn(probe, tcp::endpoint(address, 0), true)) {
+      return base::Error{fmt::format("listener {}:0: {}", config_.listener.address,
+                                     err.message())};
+    }
+    default_port_ = probe.local_endpoint().port();
+  }
+  if (!config_.manifests.empty()) {
+    source_ = std::make_unique<config::ManifestDirectory>(config_.manifests);
+    auto scanned = source_->scan();
+    if (!scanned) {
+      return base::Error{scanned.error().message};
+    }
+    std::lock_guard<std::mutex> lock(snapshot_mu_);
+    objects_ = std::make_shared<const config::ObjectStore>(source_->store());
+    for (const auto& [file, errors] : source_->store().errors()) {
+      for (const auto& e : errors) {
+        SLUICE_LOG(Error, "config", "{}: {}{}{}", e.where, e.object, e.object.empty() ? "" : ": ",
+                   e.message);
+      }
+    }
+  }
+  if (auto r = reload(config_); !r) {
+    return r;
+  }
   const uint64_t seed = seed_ ? *seed_ : base::osSeed();
+  auto snap = snapshot();
   for (size_t i = 0; i < worker_count_; ++i) {
     auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
-    w->publish(snapshot());
+    w->publish(snap);
     w->publishProfiles(profiles_for_start_);
-    // The first worker may pick the port (port 0); the others join it through SO_REUSEPORT.
-    if (auto err = w->listen(tcp::endpoint(address, port))) {
-      return base::Error{
-          fmt::format("listener {}:{}: {}", config_.listener.address, port, err.message())};
+    for (const auto& [addr, port] : listening_) {
+      auto ip = asio::ip::make_address(addr, ec);
+      if (ec) {
+        return base::Error{fmt::format("listener address \"{}\" is invalid", addr)};
+      }
+      if (auto err = w->listen(tcp::endpoint(ip, port))) {
+        return base::Error{fmt::format("listener {}:{}: {}", addr, port, err.message())};
+      }
     }
-    port = w->localPort();
     workers_.push_back(std::move(w));
   }
-  listener_port_ = port;
+  probe.close(ec);
+  listener_port_ = default_port_;
   auto metrics_port = control_->listen(config_.metrics, false);
   if (!metrics_port) {
     return base::Error{"metrics listener " + metrics_port.error().message};
@@ -384,8 +488,21 @@ base::Result<void> Server::start() {
   }
   control_->start();
   started_ = true;
-  SLUICE_LOG(Info, "server", "listening on {}:{} with {} workers (admin {}, metrics {})",
-             config_.listener.address, listener_port_, worker_count_, admin_port_, metrics_port_);
+  if (source_) {
+    auto r = source_->start(
+        [this](const config::ObjectStore& store, const std::vector<config::StoreEvent>&) {
+          applyObjects(store);
+        });
+    if (!r) {
+      return r;
+    }
+  }
+  std::string ports;
+  for (const auto& [addr, port] : listening_) {
+    ports += fmt::format("{}{}:{}", ports.empty() ? "" : ", ", addr, port);
+  }
+  SLUICE_LOG(Info, "server", "listening on {} with {} workers (admin {}, metrics {})", ports,
+             worker_count_, admin_port_, metrics_port_);
   return {};
 }
 

@@ -26,6 +26,10 @@ class ControlPlane;
 namespace sluice::backends {
 class MetricsFetcher;
 }  // namespace sluice::backends
+namespace sluice::config {
+class ObjectStore;
+class ManifestDirectory;
+}  // namespace sluice::config
 namespace sluice::server {
 struct ServerContext;
 
@@ -47,6 +51,11 @@ class Server {
   // Rebuilds the snapshot from `config` and publishes it to every worker. Listener addresses
   // and the worker count only change on restart.
   base::Result<void> reload(const config::RouterConfig& config);
+  // Replaces the Kubernetes objects (a manifest directory changed) and republishes. Runs on
+  // the config source's thread; the workers only ever see the finished snapshot.
+  void applyObjects(const config::ObjectStore& objects);
+  // Status of every object (admin /debug/status).
+  std::string statusJson() const;
   // Used by SIGHUP: re-reads this file.
   void setConfigPath(std::string path) { config_path_ = std::move(path); }
   // Handle SIGTERM/SIGINT (drain, then stop) and SIGHUP (reload) on the control thread.
@@ -76,6 +85,8 @@ class Server {
   friend class ControlPlane;
   void stopAll();
   void updateFetchTargets(const router::Snapshot& snap);
+  base::Result<void> publishLocked(const config::RouterConfig& config);
+  std::vector<std::pair<std::string, uint16_t>> listenerAddresses(const router::Snapshot& snap);
   std::shared_ptr<const scheduler::ProfileSet> buildProfiles(const router::Snapshot& snap);
 
   config::RouterConfig config_;
@@ -96,6 +107,10 @@ class Server {
   mutable std::mutex snapshot_mu_;  // control plane only
   std::shared_ptr<const router::Snapshot> snapshot_;
   uint64_t next_version_ = 1;
+  std::unique_ptr<config::ManifestDirectory> source_;
+  std::shared_ptr<const config::ObjectStore> objects_;  // guarded by snapshot_mu_
+  uint16_t default_port_ = 0;                           // the default listener's, once bound
+  std::vector<std::pair<std::string, uint16_t>> listening_;
   uint16_t listener_port_ = 0;
   uint16_t admin_port_ = 0;
   uint16_t metrics_port_ = 0;

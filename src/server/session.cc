@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <iterator>
+#include <optional>
 
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -23,6 +24,7 @@
 #include "openai/response_rewrite.h"
 #include "openai/splice.h"
 #include "openai/usage.h"
+#include "router/route_table.h"
 #include "scheduler/scheduler.h"
 #include "server/worker.h"
 
@@ -69,7 +71,69 @@ struct Exchange {
   bool stream = false;
   metrics::ModelSeries* series = nullptr;  // once the model is known
   std::string decision;                    // opt-in access-log field
+  std::string_view host;                   // Host without the port, lower case
+  int32_t priority = 0;                    // InferenceObjective priority (filters use it)
+  std::optional<base::MonoTime> deadline;  // HTTPRoute timeouts.request
 };
+
+// Where routing sent a request and what the route asks to be done on the way.
+struct RouteChoice {
+  const router::Backend* backend = nullptr;
+  std::string upstream_model;  // the model sent upstream; empty = the client's, unchanged
+  const router::RouteAction* action = nullptr;  // the HTTPRoute rule, when one matched
+  const router::MatchEntry* entry = nullptr;
+  std::string rewritten_path;  // URLRewrite, with the query kept
+};
+
+// Request headers for route matching, by lower-case name.
+class BeastHeaders final : public router::HeaderLookup {
+ public:
+  explicit BeastHeaders(const Request& req) : req_(req) {}
+  std::optional<std::string_view> get(std::string_view lower_name) const override {
+    auto it = req_.find(beast::string_view(lower_name.data(), lower_name.size()));
+    if (it == req_.end()) {
+      return std::nullopt;
+    }
+    return std::string_view(it->value().data(), it->value().size());
+  }
+
+ private:
+  const Request& req_;
+};
+
+// Headers routing consumes; they never reach the model server.
+bool controlHeader(std::string_view name) {
+  return base::iequals(name, router::kObjectiveHeader) ||
+         base::iequals(name, "x-gateway-inference-fairness-id") ||
+         base::iequals(name, "x-gateway-model-name-rewrite") ||
+         base::iequals(name, "x-gateway-destination-endpoint") ||
+         base::iequals(name, "x-gateway-destination-endpoint-served");
+}
+
+bool listedIn(const std::vector<std::string>& names, std::string_view name) {
+  return std::any_of(names.begin(), names.end(),
+                     [&](const std::string& n) { return base::iequals(n, name); });
+}
+bool listedIn(const std::vector<std::pair<std::string, std::string>>& pairs,
+              std::string_view name) {
+  return std::any_of(pairs.begin(), pairs.end(),
+                     [&](const auto& p) { return base::iequals(p.first, name); });
+}
+
+void appendHeaderEdits(std::string& head, const config::HeaderModifier& mod) {
+  for (const auto& [name, value] : mod.set) {
+    head += name;
+    head += ": ";
+    head += value;
+    head += "\r\n";
+  }
+  for (const auto& [name, value] : mod.add) {
+    head += name;
+    head += ": ";
+    head += value;
+    head += "\r\n";
+  }
+}
 
 bool validRequestId(std::string_view id) {
   if (id.empty() || id.size() > 128) {
@@ -191,13 +255,15 @@ awaitable<void> stopWatch(Session& s, ClientWatch& w) {
 // --- the upstream request ---------------------------------------------------------------------
 
 // The request line and forwarded headers, without Host and Content-Length (set per attempt).
-std::string upstreamHeadPrefix(const Exchange& x) {
+std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
   const Request& req = x.req;
+  const config::HeaderModifier* mod =
+      route.action && route.action->request_headers ? &*route.action->request_headers : nullptr;
   std::string head;
   head.reserve(512);
   head += x.method;
   head += ' ';
-  head += x.target;
+  head += route.rewritten_path.empty() ? x.target : std::string_view(route.rewritten_path);
   head += " HTTP/1.1\r\n";
   std::string_view connection_value;
   if (auto it = req.find(bhttp::field::connection); it != req.end()) {
@@ -226,7 +292,10 @@ std::string upstreamHeadPrefix(const Exchange& x) {
       continue;
     }
     if (base::iequals(name, "x-request-id") || base::iequals(name, "x-forwarded-proto") ||
-        base::iequals(name, "x-forwarded-host")) {
+        base::iequals(name, "x-forwarded-host") || controlHeader(name)) {
+      continue;
+    }
+    if (mod != nullptr && (listedIn(mod->remove, name) || listedIn(mod->set, name))) {
       continue;
     }
     head += name;
@@ -249,6 +318,9 @@ std::string upstreamHeadPrefix(const Exchange& x) {
   head += "x-request-id: ";
   head += x.request_id;
   head += "\r\n";
+  if (mod != nullptr) {
+    appendHeaderEdits(head, *mod);
+  }
   return head;
 }
 
@@ -264,7 +336,7 @@ bool isStaleConnectionError(const error_code& ec) {
 
 // Response headers for the client, from the upstream's.
 std::string clientHead(const Exchange& x, const bhttp::response_parser<bhttp::buffer_body>& parser,
-                       bool chunked, bool close) {
+                       bool chunked, bool close, const config::HeaderModifier* mod) {
   const auto& res = parser.get();
   std::string head;
   head.reserve(512);
@@ -281,6 +353,9 @@ std::string clientHead(const Exchange& x, const bhttp::response_parser<bhttp::bu
         base::iequals(name, "x-request-id")) {
       continue;
     }
+    if (mod != nullptr && (listedIn(mod->remove, name) || listedIn(mod->set, name))) {
+      continue;
+    }
     head += name;
     head += ": ";
     head += f.value();
@@ -289,6 +364,9 @@ std::string clientHead(const Exchange& x, const bhttp::response_parser<bhttp::bu
   head += "x-request-id: ";
   head += x.request_id;
   head += "\r\n";
+  if (mod != nullptr) {
+    appendHeaderEdits(head, *mod);
+  }
   if (chunked) {
     head += "Transfer-Encoding: chunked\r\n";
   } else if (parser.content_length()) {
@@ -409,7 +487,14 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
     parser.get().body().data = relay.get();
     parser.get().body().size = kRelayBytes;
     error_code ec;
-    conn.stream.expires_after(cfg.timeouts.stream_idle);
+    if (x.deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *x.deadline - s.worker.context().time.monotonicNow());
+      conn.stream.expires_after(
+          std::max(std::chrono::milliseconds(1), std::min(cfg.timeouts.stream_idle, left)));
+    } else {
+      conn.stream.expires_after(cfg.timeouts.stream_idle);
+    }
     co_await bhttp::async_read_some(conn.stream, conn.buffer, parser,
                                     asio::redirect_error(asio::use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) {
@@ -500,28 +585,50 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
 }
 
 // Sends the request to the backend's endpoints in order until one answers, then relays.
-awaitable<void> proxy(Exchange& x, const router::Backend& backend,
-                      const openai::RequestPeek& peek) {
+awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::RequestPeek& peek) {
+  const router::Backend& backend = *route.backend;
   Session& s = x.session;
   Worker& w = s.worker;
   const auto snapshot = w.snapshot();  // keep the config this request started with
   const auto& cfg = snapshot->config;
 
+  const bool rewrite_model = !route.upstream_model.empty() && route.upstream_model != peek.model;
   openai::BodyEdits edits;
-  if (!backend.upstream_model.empty() && backend.upstream_model != peek.model) {
-    edits.rewriteModel(peek, backend.upstream_model);
+  if (rewrite_model) {
+    edits.rewriteModel(peek, route.upstream_model);
   }
   const bool hide_usage = peek.stream && edits.requestUsage(peek);
   std::string_view body = x.req.body().view();
   std::vector<std::string_view> pieces;
   edits.pieces(body, pieces);
   const size_t body_size = edits.editedSize(body.size());
-  const std::string head_prefix = upstreamHeadPrefix(x);
+  const std::string head_prefix = upstreamHeadPrefix(x, route);
+  const std::string_view host_override =
+      route.action && route.action->rewrite && route.action->rewrite->hostname
+          ? std::string_view(*route.action->rewrite->hostname)
+          : std::string_view();
+  // Per attempt: the route's backendRequest timeout, else the ModelServer's, else the default;
+  // never past the request's deadline.
+  auto attemptTimeout = [&]() {
+    auto t = cfg.timeouts.upstream_response;
+    if (route.action && route.action->backend_timeout.count() > 0) {
+      t = route.action->backend_timeout;
+    } else if (backend.timeout.count() > 0) {
+      t = backend.timeout;
+    }
+    if (x.deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *x.deadline - w.context().time.monotonicNow());
+      t = std::max(std::chrono::milliseconds(1), std::min(t, left));
+    }
+    return t;
+  };
 
   // Schedule: the profile orders the endpoints; the first is dispatched to at once.
   const scheduler::Profile& profile = w.profiles().forModel(backend.model);
   scheduler::RequestInfo info;
-  info.model = backend.model;
+  info.model = route.upstream_model.empty() ? std::string_view(peek.model)
+                                             : std::string_view(route.upstream_model);
   info.prompt_tokens = std::max<uint64_t>(1, peek.prompt.length / 4);
   info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
   std::vector<uint64_t> prefix_hashes;
@@ -532,7 +639,7 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
     openai::renderPrompt(peek, body, x.req.body().capacity() + base::PaddedBuffer::kPadding,
                          rendered);
     std::string_view parts[] = {rendered};
-    w.scheduler().index().hashPrompt(backend.model, parts, prefix_hashes);
+    w.scheduler().index().hashPrompt(info.model, parts, prefix_hashes);
     info.prefix_hashes = &prefix_hashes;
   }
   if (!cfg.scheduler.session_header.empty()) {
@@ -547,7 +654,8 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
   scheduler::CycleState cycle;
   const bool explain = cfg.scheduler.decisions > 0 || cfg.access_log.decisions;
   scheduler::Decision decision;
-  const size_t list = std::min<size_t>(cfg.scheduler.candidates, cfg.upstream.retries + 1);
+  const uint32_t retries = backend.retry_attempts ? *backend.retry_attempts : cfg.upstream.retries;
+  const size_t list = std::min<size_t>(cfg.scheduler.candidates, retries + 1);
   const auto schedule_start = w.context().time.monotonicNow();
   w.scheduler().pick(profile, info, backend, w.metricsView(), schedule_start, w.random(), list,
                      candidates, cycle, explain ? &decision : nullptr);
@@ -635,7 +743,8 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
       }
       watch->upstream = &conn->stream;
       std::string head = head_prefix;
-      fmt::format_to(std::back_inserter(head), "Host: {}\r\nContent-Length: {}\r\n\r\n", ep.address,
+      fmt::format_to(std::back_inserter(head), "Host: {}\r\nContent-Length: {}\r\n\r\n",
+                     host_override.empty() ? std::string_view(ep.address) : host_override,
                      body_size);
       std::vector<asio::const_buffer> bufs;
       bufs.reserve(pieces.size() + 1);
@@ -643,7 +752,7 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
       for (auto p : pieces) {
         bufs.push_back(asio::buffer(p.data(), p.size()));
       }
-      conn->stream.expires_after(cfg.timeouts.upstream_response);
+      conn->stream.expires_after(attemptTimeout());
       co_await asio::async_write(conn->stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
       if (!ec) {
         parser.emplace();
@@ -731,16 +840,19 @@ awaitable<void> proxy(Exchange& x, const router::Backend& backend,
   // The client's model name goes back into the response (a different length: no
   // Content-Length then).
   std::optional<ModelWriteBack> write_back;
-  if (!backend.upstream_model.empty() && backend.upstream_model != peek.model) {
+  if (rewrite_model) {
     write_back =
-        ModelWriteBack{base::jsonQuote(backend.upstream_model), base::jsonQuote(peek.model)};
+        ModelWriteBack{base::jsonQuote(route.upstream_model), base::jsonQuote(peek.model)};
   }
   const bool length_known = parser->content_length().has_value() && !sse && !write_back;
   bool chunked = has_body && !length_known && !x.http10;
   if (has_body && !length_known && x.http10) {
     x.keep_alive = false;  // an HTTP/1.0 client learns the end from the close
   }
-  std::string head = clientHead(x, *parser, chunked, !x.keep_alive);
+  std::string head =
+      clientHead(x, *parser, chunked, !x.keep_alive,
+                 route.action && route.action->response_headers ? &*route.action->response_headers
+                                                                : nullptr);
   RelayEnd end = RelayEnd::Complete;
   if (!has_body || conn->buffer.size() == 0) {
     // No body bytes yet (a stream whose first token is still being computed): the client gets
@@ -825,17 +937,32 @@ class ReadDeadline {
 
 // --- request dispatch -------------------------------------------------------------------------
 
-awaitable<void> handleModels(Exchange& x) {
+// The listener a request belongs to: its port and Host pick a Gateway listener.
+const router::ListenerRoutes* listenerOf(const Exchange& x, const router::Snapshot& snap) {
+  if (!snap.routes) {
+    return nullptr;
+  }
+  return snap.routes->listenerFor(x.session.port, x.host);
+}
+
+awaitable<void> handleModels(Exchange& x, const router::ListenerRoutes* listener) {
   const auto& snap = *x.session.worker.snapshot();
+  const bool scoped = listener != nullptr && listener->space;
   if (x.path == "/v1/models") {
-    co_await writeSimple(x, 200, "application/json", snap.models_json);
+    co_await writeSimple(x, 200, "application/json",
+                         scoped ? listener->space->models_json : snap.models_json);
     co_return;
   }
   std::string_view id = x.path.substr(std::string_view("/v1/models/").size());
-  if (const auto* backend = snap.findModel(id)) {
+  bool known = snap.findModel(id) != nullptr;
+  if (!known && scoped) {
+    const auto& names = listener->space->names;
+    known = std::binary_search(names.begin(), names.end(), id);
+  }
+  if (known) {
     std::string body =
         fmt::format("{{\"id\":{},\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice\"}}",
-                    base::jsonQuote(backend->model));
+                    base::jsonQuote(id));
     co_await writeSimple(x, 200, "application/json", body);
     co_return;
   }
@@ -843,48 +970,186 @@ awaitable<void> handleModels(Exchange& x) {
                       fmt::format("The model '{}' does not exist", id));
 }
 
-awaitable<void> handleInference(Exchange& x) {
+// RequestRedirect: the Location built from the request and the filter.
+std::string redirectLocation(const Exchange& x, const router::MatchEntry& entry,
+                             const config::HttpRouteFilter& f, uint16_t listener_port) {
+  std::string scheme = f.scheme.value_or("http");
+  std::string host = f.hostname.value_or(std::string(x.host));
+  std::optional<uint16_t> port = f.port;
+  if (!port && !f.scheme) {
+    port = listener_port;
+  }
+  bool default_port = !port || (scheme == "http" && *port == 80) ||
+                      (scheme == "https" && *port == 443);
+  std::string path = f.path ? router::rewritePath(*f.path, entry, x.path) : std::string(x.path);
+  std::string_view query;
+  if (auto q = x.target.find('?'); q != std::string_view::npos) {
+    query = x.target.substr(q);
+  }
+  return default_port ? fmt::format("{}://{}{}{}", scheme, host, path, query)
+                      : fmt::format("{}://{}:{}{}{}", scheme, host, *port, path, query);
+}
+
+awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listener) {
+  Worker& w = x.session.worker;
+  const auto snapshot = w.snapshot();
+  const bool is_v1 = x.path.substr(0, 4) == "/v1/";
+  // Inference requests carry a JSON body whose model drives routing; other requests reach
+  // HTTPRoutes as they are.
+  openai::RequestPeek peek;
   auto& body = x.req.body();
-  auto peek = openai::peekRequest(body.view(), body.capacity() + base::PaddedBuffer::kPadding);
-  if (!peek) {
-    co_await writeError(x, ErrorKind::InvalidRequest, peek.error().message);
+  if (x.method == "POST" && (is_v1 || body.view().size() > 0)) {
+    auto parsed = openai::peekRequest(body.view(), body.capacity() + base::PaddedBuffer::kPadding);
+    if (parsed) {
+      peek = std::move(*parsed);
+    } else if (is_v1) {
+      co_await writeError(x, ErrorKind::InvalidRequest, parsed.error().message);
+      co_return;
+    }
+  }
+  x.stream = peek.stream;
+  BeastHeaders headers(x.req);
+  router::RequestView view;
+  view.method = x.method;
+  view.path = x.path;
+  if (auto q = x.target.find('?'); q != std::string_view::npos) {
+    view.query = x.target.substr(q + 1);
+  }
+  view.host = x.host;
+  view.headers = &headers;
+  view.model = peek.model;
+
+  RouteChoice route;
+  std::string route_error;
+  bool routed = false;
+  if (listener != nullptr && !peek.model.empty()) {
+    // ModelRoutes first, on /v1 paths (Kthena's precedence): the oldest route whose rules
+    // match wins.
+    auto mt = router::RouteTable::matchModel(*listener, view, w.random());
+    if (mt.target != nullptr) {
+      routed = true;
+      if (!mt.target->backend) {
+        route_error = mt.target->error;
+      } else {
+        route.backend = mt.target->backend.get();
+        if (!mt.lora && !route.backend->upstream_model.empty()) {
+          route.upstream_model = route.backend->upstream_model;
+        }
+      }
+    }
+  }
+  if (!routed && listener != nullptr) {
+    auto m = router::RouteTable::matchHttp(*listener, view);
+    if (m.action != nullptr) {
+      routed = true;
+      const auto& action = *m.action;
+      route.action = &action;
+      route.entry = m.entry;
+      if (action.request_timeout.count() > 0) {
+        x.deadline = x.start + action.request_timeout;
+      }
+      if (action.redirect) {
+        std::string location = redirectLocation(x, *m.entry, *action.redirect, listener->port);
+        co_await writeSimple(x, action.redirect->status_code, "text/plain", "",
+                             fmt::format("Location: {}\r\n", location));
+        co_return;
+      }
+      if (action.rewrite && action.rewrite->path) {
+        route.rewritten_path = router::rewritePath(*action.rewrite->path, *m.entry, x.path);
+        if (auto q = x.target.find('?'); q != std::string_view::npos) {
+          route.rewritten_path.append(x.target.substr(q));
+        }
+      }
+      const auto* target = router::RouteTable::pickTarget(action, w.random());
+      if (target == nullptr) {
+        route_error = action.targets.empty() ? "the route has no backends"
+                                              : "every backend of the route has weight 0";
+      } else if (!target->backend) {
+        route_error = target->error;
+      } else {
+        route.backend = target->backend.get();
+        if (route.backend->kind == "InferencePool" && !peek.model.empty()) {
+          // x-gateway-model-name-rewrite presets the target; else InferenceModelRewrite.
+          if (auto it = x.req.find("x-gateway-model-name-rewrite"); it != x.req.end()) {
+            route.upstream_model = std::string(it->value());
+          } else if (const auto* rw = router::RouteTable::rewriteFor(*route.backend, peek.model)) {
+            route.upstream_model = std::string(router::RouteTable::pickModel(*rw, w.random()));
+          }
+          if (auto it = x.req.find(router::kObjectiveHeader); it != x.req.end()) {
+            auto o = route.backend->objectives.find(std::string(it->value()));
+            if (o != route.backend->objectives.end()) {
+              x.priority = o->second;
+            }
+          } else if (auto p = route.backend->model_priority.find(peek.model);
+                     p != route.backend->model_priority.end()) {
+            x.priority = p->second;
+          }
+        }
+      }
+    }
+  }
+  if (!routed && !peek.model.empty()) {
+    // The models: section of the router's own file, on every listener.
+    if (const auto* b = snapshot->findModel(peek.model)) {
+      routed = true;
+      route.backend = b;
+      route.upstream_model = b->upstream_model;
+    }
+  }
+  if (!routed) {
+    if (!peek.model.empty()) {
+      x.model_label = metrics::kUnknownModel;
+      co_await writeError(x, ErrorKind::ModelNotFound,
+                          fmt::format("The model '{}' does not exist", peek.model));
+    } else {
+      co_await writeError(x, ErrorKind::NotFound, fmt::format("no route for path '{}'", x.path));
+    }
     co_return;
   }
-  x.stream = peek->stream;
-  const auto snapshot = x.session.worker.snapshot();
-  const router::Backend* backend = snapshot->findModel(peek->model);
-  if (backend == nullptr) {
-    x.model_label = metrics::kUnknownModel;
-    co_await writeError(x, ErrorKind::ModelNotFound,
-                        fmt::format("The model '{}' does not exist", peek->model));
+  if (route.backend == nullptr || !route.backend->error.empty()) {
+    // An invalid backend reference: a 500 for this share of the traffic (Gateway API).
+    co_await writeError(x, ErrorKind::Internal,
+                        route.backend ? route.backend->error
+                                      : fmt::format("the route's backend is invalid: {}",
+                                                    route_error));
     co_return;
   }
-  x.model_label = backend->model;
-  x.series = &x.session.worker.shard().model(x.model_label);
-  co_await proxy(x, *backend, *peek);
+  x.model_label = peek.model.empty() ? std::string(metrics::kNoModel)
+                  : route.backend->kind.empty() ? route.backend->model
+                                                : std::string(peek.model);
+  x.series = &w.shard().model(x.model_label);
+  co_await proxy(x, route, peek);
 }
 
 awaitable<void> dispatch(Exchange& x) {
-  const bool is_v1 = x.path.substr(0, 4) == "/v1/";
+  const auto snapshot = x.session.worker.snapshot();
+  const router::ListenerRoutes* listener = listenerOf(x, *snapshot);
+  if (snapshot->routes && listener == nullptr) {
+    co_await writeError(x, ErrorKind::NotFound,
+                        fmt::format("no listener on this port serves host '{}'", x.host));
+    co_return;
+  }
+  const bool has_http_routes = snapshot->routes && snapshot->routes->has_gateways;
   if (x.path == "/v1/models" || x.path.substr(0, 11) == "/v1/models/") {
     if (x.method != "GET" && x.method != "HEAD") {
       co_await writeError(x, ErrorKind::MethodNotAllowed, "use GET for /v1/models",
                           "Allow: GET, HEAD\r\n");
       co_return;
     }
-    co_await handleModels(x);
+    co_await handleModels(x, listener);
     co_return;
   }
-  if (!is_v1) {
+  const bool is_v1 = x.path.substr(0, 4) == "/v1/";
+  if (!is_v1 && !has_http_routes) {
     co_await writeError(x, ErrorKind::NotFound, fmt::format("no route for path '{}'", x.path));
     co_return;
   }
-  if (x.method != "POST") {
+  if (is_v1 && x.method != "POST" && !has_http_routes) {
     co_await writeError(x, ErrorKind::MethodNotAllowed, fmt::format("use POST for {}", x.path),
                         "Allow: POST\r\n");
     co_return;
   }
-  co_await handleInference(x);
+  co_await routeAndProxy(x, listener);
 }
 
 void finishExchange(Exchange& x) {
@@ -922,7 +1187,8 @@ void finishExchange(Exchange& x) {
 
 }  // namespace
 
-Session::Session(Worker& w, tcp::socket socket) : worker(w), stream(std::move(socket)) {
+Session::Session(Worker& w, tcp::socket socket, uint16_t listener_port)
+    : worker(w), stream(std::move(socket)), port(listener_port) {
   error_code ec;
   auto remote = stream.socket().remote_endpoint(ec);
   if (!ec) {
@@ -940,8 +1206,8 @@ Session::~Session() {
   worker.context().connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
-awaitable<void> runSession(Worker& worker, tcp::socket socket) {
-  Session s(worker, std::move(socket));
+awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
+  Session s(worker, std::move(socket), port);
   ServerContext& ctx = worker.context();
   while (true) {
     const auto snapshot = worker.snapshot();
@@ -1040,6 +1306,21 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket) {
     x.path = x.target.substr(0, x.target.find('?'));
     x.http10 = req.version() < 11;
     x.keep_alive = req.keep_alive() && !ctx.draining.load(std::memory_order_relaxed);
+    std::string host_lower;
+    if (auto it = req.find(bhttp::field::host); it != req.end()) {
+      std::string_view h = it->value();
+      // Strip the port (and IPv6 brackets keep theirs); lower-case only when needed.
+      if (!h.empty() && h.front() != '[') {
+        h = h.substr(0, h.find(':'));
+      } else if (auto close = h.find(']'); close != std::string_view::npos) {
+        h = h.substr(0, close + 1);
+      }
+      if (std::any_of(h.begin(), h.end(), [](char c) { return c >= 'A' && c <= 'Z'; })) {
+        host_lower = base::toLower(h);
+        h = host_lower;
+      }
+      x.host = h;
+    }
     if (auto it = req.find("x-request-id"); it != req.end() && validRequestId(it->value())) {
       x.request_id = it->value();
     } else {

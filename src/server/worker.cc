@@ -39,20 +39,62 @@ Worker::Worker(size_t index, ServerContext& ctx, uint64_t seed)
 
 Worker::~Worker() {
   stop();
-  acceptor_.reset();
+  acceptors_.clear();
   pool_.clear();
   // Destroys suspended coroutines (sessions) while the state they refer to is still alive.
   ioc_.reset();
 }
 
 error_code Worker::listen(const tcp::endpoint& endpoint) {
-  acceptor_.emplace(*ioc_);
-  return base::listenOn(*acceptor_, endpoint, true);
+  auto acceptor = std::make_shared<tcp::acceptor>(*ioc_);
+  if (auto ec = base::listenOn(*acceptor, endpoint, true)) {
+    return ec;
+  }
+  error_code ec;
+  uint16_t port = acceptor->local_endpoint(ec).port();
+  acceptors_[port] = std::move(acceptor);
+  return {};
 }
 
 uint16_t Worker::localPort() const {
-  error_code ec;
-  return acceptor_ ? acceptor_->local_endpoint(ec).port() : 0;
+  return acceptors_.empty() ? 0 : acceptors_.begin()->first;
+}
+
+void Worker::setListeners(std::vector<tcp::endpoint> endpoints) {
+  asio::post(*ioc_, [this, eps = std::move(endpoints)] { reconcileListeners(eps); });
+}
+
+void Worker::reconcileListeners(const std::vector<tcp::endpoint>& endpoints) {
+  if (!accepting_) {
+    return;
+  }
+  std::map<uint16_t, tcp::endpoint> wanted;
+  for (const auto& ep : endpoints) {
+    wanted.emplace(ep.port(), ep);
+  }
+  for (auto it = acceptors_.begin(); it != acceptors_.end();) {
+    if (wanted.count(it->first) == 0) {
+      error_code ec;
+      it->second->close(ec);
+      SLUICE_LOG(Info, "worker", "worker {} closed listener port {}", index_, it->first);
+      it = acceptors_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [port, ep] : wanted) {
+    if (acceptors_.count(port) > 0) {
+      continue;
+    }
+    auto acceptor = std::make_shared<tcp::acceptor>(*ioc_);
+    if (auto ec = base::listenOn(*acceptor, ep, true)) {
+      SLUICE_LOG(Error, "worker", "worker {} cannot listen on port {}: {}", index_, port,
+                 ec.message());
+      continue;
+    }
+    acceptors_[port] = acceptor;
+    asio::co_spawn(*ioc_, acceptLoop(acceptor, port), logCoroutineFailure);
+  }
 }
 
 void Worker::start() {
@@ -60,7 +102,9 @@ void Worker::start() {
     pool_.configure(snapshot_->config.upstream.max_idle_per_endpoint,
                     snapshot_->config.upstream.idle_timeout);
   }
-  asio::co_spawn(*ioc_, acceptLoop(), logCoroutineFailure);
+  for (const auto& [port, acceptor] : acceptors_) {
+    asio::co_spawn(*ioc_, acceptLoop(acceptor, port), logCoroutineFailure);
+  }
   thread_ = std::thread([this] {
     auto guard = asio::make_work_guard(*ioc_);
     ioc_->run();
@@ -94,8 +138,9 @@ void Worker::publishMetrics(backends::MetricsViewPtr view) {
 void Worker::stopAccepting() {
   asio::post(*ioc_, [this] {
     error_code ec;
-    if (acceptor_) {
-      acceptor_->close(ec);
+    accepting_ = false;
+    for (auto& [_, acceptor] : acceptors_) {
+      acceptor->close(ec);
     }
     for (Session* s : sessions_) {
       if (s->idle) {
@@ -149,13 +194,13 @@ void Worker::returnRelayBuffer(std::unique_ptr<char[]> buf) {
   }
 }
 
-awaitable<void> Worker::acceptLoop() {
-  while (acceptor_ && acceptor_->is_open()) {
+awaitable<void> Worker::acceptLoop(std::shared_ptr<tcp::acceptor> acceptor, uint16_t port) {
+  while (acceptor->is_open()) {
     error_code ec;
     tcp::socket socket =
-        co_await acceptor_->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+        co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-      if (ec == asio::error::operation_aborted || !acceptor_->is_open()) {
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) {
         break;
       }
       // Out of descriptors or a transient error: back off briefly instead of spinning.
@@ -180,7 +225,7 @@ awaitable<void> Worker::acceptLoop() {
       socket.close(ec);
       continue;
     }
-    asio::co_spawn(*ioc_, runSession(*this, std::move(socket)), logCoroutineFailure);
+    asio::co_spawn(*ioc_, runSession(*this, std::move(socket), port), logCoroutineFailure);
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,9 +31,12 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Binds the listening socket (SO_REUSEPORT, so every worker binds the same address).
+  // Binds a listening socket (SO_REUSEPORT, so every worker binds the same address).
   error_code listen(const tcp::endpoint& endpoint);
-  uint16_t localPort() const;
+  uint16_t localPort() const;  // the first listener's
+  // Opens listeners not yet open and closes the others (Gateways came or went). Posted to
+  // the worker; a port that cannot be bound is logged and skipped.
+  void setListeners(std::vector<tcp::endpoint> endpoints);
   void start();
   // Posts a new snapshot; requests in flight keep the one they started with.
   void publish(std::shared_ptr<const router::Snapshot> snapshot);
@@ -69,12 +73,14 @@ class Worker {
   void returnRelayBuffer(std::unique_ptr<char[]> buf);
 
  private:
-  awaitable<void> acceptLoop();
+  awaitable<void> acceptLoop(std::shared_ptr<tcp::acceptor> acceptor, uint16_t port);
+  void reconcileListeners(const std::vector<tcp::endpoint>& endpoints);
 
   size_t index_;
   ServerContext& ctx_;
   std::unique_ptr<asio::io_context> ioc_;
-  std::optional<tcp::acceptor> acceptor_;
+  std::map<uint16_t, std::shared_ptr<tcp::acceptor>> acceptors_;  // by port
+  bool accepting_ = true;
   std::shared_ptr<const router::Snapshot> snapshot_;
   backends::MetricsViewPtr metrics_view_;
   std::shared_ptr<const scheduler::ProfileSet> profiles_;

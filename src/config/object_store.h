@@ -1,0 +1,49 @@
+#pragma once
+
+// The set of Kubernetes objects the router currently knows, fed by config sources (a manifest
+// directory today, an API server later). Each source replaces what it provided; an object
+// whose new version fails validation keeps its last good version, with the errors recorded
+// for status.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "config/manifest.h"
+
+namespace sluice::config {
+
+struct StoreEvent {
+  enum class Type { Added, Updated, Deleted };
+  Type type;
+  std::string key;
+};
+
+class ObjectStore {
+ public:
+  // Replaces everything `source` provided with `result`. Objects it no longer holds are
+  // deleted, unless their document failed to parse (then the last good version stays).
+  std::vector<StoreEvent> applySource(const std::string& source, ParseResult result);
+  std::vector<StoreEvent> removeSource(const std::string& source);
+  // Single-object events (API server watches).
+  StoreEvent put(Object object);
+  std::vector<StoreEvent> erase(const std::string& key);
+
+  const std::map<std::string, Object>& objects() const { return objects_; }
+  const Object* find(std::string_view key) const;
+  // Errors and warnings from the last parse of each source.
+  const std::map<std::string, std::vector<ManifestError>>& errors() const { return errors_; }
+  const std::map<std::string, std::vector<ManifestError>>& warnings() const { return warnings_; }
+  size_t errorCount() const;
+  uint64_t generation() const { return generation_; }
+
+ private:
+  std::map<std::string, Object> objects_;
+  std::map<std::string, std::string> owner_;  // key -> source
+  std::map<std::string, std::vector<ManifestError>> errors_;
+  std::map<std::string, std::vector<ManifestError>> warnings_;
+  uint64_t generation_ = 0;
+};
+
+}  // namespace sluice::config
