@@ -1,6 +1,7 @@
 #include "config/manifest.h"
 
 #include <algorithm>
+#include <atomic>
 #include <ctime>
 #include <set>
 
@@ -235,25 +236,28 @@ class Field {
       : node_(std::move(node)), path_(std::move(path)), errors_(errors), warnings_(warnings) {}
 
   const std::string& path() const { return path_; }
+  // yaml-cpp throws when a missing ("zombie") node is asked its type: check IsDefined first.
   explicit operator bool() const { return node_.IsDefined() && !node_.IsNull(); }
-  bool isMap() const { return node_.IsMap(); }
-  bool isSeq() const { return node_.IsSequence(); }
+  bool isMap() const { return node_.IsDefined() && node_.IsMap(); }
+  bool isSeq() const { return node_.IsDefined() && node_.IsSequence(); }
+  bool isScalar() const { return node_.IsDefined() && node_.IsScalar(); }
 
   void error(const std::string& message) const { errors_.push_back(path_ + ": " + message); }
   void warn(const std::string& message) const { warnings_.push_back(path_ + ": " + message); }
 
   Field operator[](std::string_view key) const {
     std::string p = path_.empty() ? std::string(key) : path_ + "." + std::string(key);
-    YAML::Node child;
-    if (node_.IsMap()) {
-      child = node_[std::string(key)];
-    }
-    return Field(child, std::move(p), errors_, warnings_);
+    // Const lookup (it must not insert the key), and the copy constructor: yaml-cpp's
+    // assignment operator would copy contents and throws for a missing node.
+    const YAML::Node& parent = node_;
+    return Field(isMap() ? parent[std::string(key)] : YAML::Node(), std::move(p), errors_,
+                 warnings_);
   }
   Field at(size_t i) const {
-    return Field(node_[i], fmt::format("{}[{}]", path_, i), errors_, warnings_);
+    const YAML::Node& seq = node_;
+    return Field(seq[i], fmt::format("{}[{}]", path_, i), errors_, warnings_);
   }
-  size_t size() const { return node_.IsSequence() ? node_.size() : 0; }
+  size_t size() const { return isSeq() ? node_.size() : 0; }
 
   // A mapping whose keys are all known (unknown ones are warnings: the API server would prune
   // them, but they usually mean a typo).
@@ -261,7 +265,7 @@ class Field {
     if (!*this) {
       return false;
     }
-    if (!node_.IsMap()) {
+    if (!isMap()) {
       error("must be an object");
       return false;
     }
@@ -281,7 +285,7 @@ class Field {
       }
       return false;
     }
-    if (!node_.IsSequence()) {
+    if (!isSeq()) {
       error("must be a list");
       return false;
     }
@@ -300,7 +304,7 @@ class Field {
     if (!*this) {
       return std::nullopt;
     }
-    if (!node_.IsScalar()) {
+    if (!isScalar()) {
       error("must be a string");
       return std::nullopt;
     }
@@ -325,7 +329,7 @@ class Field {
     if (!*this) {
       return std::nullopt;
     }
-    if (!node_.IsScalar()) {
+    if (!isScalar()) {
       error(fmt::format("must be an integer in {}..{}", min, max));
       return std::nullopt;
     }
@@ -347,7 +351,7 @@ class Field {
     if (!*this) {
       return std::nullopt;
     }
-    if (node_.IsScalar() && (node_.Scalar() == "true" || node_.Scalar() == "false")) {
+    if (isScalar() && (node_.Scalar() == "true" || node_.Scalar() == "false")) {
       return node_.Scalar() == "true";
     }
     error("must be true or false");
@@ -392,7 +396,7 @@ class Field {
     if (!*this) {
       return out;
     }
-    if (!node_.IsMap()) {
+    if (!isMap()) {
       error("must be an object of strings");
       return out;
     }
