@@ -74,9 +74,12 @@ base::Result<std::vector<StoreEvent>> ManifestDirectory::scan() {
     present.insert(rel);
     std::ifstream in(path, std::ios::binary);
     std::string text;
-    if (in) {
+    bool readable = in.is_open();
+    if (readable) {
+      // One byte over the limit is enough for the parser to refuse the file.
       text.resize(kMaxManifestBytes + 1);
       in.read(text.data(), static_cast<std::streamsize>(text.size()));
+      readable = !in.bad();
       text.resize(static_cast<size_t>(in.gcount()));
     }
     size_t h = std::hash<std::string>{}(text) ^ text.size();
@@ -86,7 +89,7 @@ base::Result<std::vector<StoreEvent>> ManifestDirectory::scan() {
     }
     hashes_[rel] = h;
     ParseResult result;
-    if (!in) {
+    if (!readable) {
       result.errors.push_back({rel, "", "cannot read the file"});
     } else {
       result = parseManifests(text, rel);

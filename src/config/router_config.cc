@@ -241,7 +241,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   try {
     if (!p.mapWithKeys(root, "",
                        {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
-                        "metrics_fetcher", "scheduler", "access_log", "models", "manifests"})) {
+                        "metrics_fetcher", "scheduler", "access_log", "models", "manifests", "manifests_debounce"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -249,6 +249,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     p.address(root, "metrics", config.metrics);
     p.uint(root, "workers", "", config.workers, 0, 256);
     p.string(root, "manifests", "", config.manifests);
+    p.duration(root, "manifests_debounce", "", config.manifests_debounce);
 
     if (auto n = root["limits"]) {
       if (p.mapWithKeys(n, "limits", {"max_header_bytes", "max_body_bytes", "max_connections"})) {
@@ -629,7 +630,8 @@ std::string toJson(const RouterConfig& c) {
   std::string out = "{";
   out += fmt::format("\"listener\":{},\"admin\":{},\"metrics\":{},\"workers\":{},",
                      addr(c.listener), addr(c.admin), addr(c.metrics), c.workers);
-  out += fmt::format("\"manifests\":{},", base::jsonQuote(c.manifests));
+  out += fmt::format("\"manifests\":{},\"manifests_debounce\":{},", base::jsonQuote(c.manifests),
+                     ms(c.manifests_debounce));
   out += fmt::format(
       "\"limits\":{{\"max_header_bytes\":{},\"max_body_bytes\":{},\"max_connections\":{}}},",
       c.limits.max_header_bytes, c.limits.max_body_bytes, c.limits.max_connections);

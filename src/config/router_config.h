@@ -28,6 +28,7 @@ struct RouterConfig {
   // A directory of Kubernetes manifests (Gateway API, Inference Extension, Kthena, Pods),
   // watched for changes; empty = none. `sluice serve --manifests DIR` sets it too.
   std::string manifests;
+  milliseconds manifests_debounce{100};  // quiet time after a change before re-reading
 
   struct Limits {
     uint64_t max_header_bytes = 64 * 1024;

@@ -434,7 +434,8 @@ base::Result<void> Server::start() {
     default_port_ = probe.local_endpoint().port();
   }
   if (!config_.manifests.empty()) {
-    source_ = std::make_unique<config::ManifestDirectory>(config_.manifests);
+    source_ = std::make_unique<config::ManifestDirectory>(config_.manifests,
+                                                          config_.manifests_debounce);
     auto scanned = source_->scan();
     if (!scanned) {
       return base::Error{scanned.error().message};

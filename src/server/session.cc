@@ -949,8 +949,8 @@ awaitable<void> handleModels(Exchange& x, const router::ListenerRoutes* listener
   const auto& snap = *x.session.worker.snapshot();
   const bool scoped = listener != nullptr && listener->space;
   if (x.path == "/v1/models") {
-    co_await writeSimple(x, 200, "application/json",
-                         scoped ? listener->space->models_json : snap.models_json);
+    std::string_view body = scoped ? listener->space->models_json : snap.models_json;
+    co_await writeSimple(x, 200, "application/json", body);
     co_return;
   }
   std::string_view id = x.path.substr(std::string_view("/v1/models/").size());
@@ -1108,10 +1108,11 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
   }
   if (route.backend == nullptr || !route.backend->error.empty()) {
     // An invalid backend reference: a 500 for this share of the traffic (Gateway API).
-    co_await writeError(x, ErrorKind::Internal,
-                        route.backend ? route.backend->error
-                                      : fmt::format("the route's backend is invalid: {}",
-                                                    route_error));
+    // Built before the co_await: g++ 12 mishandles conditional temporaries across it.
+    std::string message = route.backend
+                              ? route.backend->error
+                              : fmt::format("the route's backend is invalid: {}", route_error);
+    co_await writeError(x, ErrorKind::Internal, message);
     co_return;
   }
   x.model_label = peek.model.empty() ? std::string(metrics::kNoModel)

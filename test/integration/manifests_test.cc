@@ -1,0 +1,351 @@
+// The router on a manifest directory: Gateways open listeners, HTTPRoutes and ModelRoutes send
+// requests to simulated engines chosen by the rules, and rewriting the directory under load
+// loses no request.
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "fakes/sim_fleet.h"
+#include "fakes/test_client.h"
+#include "router/route_table.h"
+#include "server/server.h"
+
+namespace sluice {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::waitFor;
+
+namespace fs = std::filesystem;
+
+// A free loopback port chosen now (the Gateway listener binds it a moment later).
+uint16_t freePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string chatBody(const std::string& model, bool stream = false) {
+  return R"({"model":")" + model + R"(","max_tokens":4,"stream":)" +
+         (stream ? "true" : "false") + R"(,"messages":[{"role":"user","content":"hello"}]})";
+}
+
+class ManifestsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("sluice-manifests-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    fleet_.start(3, {}, {"base-model", "sql-lora"});
+    gw_port_ = freePort();
+  }
+  void TearDown() override {
+    router_.reset();
+    fs::remove_all(dir_);
+  }
+
+  void write(const std::string& name, const std::string& text) {
+    // Written aside and renamed in, as tools that update config atomically do.
+    auto tmp = dir_ / (".tmp-" + name);
+    {
+      std::ofstream out(tmp);
+      out << text;
+    }
+    fs::rename(tmp, dir_ / name);
+  }
+
+  void startRouter() {
+    auto c = testing::loopbackConfig({});
+    c.models.clear();
+    c.manifests = dir_.string();
+    c.manifests_debounce = std::chrono::milliseconds(5);
+    router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 99);
+    auto r = router_->start();
+    ASSERT_TRUE(r) << r.error().message;
+  }
+
+  uint64_t version() { return router_->snapshot()->version; }
+
+  // Waits until the router has applied a change made after `before`.
+  bool applied(uint64_t before) {
+    return waitFor([&] { return version() > before; });
+  }
+
+  std::string gateway(uint16_t port, const std::string& name = "gw") {
+    return "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: " + name +
+           ", namespace: default}\nspec:\n  gatewayClassName: sluice\n  listeners:\n  - {name: "
+           "http, port: " +
+           std::to_string(port) + ", protocol: HTTP}\n---\n";
+  }
+
+  // One Pod on 127.0.0.1 and a pool whose target ports are the sims' ports (data-parallel
+  // ranks: each port an endpoint).
+  std::string poolAndPod(const std::string& pool, const std::vector<size_t>& sims) {
+    std::string ports;
+    for (size_t i : sims) {
+      ports += (ports.empty() ? "" : ", ") +
+               ("{number: " + std::to_string(fleet_.sims[i]->port()) + "}");
+    }
+    return "apiVersion: v1\nkind: Pod\nmetadata: {name: pod-" + pool +
+           ", namespace: default, labels: {app: " + pool +
+           "}}\nstatus: {podIP: 127.0.0.1, phase: Running, conditions: [{type: Ready, status: "
+           "\"True\"}]}\n---\napiVersion: inference.networking.k8s.io/v1\nkind: "
+           "InferencePool\nmetadata: {name: " +
+           pool + ", namespace: default}\nspec:\n  selector: {matchLabels: {app: " + pool +
+           "}}\n  targetPorts: [" + ports + "]\n---\n";
+  }
+
+  std::optional<testing::HttpResponse> chat(uint16_t port, const std::string& model,
+                                            const std::string& path = "/v1/chat/completions",
+                                            const std::string& headers = "") {
+    return testing::request(port, "POST", path, chatBody(model), headers);
+  }
+
+  fs::path dir_;
+  testing::SimFleet fleet_;
+  std::unique_ptr<server::Server> router_;
+  uint16_t gw_port_ = 0;
+};
+
+TEST_F(ManifestsTest, HttpRouteToPoolWithRewriteAndWriteBack) {
+  write("gw.yaml", gateway(gw_port_) + poolAndPod("pool-a", {0, 1}) + R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v1}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: x-route, value: r}]}
+    backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool-a, port: 1}]
+  - matches: [{path: {type: PathPrefix, value: /openai/v1}}]
+    filters:
+    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v1}}}
+    backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool-a}]
+  - matches: [{path: {type: Exact, value: /old}}]
+    filters:
+    - {type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /v1/models}, statusCode: 301}}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModelRewrite
+metadata: {name: alias, namespace: default}
+spec:
+  poolRef: {name: pool-a}
+  rules:
+  - matches: [{model: {value: friendly}}]
+    targets: [{modelRewrite: base-model}]
+)");
+  startRouter();
+  auto r = chat(gw_port_, "friendly");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_THAT(r->body, HasSubstr(R"("model":"friendly")"));  // written back
+  EXPECT_EQ(r->header("x-route"), "r");
+  EXPECT_THAT(r->header("x-sim-engine"), ::testing::AnyOf("sim-0", "sim-1"));
+  // The same model through the rewritten path.
+  r = chat(gw_port_, "base-model", "/openai/v1/chat/completions");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  // Redirect.
+  r = testing::request(gw_port_, "GET", "/old?x=1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 301);
+  EXPECT_THAT(r->header("location"), HasSubstr("/v1/models?x=1"));
+  // /v1/models lists what this Gateway serves.
+  r = testing::request(gw_port_, "GET", "/v1/models");
+  ASSERT_TRUE(r);
+  EXPECT_THAT(r->body, HasSubstr(R"("id":"friendly")"));
+  // The default listener is gone: the Gateway replaced it.
+  EXPECT_FALSE(testing::request(router_->listenerPort(), "GET", "/v1/models"));
+  // Status is served.
+  auto st = testing::request(router_->adminPort(), "GET", "/debug/status");
+  ASSERT_TRUE(st);
+  EXPECT_THAT(st->body, HasSubstr(R"("object":"InferencePool/default/pool-a")"));
+}
+
+TEST_F(ManifestsTest, ModelRouteToModelServerAndErrors) {
+  write("all.yaml", gateway(gw_port_) + R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: default, labels: {app: a}}
+status: {podIP: 127.0.0.1}
+---
+apiVersion: networking.serving.volcano.sh/v1alpha1
+kind: ModelServer
+metadata: {name: ms, namespace: default}
+spec:
+  model: base-model
+  inferenceEngine: vLLM
+  workloadSelector: {matchLabels: {app: a}}
+  workloadPort: {port: )" + std::to_string(fleet_.sims[2]->port()) +
+                           R"(}
+---
+apiVersion: networking.serving.volcano.sh/v1alpha1
+kind: ModelServer
+metadata: {name: empty, namespace: default}
+spec:
+  inferenceEngine: SGLang
+  workloadSelector: {matchLabels: {app: nobody}}
+  workloadPort: {port: 8000}
+---
+apiVersion: networking.serving.volcano.sh/v1alpha1
+kind: ModelRoute
+metadata: {name: llama, namespace: default}
+spec:
+  modelName: llama
+  loraAdapters: [sql-lora]
+  rules: [{targetModels: [{modelServerName: ms}]}]
+---
+apiVersion: networking.serving.volcano.sh/v1alpha1
+kind: ModelRoute
+metadata: {name: nobody, namespace: default}
+spec:
+  modelName: ghost
+  rules: [{targetModels: [{modelServerName: empty}]}]
+---
+apiVersion: networking.serving.volcano.sh/v1alpha1
+kind: ModelRoute
+metadata: {name: broken, namespace: default}
+spec:
+  modelName: broken
+  rules: [{targetModels: [{modelServerName: not-there}]}]
+)");
+  startRouter();
+  auto r = chat(gw_port_, "llama");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->header("x-sim-engine"), "sim-2");
+  EXPECT_THAT(r->body, HasSubstr(R"("model":"llama")"));
+  // A LoRA adapter keeps its name (no ModelServer model rewrite).
+  r = chat(gw_port_, "sql-lora");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  r = chat(gw_port_, "ghost");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503) << r->body;
+  r = chat(gw_port_, "broken");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 500) << r->body;
+  EXPECT_THAT(r->body, HasSubstr("not-there"));
+  r = chat(gw_port_, "unknown");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+}
+
+TEST_F(ManifestsTest, RequestTimeoutFromHttpRoute) {
+  write("gw.yaml", gateway(gw_port_) + poolAndPod("slow", {0}) + R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: slow}]
+    timeouts: {request: 300ms}
+)");
+  fleet_.sims[0]->control().fault = static_cast<int>(sim::Fault::Hang);
+  startRouter();
+  auto r = chat(gw_port_, "base-model");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504) << r->body;
+}
+
+// Listeners open and close as Gateways come and go; a broken file keeps the last good
+// objects; 100 rewrites of the directory under load fail no request.
+TEST_F(ManifestsTest, HotReloadUnderLoad) {
+  const uint16_t second = freePort();
+  auto route = [](const std::string& pool, int wa, int wb) {
+    return "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, "
+           "namespace: default}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs:\n"
+           "    - {group: inference.networking.k8s.io, kind: InferencePool, name: " +
+           pool + ", weight: " + std::to_string(wa) +
+           "}\n    - {group: inference.networking.k8s.io, kind: InferencePool, name: pool-b, "
+           "weight: " +
+           std::to_string(wb) + "}\n";
+  };
+  write("pools.yaml", poolAndPod("pool-a", {0}) + poolAndPod("pool-b", {1, 2}));
+  write("gw.yaml", gateway(gw_port_));
+  write("route.yaml", route("pool-a", 1, 0));
+  startRouter();
+  auto r = chat(gw_port_, "base-model");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->header("x-sim-engine"), "sim-0");
+
+  // A second Gateway opens its port; removing it closes the port.
+  uint64_t v = version();
+  write("gw2.yaml", gateway(second, "gw2"));
+  ASSERT_TRUE(applied(v));
+  EXPECT_TRUE(waitFor([&] {
+    auto m = testing::request(second, "GET", "/v1/models");
+    return m && m->status == 200;
+  }));
+  v = version();
+  fs::remove(dir_ / "gw2.yaml");
+  ASSERT_TRUE(applied(v));
+  EXPECT_TRUE(waitFor([&] { return !testing::request(second, "GET", "/v1/models"); }));
+
+  // A broken route file keeps the last good route.
+  v = version();
+  write("route.yaml", "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: "
+                      "{name: r, namespace: default}\nspec:\n  rules: [{backendRefs: [{name: x, "
+                      "weight: nope}]}]\n");
+  ASSERT_TRUE(applied(v));
+  r = chat(gw_port_, "base-model");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  auto st = testing::request(router_->adminPort(), "GET", "/debug/status");
+  ASSERT_TRUE(st);
+  EXPECT_THAT(st->body, HasSubstr("weight: must be an integer"));
+
+  // Load from four clients on keep-alive connections while the route flips 100 times.
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      while (!stop.load()) {
+        testing::TestConnection conn(gw_port_);
+        for (int i = 0; i < 20 && !stop.load(); ++i) {
+          conn.send(testing::postRequest("/v1/chat/completions", chatBody("base-model")));
+          auto resp = conn.readResponse();
+          if (resp && resp->status == 200) {
+            ok.fetch_add(1);
+          } else {
+            failed.fetch_add(1);
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 100; ++i) {
+    v = version();
+    write("route.yaml", route(i % 2 ? "pool-a" : "pool-b", 1 + i % 3, i % 2 ? 0 : 5));
+    ASSERT_TRUE(applied(v)) << "rewrite " << i;
+  }
+  stop = true;
+  for (auto& t : clients) {
+    t.join();
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(ok.load(), 100);
+}
+
+}  // namespace
+}  // namespace sluice
