@@ -1569,27 +1569,60 @@ ParseResult parseManifests(std::string_view text, std::string_view source) {
                                       kMaxManifestBytes)});
     return out;
   }
-  std::vector<YAML::Node> docs;
-  try {
-    docs = YAML::LoadAll(std::string(text));
-  } catch (const YAML::Exception& e) {
+  // Documents are split here rather than by YAML::LoadAll, which loops without end on some
+  // malformed input (found by the fuzzer). A line starting with "---" is always a document
+  // marker in YAML, so the split is exact; it also lets one broken document fail alone.
+  struct Chunk {
+    std::string_view text;
+    size_t first_line;
+  };
+  std::vector<Chunk> chunks;
+  size_t start = 0, line = 0, start_line = 0;
+  for (size_t pos = 0; pos <= text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string_view::npos) eol = text.size();
+    std::string_view l = text.substr(pos, eol - pos);
+    bool marker = l.substr(0, 3) == "---" &&
+                  (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
+    if (marker && pos > start) {
+      chunks.push_back({text.substr(start, pos - start), start_line});
+      start = pos;
+      start_line = line;
+    }
+    pos = eol + 1;
+    ++line;
+  }
+  if (start < text.size()) chunks.push_back({text.substr(start), start_line});
+  constexpr size_t kMaxDocuments = 200000;
+  if (chunks.size() > kMaxDocuments) {
     out.errors.push_back({std::string(source), "",
-                          fmt::format("line {}, column {}: {}", e.mark.line + 1,
-                                      e.mark.column + 1, e.msg)});
-    return out;
-  } catch (const std::exception& e) {
-    out.errors.push_back({std::string(source), "", e.what()});
+                          fmt::format("{} documents; the limit is {}", chunks.size(),
+                                      kMaxDocuments)});
     return out;
   }
   static std::atomic<uint64_t> seq_source{1};
-  uint64_t seq = seq_source.fetch_add(docs.size() + 1);
-  for (size_t i = 0; i < docs.size(); ++i) {
-    if (docs[i].IsNull()) {
-      continue;  // an empty document between separators
-    }
-    std::string where = docs.size() > 1 ? fmt::format("{}#{}", source, i) : std::string(source);
+  uint64_t seq = seq_source.fetch_add(chunks.size() + 1);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    std::string where =
+        chunks.size() > 1 ? fmt::format("{}#{}", source, i) : std::string(source);
+    YAML::Node doc;
     try {
-      parseObject(docs[i], where, out, seq);
+      doc = YAML::Load(std::string(chunks[i].text));
+    } catch (const YAML::Exception& e) {
+      out.errors.push_back({where, "",
+                            fmt::format("line {}, column {}: {}",
+                                        chunks[i].first_line + e.mark.line + 1,
+                                        e.mark.column + 1, e.msg)});
+      continue;
+    } catch (const std::exception& e) {
+      out.errors.push_back({where, "", e.what()});
+      continue;
+    }
+    if (!doc.IsDefined() || doc.IsNull()) {
+      continue;  // an empty document between separators, or comments only
+    }
+    try {
+      parseObject(doc, where, out, seq);
     } catch (const std::exception& e) {
       out.errors.push_back({where, "", fmt::format("<document>: {}", e.what())});
     }

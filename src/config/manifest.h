@@ -366,7 +366,7 @@ struct ParseResult {
 ParseResult parseManifests(std::string_view text, std::string_view source);
 
 // Bounds on what a manifest may hold.
-inline constexpr size_t kMaxManifestBytes = 8 * 1024 * 1024;
+inline constexpr size_t kMaxManifestBytes = 32 * 1024 * 1024;  // per file
 
 // RFC 1123 label / subdomain, Kubernetes qualified names, hostnames (with one leading "*.").
 bool validDnsLabel(std::string_view s);
