@@ -186,7 +186,7 @@ std::string Registry::renderPrometheus() const {
   std::map<std::string, uint64_t> picks;
   int64_t active_connections = 0, active_requests = 0;
   uint64_t connections_total = 0, connections_rejected = 0, up_opened = 0, up_reused = 0,
-           ejections = 0;
+           ejections = 0, mirrors_sent = 0, mirrors_dropped = 0;
   for (const auto& shard : shards_) {
     active_connections += shard->active_connections.load(std::memory_order_relaxed);
     active_requests += shard->active_requests.load(std::memory_order_relaxed);
@@ -195,6 +195,8 @@ std::string Registry::renderPrometheus() const {
     up_opened += shard->upstream_connections_opened.load(std::memory_order_relaxed);
     up_reused += shard->upstream_connections_reused.load(std::memory_order_relaxed);
     ejections += shard->ejections.load(std::memory_order_relaxed);
+    mirrors_sent += shard->mirrors_sent.load(std::memory_order_relaxed);
+    mirrors_dropped += shard->mirrors_dropped.load(std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(shard->mu_);
     for (const auto& [address, n] : shard->picks_) {
       picks[address] += n->load(std::memory_order_relaxed);
@@ -312,6 +314,11 @@ std::string Registry::renderPrometheus() const {
   appendHeader(out, "sluice_endpoint_ejections_total", "counter",
                "Endpoints ejected by outlier detection after consecutive failures.");
   out += fmt::format("sluice_endpoint_ejections_total {}\n", ejections);
+  appendHeader(out, "sluice_mirror_requests_total", "counter",
+               "Copies of requests sent by HTTPRoute RequestMirror filters, by outcome.");
+  out += fmt::format("sluice_mirror_requests_total{{outcome=\"sent\"}} {}\n", mirrors_sent);
+  out += fmt::format("sluice_mirror_requests_total{{outcome=\"dropped\"}} {}\n",
+                     mirrors_dropped);
   appendHeader(out, "sluice_config_reloads_total", "counter", "Configuration snapshots published.");
   out += fmt::format("sluice_config_reloads_total {}\n", config_reloads.load());
   appendHeader(out, "sluice_config_reload_errors_total", "counter",

@@ -96,6 +96,8 @@ class Shard {
   std::atomic<uint64_t> upstream_connections_opened{0};
   std::atomic<uint64_t> upstream_connections_reused{0};
   std::atomic<uint64_t> ejections{0};
+  std::atomic<uint64_t> mirrors_sent{0};     // HTTPRoute RequestMirror copies sent
+  std::atomic<uint64_t> mirrors_dropped{0};  // skipped: too many in flight, or no endpoint
 
  private:
   friend class Registry;

@@ -990,6 +990,104 @@ std::string redirectLocation(const Exchange& x, const router::MatchEntry& entry,
                       : fmt::format("{}://{}:{}{}{}", scheme, host, *port, path, query);
 }
 
+// RequestMirror: a copy of the request to one endpoint of the mirror backend, fire and
+// forget. Its response is read and dropped; it never delays or fails the real request. The
+// copy owns its bytes and the snapshot (so the endpoint outlives a reload).
+constexpr size_t kMaxMirrorsInFlight = 64;  // per worker
+
+awaitable<void> sendMirror(Worker& w, std::shared_ptr<const router::Snapshot> snapshot,
+                           const router::Endpoint* ep, std::string request) {
+  struct InFlight {
+    explicit InFlight(Worker& worker) : w(worker) { ++w.mirrorsInFlight(); }
+    ~InFlight() { --w.mirrorsInFlight(); }
+    Worker& w;
+  } in_flight(w);
+  const auto& cfg = snapshot->config;
+  error_code ec;
+  auto conn = w.pool().takeIdle(ep->address);
+  if (!conn) {
+    conn = co_await w.pool().connect(*ep, cfg.timeouts.upstream_connect, ec);
+    if (ec) {
+      co_return;
+    }
+  }
+  conn->stream.expires_after(cfg.timeouts.upstream_response);
+  co_await asio::async_write(conn->stream, asio::buffer(request),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    co_return;
+  }
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  parser.header_limit(64 * 1024);
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+  char scratch[8192];
+  while (!parser.is_done()) {
+    parser.get().body().data = scratch;
+    parser.get().body().size = sizeof(scratch);
+    co_await bhttp::async_read_some(conn->stream, conn->buffer, parser,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == bhttp::error::need_buffer) {
+      ec = {};
+    }
+    if (ec) {
+      co_return;
+    }
+  }
+  if (parser.keep_alive()) {
+    w.pool().release(ep->address, std::move(conn));
+  }
+}
+
+void startMirrors(Exchange& x, const router::RouteAction& action,
+                  const std::shared_ptr<const router::Snapshot>& snapshot,
+                  std::string_view rewritten_target) {
+  Worker& w = x.session.worker;
+  for (const auto& m : action.mirrors) {
+    if (m.fraction < 1.0 &&
+        static_cast<double>(w.random().uniform(1'000'000)) >= m.fraction * 1'000'000) {
+      continue;
+    }
+    const auto now = w.context().time.monotonicNow().time_since_epoch().count();
+    std::vector<const router::Endpoint*> live;
+    for (const auto& ep : m.backend->endpoints) {
+      if (!ep.state->ejected(now)) {
+        live.push_back(&ep);
+      }
+    }
+    if (live.empty() || w.mirrorsInFlight() >= kMaxMirrorsInFlight) {
+      w.shard().mirrors_dropped.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    const router::Endpoint* ep = live[w.random().uniform(live.size())];
+    std::string_view body = x.req.body().view();
+    std::string request;
+    request.reserve(256 + body.size());
+    request += x.method;
+    request += ' ';
+    request += rewritten_target.empty() ? x.target : rewritten_target;
+    request += " HTTP/1.1\r\n";
+    for (const auto& f : x.req) {
+      std::string_view name = f.name_string();
+      if (http::isHopByHop(name) || f.name() == bhttp::field::host ||
+          f.name() == bhttp::field::content_length || f.name() == bhttp::field::expect ||
+          controlHeader(name)) {
+        continue;
+      }
+      request += name;
+      request += ": ";
+      request += f.value();
+      request += "\r\n";
+    }
+    fmt::format_to(std::back_inserter(request),
+                   "Host: {}\r\nx-request-id: {}\r\nContent-Length: {}\r\n\r\n",
+                   ep->address, x.request_id, body.size());
+    request += body;
+    w.shard().mirrors_sent.fetch_add(1, std::memory_order_relaxed);
+    asio::co_spawn(x.session.stream.get_executor(), sendMirror(w, snapshot, ep, std::move(request)),
+                   asio::detached);
+  }
+}
+
 awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listener) {
   Worker& w = x.session.worker;
   const auto snapshot = w.snapshot();
@@ -1059,6 +1157,9 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
         if (auto q = x.target.find('?'); q != std::string_view::npos) {
           route.rewritten_path.append(x.target.substr(q));
         }
+      }
+      if (!action.mirrors.empty()) {
+        startMirrors(x, action, snapshot, route.rewritten_path);
       }
       const auto* target = router::RouteTable::pickTarget(action, w.random());
       if (target == nullptr) {

@@ -65,6 +65,8 @@ class Worker {
   base::Random& random() { return random_; }
   metrics::Shard& shard() { return shard_; }
   std::vector<const router::Endpoint*>& candidates() { return candidates_; }
+  // RequestMirror copies in flight on this worker (bounded; beyond the bound they are dropped).
+  size_t& mirrorsInFlight() { return mirrors_in_flight_; }
   std::unordered_set<Session*>& sessions() { return sessions_; }
 
   // Body relay buffers, recycled so a response costs no large allocation.
@@ -88,6 +90,7 @@ class Worker {
   base::Xoshiro random_;
   metrics::Shard& shard_;
   std::vector<const router::Endpoint*> candidates_;
+  size_t mirrors_in_flight_ = 0;
   std::unordered_set<Session*> sessions_;
   std::vector<std::unique_ptr<char[]>> relay_pool_;
   struct DecisionRecord {

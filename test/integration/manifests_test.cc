@@ -266,6 +266,42 @@ spec:
   EXPECT_EQ(r->status, 504) << r->body;
 }
 
+// RequestMirror sends a copy to the mirror pool and the response comes from the real one;
+// RequestHeaderModifier edits what the engine receives.
+TEST_F(ManifestsTest, MirrorAndRequestHeaders) {
+  write("gw.yaml", gateway(gw_port_) + poolAndPod("main", {0}) + poolAndPod("shadow", {1}) + R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {group: inference.networking.k8s.io, kind: InferencePool, name: shadow}}
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-team, value: blue}], add: [{name: x-added, value: "1"}], remove: [x-secret]}
+    backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: main}]
+)");
+  startRouter();
+  auto r = chat(gw_port_, "base-model", "/v1/chat/completions",
+                "x-team: red\r\nx-secret: s3cr3t\r\nx-gateway-inference-objective: gold\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->header("x-sim-engine"), "sim-0");
+  auto head = fleet_.sims[0]->control().lastRequestHead();
+  EXPECT_THAT(head, HasSubstr("x-team: blue"));
+  EXPECT_THAT(head, ::testing::Not(HasSubstr("red")));
+  EXPECT_THAT(head, HasSubstr("x-added: 1"));
+  EXPECT_THAT(head, ::testing::Not(HasSubstr("s3cr3t")));
+  EXPECT_THAT(head, ::testing::Not(HasSubstr("x-gateway-inference-objective")));
+  EXPECT_TRUE(waitFor([&] { return fleet_.sims[1]->control().completed.load() == 1; }));
+  EXPECT_THAT(fleet_.sims[1]->control().lastRequestBody(), HasSubstr("base-model"));
+  auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_THAT(m->body, HasSubstr("sluice_mirror_requests_total{outcome=\"sent\"} 1"));
+}
+
 // Listeners open and close as Gateways come and go; a broken file keeps the last good
 // objects; 100 rewrites of the directory under load fail no request.
 TEST_F(ManifestsTest, HotReloadUnderLoad) {
