@@ -568,8 +568,15 @@ class Builder {
                fmt::format("another listener on port {} has the same hostname", l.port)});
           ok = false;
         }
+        std::string cert_pem, key_pem;
+        if (ok && l.protocol == "HTTPS" && l.tls_mode != "Terminate") {
+          ls.conditions.push_back({"Accepted", false, "UnsupportedTLSMode",
+                                   "only tls.mode Terminate is supported"});
+          ok = false;
+        }
         if (ok && l.protocol == "HTTPS") {
-          // Certificates are checked so status is right; terminating TLS is not built yet.
+          // The first certificateRef is served; every one must resolve.
+          size_t bad_before = ls.conditions.size();
           for (const auto& ref : l.certificate_refs) {
             std::string ns = ref.ns.empty() ? o->meta.ns : ref.ns;
             if (!ref.group.empty() || ref.kind != "Secret") {
@@ -590,13 +597,19 @@ class Builder {
                     {"ResolvedRefs", false, "InvalidCertificateRef",
                      fmt::format("Secret {}/{} is missing or lacks tls.crt and tls.key", ns,
                                  ref.name)});
+              } else if (s->data.at("tls.crt").find("-----BEGIN CERTIFICATE-----") ==
+                             std::string::npos ||
+                         s->data.at("tls.key").find("PRIVATE KEY-----") == std::string::npos) {
+                ls.conditions.push_back(
+                    {"ResolvedRefs", false, "InvalidCertificateRef",
+                     fmt::format("Secret {}/{}: tls.crt and tls.key must be PEM", ns, ref.name)});
+              } else if (cert_pem.empty()) {
+                cert_pem = s->data.at("tls.crt");
+                key_pem = s->data.at("tls.key");
               }
             }
           }
-          ls.conditions.push_back({"Programmed", false, "Pending",
-                                   "HTTPS termination is not implemented yet; the listener "
-                                   "is not served"});
-          ok = false;
+          ok = ls.conditions.size() == bad_before;
         }
         if (ok) {
           ls.conditions.push_back({"Accepted", true, "Accepted", ""});
@@ -612,6 +625,9 @@ class Builder {
         lr->port = l.port;
         lr->address = options_.default_address;
         lr->space = info.space;
+        lr->tls = l.protocol == "HTTPS";
+        lr->cert_pem = std::move(cert_pem);
+        lr->key_pem = std::move(key_pem);
         info.listeners.push_back(lr);
         info.usable.push_back(ok);
         st.listeners.push_back(std::move(ls));
@@ -1312,6 +1328,19 @@ class Builder {
         st.listeners[i].attached_routes = attached_[gw.obj->key()][i];
         if (gw.usable[i]) {
           auto& lr = *gw.listeners[i];
+          auto& group = table_->ports[lr.port];
+          if (!group.empty() && group.front()->tls != lr.tls) {
+            // Another Gateway serves this port with the other protocol: the first Gateway (by
+            // namespace/name) keeps it.
+            auto& ls = st.listeners[i];
+            ls.conditions.clear();
+            ls.conditions.push_back(
+                {"Conflicted", true, "ProtocolConflict",
+                 fmt::format("port {} is served with {} by Gateway {}", lr.port,
+                             group.front()->tls ? "HTTPS" : "HTTP", group.front()->gateway)});
+            ls.conditions.push_back({"Programmed", false, "Invalid", ""});
+            continue;
+          }
           lr.any_host.finish();
           for (auto& [_, rs] : lr.exact_hosts) rs.finish();
           for (auto& [_, rs] : lr.wildcard_hosts) rs.finish();
@@ -1319,7 +1348,7 @@ class Builder {
                            [](const auto& a, const auto& b) {
                              return a.first.size() > b.first.size();
                            });
-          table_->ports[lr.port].push_back(gw.listeners[i]);
+          group.push_back(gw.listeners[i]);
         }
       }
     }

@@ -174,6 +174,10 @@ struct ListenerRoutes {
   std::optional<std::string> hostname;
   uint16_t port = 0;
   std::string address = "0.0.0.0";
+  // HTTPS: the certificate chain and key (PEM) from the listener's first certificateRef.
+  bool tls = false;
+  std::string cert_pem;
+  std::string key_pem;
   // HTTPRoute rules by the hostname they were attached with.
   std::unordered_map<std::string, RuleSet> exact_hosts;
   std::vector<std::pair<std::string, RuleSet>> wildcard_hosts;  // suffix ".example.com", longest

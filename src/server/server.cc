@@ -18,6 +18,7 @@
 #include "base/net.h"
 #include "base/random.h"
 #include "server/context.h"
+#include "server/tls.h"
 #include "server/worker.h"
 
 namespace sluice::server {
@@ -387,8 +388,14 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   endpoints_.prune();
   auto profiles = buildProfiles(*snap);
   profiles_for_start_ = profiles;
+  std::vector<std::string> tls_errors;
+  tls_ = buildTls(*snap->routes, tls_errors);
+  for (const auto& e : tls_errors) {
+    SLUICE_LOG(Error, "config", "{}", e);
+  }
   for (auto& w : workers_) {
     w->publishProfiles(profiles);
+    w->publishTls(tls_);
     w->publish(snap);
   }
   auto addresses = listenerAddresses(*snap);
@@ -458,6 +465,7 @@ base::Result<void> Server::start() {
     auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
     w->publish(snap);
     w->publishProfiles(profiles_for_start_);
+    w->publishTls(tls_);
     for (const auto& [addr, port] : listening_) {
       auto ip = asio::ip::make_address(addr, ec);
       if (ec) {

@@ -22,6 +22,7 @@ namespace sluice::server {
 
 class Worker;
 class ControlPlane;
+struct TlsConfig;
 }  // namespace sluice::server
 namespace sluice::backends {
 class MetricsFetcher;
@@ -111,6 +112,7 @@ class Server {
   std::shared_ptr<const config::ObjectStore> objects_;  // guarded by snapshot_mu_
   uint16_t default_port_ = 0;                           // the default listener's, once bound
   std::vector<std::pair<std::string, uint16_t>> listening_;
+  std::shared_ptr<const TlsConfig> tls_;  // contexts of HTTPS listeners, with each snapshot
   uint16_t listener_port_ = 0;
   uint16_t admin_port_ = 0;
   uint16_t metrics_port_ = 0;

@@ -144,10 +144,57 @@ bool validRequestId(std::string_view id) {
 
 // --- writing to the client --------------------------------------------------------------------
 
+// Client I/O goes through TLS on HTTPS listeners and straight to TCP otherwise; timeouts and
+// cancellation always act on the TCP layer.
+awaitable<size_t> clientReadSome(Session& s, asio::mutable_buffer buf, error_code& ec) {
+  if (s.tls) {
+    co_return co_await s.tls->async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return co_await s.stream.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
+}
+
+template <class Parser>
+awaitable<void> clientReadHeader(Session& s, Parser& parser, error_code& ec) {
+  if (s.tls) {
+    co_await bhttp::async_read_header(*s.tls, s.buffer, parser,
+                                      asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await bhttp::async_read_header(s.stream, s.buffer, parser,
+                                      asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+template <class Parser>
+awaitable<void> clientReadBody(Session& s, Parser& parser, error_code& ec) {
+  if (s.tls) {
+    co_await bhttp::async_read(*s.tls, s.buffer, parser,
+                               asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    co_await bhttp::async_read(s.stream, s.buffer, parser,
+                               asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
 awaitable<bool> writeClient(Session& s, const std::vector<asio::const_buffer>& bufs,
                             std::chrono::milliseconds timeout) {
   error_code ec;
   s.stream.expires_after(timeout);
+  if (s.tls) {
+    // TLS writes one record per buffer: gather small pieces into one record first.
+    size_t total = asio::buffer_size(bufs);
+    if (bufs.size() > 1 && total <= 16384) {
+      std::string joined;
+      joined.reserve(total);
+      for (const auto& b : bufs) {
+        joined.append(static_cast<const char*>(b.data()), b.size());
+      }
+      co_await asio::async_write(*s.tls, asio::buffer(joined),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      co_await asio::async_write(*s.tls, bufs, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    co_return !ec;
+  }
   co_await asio::async_write(s.stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
   co_return !ec;
 }
@@ -220,8 +267,7 @@ struct ClientWatch {
 awaitable<void> watchClient(Session& s, std::shared_ptr<ClientWatch> w) {
   while (!w->stopping && s.buffer.size() < kMaxPipelinedBytes) {
     error_code ec;
-    size_t n = co_await s.stream.async_read_some(s.buffer.prepare(4096),
-                                                 asio::redirect_error(asio::use_awaitable, ec));
+    size_t n = co_await clientReadSome(s, s.buffer.prepare(4096), ec);
     if (ec) {
       if (!w->stopping) {
         w->client_gone = true;
@@ -309,7 +355,7 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
     head += ", ";
   }
   head += x.session.client_ip;
-  head += "\r\nX-Forwarded-Proto: http\r\n";
+  head += x.session.tls ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n";
   if (!host.empty()) {
     head += "X-Forwarded-Host: ";
     head += host;
@@ -973,7 +1019,7 @@ awaitable<void> handleModels(Exchange& x, const router::ListenerRoutes* listener
 // RequestRedirect: the Location built from the request and the filter.
 std::string redirectLocation(const Exchange& x, const router::MatchEntry& entry,
                              const config::HttpRouteFilter& f, uint16_t listener_port) {
-  std::string scheme = f.scheme.value_or("http");
+  std::string scheme = f.scheme.value_or(x.session.tls ? "https" : "http");
   std::string host = f.hostname.value_or(std::string(x.host));
   std::optional<uint16_t> port = f.port;
   if (!port && !f.scheme) {
@@ -1311,6 +1357,20 @@ Session::~Session() {
 awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
   Session s(worker, std::move(socket), port);
   ServerContext& ctx = worker.context();
+  if (TlsPort* tls_port = worker.tls() ? worker.tls()->find(port) : nullptr) {
+    // HTTPS listener: the handshake (SNI picks the listener's certificate) within the header
+    // read timeout.
+    s.tls_config = worker.tls();
+    s.tls = std::make_unique<asio::ssl::stream<beast::tcp_stream&>>(s.stream, tls_port->initial());
+    error_code ec;
+    s.stream.expires_after(worker.snapshot()->config.timeouts.header_read);
+    co_await s.tls->async_handshake(asio::ssl::stream_base::server,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      s.stream.close();
+      co_return;
+    }
+  }
   while (true) {
     const auto snapshot = worker.snapshot();
     const auto& cfg = snapshot->config;
@@ -1323,8 +1383,7 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
       }
       s.idle = true;
       s.stream.expires_after(cfg.timeouts.idle);
-      size_t n = co_await s.stream.async_read_some(s.buffer.prepare(8192),
-                                                   asio::redirect_error(asio::use_awaitable, ec));
+      size_t n = co_await clientReadSome(s, s.buffer.prepare(8192), ec);
       s.idle = false;
       if (ec) {
         break;  // closed, idle timeout or drain: nothing to answer
@@ -1339,8 +1398,7 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
     // A deadline that cancels the read instead of closing the socket, so the client still
     // gets its 408.
     ReadDeadline header_deadline(s, cfg.timeouts.header_read);
-    co_await bhttp::async_read_header(s.stream, s.buffer, parser,
-                                      asio::redirect_error(asio::use_awaitable, ec));
+    co_await clientReadHeader(s, parser, ec);
     header_deadline.disarm();
     if (ec) {
       if (header_deadline.expired()) {
@@ -1378,8 +1436,7 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
       }
     }
     ReadDeadline body_deadline(s, cfg.timeouts.request_body);
-    co_await bhttp::async_read(s.stream, s.buffer, parser,
-                               asio::redirect_error(asio::use_awaitable, ec));
+    co_await clientReadBody(s, parser, ec);
     body_deadline.disarm();
     if (ec) {
       if (ec == bhttp::error::body_limit) {

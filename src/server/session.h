@@ -3,18 +3,26 @@
 #include <cstdint>
 #include <string>
 
+#include <memory>
+
+#include <boost/asio/ssl/stream.hpp>
+
 #include "base/asio.h"
 
 namespace sluice::server {
 
 class Worker;
+struct TlsConfig;
 
 // One client connection. Lives in its coroutine's frame; the worker tracks it for drain.
 struct Session {
   Session(Worker& w, tcp::socket socket, uint16_t port);
   ~Session();
   Worker& worker;
-  beast::tcp_stream stream;
+  beast::tcp_stream stream;  // the TCP layer: timeouts, cancel and close act here
+  // HTTPS listeners: TLS over `stream`; reads and writes go through it when set.
+  std::unique_ptr<asio::ssl::stream<beast::tcp_stream&>> tls;
+  std::shared_ptr<const TlsConfig> tls_config;  // keeps the contexts alive
   beast::flat_buffer buffer;  // bytes read but not yet parsed (pipelined requests survive here)
   std::string client_ip;
   uint16_t port = 0;  // the listener port it arrived on: selects the Gateway listener

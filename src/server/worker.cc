@@ -131,6 +131,14 @@ void Worker::publishProfiles(std::shared_ptr<const scheduler::ProfileSet> profil
   asio::post(*ioc_, [this, p = std::move(profiles)]() mutable { profiles_ = std::move(p); });
 }
 
+void Worker::publishTls(std::shared_ptr<const TlsConfig> tls) {
+  if (!thread_.joinable()) {
+    tls_ = std::move(tls);
+    return;
+  }
+  asio::post(*ioc_, [this, t = std::move(tls)]() mutable { tls_ = std::move(t); });
+}
+
 void Worker::publishMetrics(backends::MetricsViewPtr view) {
   asio::post(*ioc_, [this, view = std::move(view)]() mutable { metrics_view_ = std::move(view); });
 }

@@ -17,6 +17,7 @@
 #include "router/snapshot.h"
 #include "scheduler/scheduler.h"
 #include "server/context.h"
+#include "server/tls.h"
 
 namespace sluice::server {
 
@@ -47,6 +48,9 @@ class Worker {
   void appendDecisionsJson(std::string& out, bool& first) const;
   // Posts the scheduling profiles for a new configuration.
   void publishProfiles(std::shared_ptr<const scheduler::ProfileSet> profiles);
+  // Posts the TLS contexts of HTTPS listeners (built with each snapshot).
+  void publishTls(std::shared_ptr<const TlsConfig> tls);
+  const std::shared_ptr<const TlsConfig>& tls() const { return tls_; }
   // Posts the engines' latest scraped state.
   void publishMetrics(backends::MetricsViewPtr view);
   // Stops accepting and closes idle keep-alive connections (drain).
@@ -86,6 +90,7 @@ class Worker {
   std::shared_ptr<const router::Snapshot> snapshot_;
   backends::MetricsViewPtr metrics_view_;
   std::shared_ptr<const scheduler::ProfileSet> profiles_;
+  std::shared_ptr<const TlsConfig> tls_;
   backends::UpstreamPool pool_;
   base::Xoshiro random_;
   metrics::Shard& shard_;

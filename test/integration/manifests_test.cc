@@ -13,6 +13,7 @@
 
 #include "fakes/sim_fleet.h"
 #include "fakes/test_client.h"
+#include "fakes/tls_certs.h"
 #include "router/route_table.h"
 #include "server/server.h"
 
@@ -300,6 +301,68 @@ spec:
   auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
   ASSERT_TRUE(m);
   EXPECT_THAT(m->body, HasSubstr("sluice_mirror_requests_total{outcome=\"sent\"} 1"));
+}
+
+// HTTPS listeners: two hostnames on one port, each with its own certificate chosen by SNI;
+// requests over TLS are routed like any other.
+TEST_F(ManifestsTest, HttpsListenersWithSni) {
+  auto a = testing::selfSigned("a.example.com");
+  auto b = testing::selfSigned("b.example.com");
+  auto secret = [](const std::string& name, const testing::Certificate& c) {
+    auto indent = [](const std::string& pem) {
+      std::string out;
+      size_t start = 0;
+      while (start < pem.size()) {
+        size_t nl = pem.find('\n', start);
+        if (nl == std::string::npos) nl = pem.size();
+        out += "      " + pem.substr(start, nl - start) + "\n";
+        start = nl + 1;
+      }
+      return out;
+    };
+    return "apiVersion: v1\nkind: Secret\nmetadata: {name: " + name +
+           ", namespace: default}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n" +
+           indent(c.cert_pem) + "  tls.key: |\n" + indent(c.key_pem) + "---\n";
+  };
+  write("tls.yaml", secret("cert-a", a) + secret("cert-b", b) + poolAndPod("p", {0}) +
+                        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: "
+                        "{name: gw, namespace: default}\nspec:\n  gatewayClassName: sluice\n"
+                        "  listeners:\n"
+                        "  - {name: a, port: " + std::to_string(gw_port_) +
+                        ", protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: "
+                        "[{name: cert-a}]}}\n"
+                        "  - {name: b, port: " + std::to_string(gw_port_) +
+                        ", protocol: HTTPS, hostname: b.example.com, tls: {certificateRefs: "
+                        "[{name: cert-b}]}}\n---\n" + R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: b}]
+  rules:
+  - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: p}]
+)");
+  startRouter();
+  std::string body = chatBody("base-model");
+  auto req = [&](const std::string& host) {
+    return "POST /v1/chat/completions HTTP/1.1\r\nHost: " + host +
+           "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  };
+  auto rb = testing::tlsRequest(gw_port_, "b.example.com", req("b.example.com"));
+  ASSERT_TRUE(rb);
+  EXPECT_EQ(rb->peer_cn, "b.example.com");
+  EXPECT_THAT(rb->response, HasSubstr("HTTP/1.1 200"));
+  EXPECT_EQ(fleet_.sims[0]->control().requests.load(), 1);
+  EXPECT_THAT(fleet_.sims[0]->control().lastRequestHead(), HasSubstr("X-Forwarded-Proto: https"));
+  // Listener a has the other certificate and no route.
+  auto ra = testing::tlsRequest(gw_port_, "a.example.com", req("a.example.com"));
+  ASSERT_TRUE(ra);
+  EXPECT_EQ(ra->peer_cn, "a.example.com");
+  EXPECT_THAT(ra->response, HasSubstr("HTTP/1.1 404"));
+  // A server name no listener accepts fails the handshake; plain HTTP gets nothing.
+  EXPECT_FALSE(testing::tlsRequest(gw_port_, "c.example.com", req("c.example.com")));
+  EXPECT_FALSE(chat(gw_port_, "base-model") && chat(gw_port_, "base-model")->status == 200);
 }
 
 // Listeners open and close as Gateways come and go; a broken file keeps the last good
