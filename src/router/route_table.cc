@@ -728,6 +728,9 @@ class Builder {
       b->engine = base::toLower(ms.inference_engine);
       b->timeout = ms.timeout;
       b->retry_attempts = ms.retry_attempts;
+      if (ms.retry_attempts) {
+        b->retry_interval = ms.retry_interval;
+      }
       std::map<std::string, std::string> selector = ms.selector;
       for (const auto& p : selectPods(o->meta.ns, selector)) {
         if (auto ep = endpoint(p.pod->ip, ms.port)) b->endpoints.push_back(std::move(*ep));

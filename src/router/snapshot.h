@@ -127,6 +127,7 @@ struct Backend {
   std::unordered_map<std::string, int32_t> model_priority;  // legacy InferenceModel criticality
   std::chrono::milliseconds timeout{0};                     // ModelServer trafficPolicy.timeout
   std::optional<uint32_t> retry_attempts;                   // ModelServer trafficPolicy.retry
+  std::chrono::milliseconds retry_interval{0};              // ...and its retryInterval
   bool h2c = false;                                         // appProtocol kubernetes.io/h2c
 };
 

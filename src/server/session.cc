@@ -761,6 +761,20 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     if (i > 0 && x.series) {
       x.series->retries.fetch_add(1, std::memory_order_relaxed);
     }
+    if (i > 0 && backend.retry_interval.count() > 0) {
+      // ModelServer trafficPolicy.retry.retryInterval: a pause before the next attempt
+      // (never past the request's deadline; a client that leaves ends it early).
+      auto pause = backend.retry_interval;
+      if (x.deadline) {
+        pause = std::min(pause, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    *x.deadline - w.context().time.monotonicNow()));
+      }
+      if (pause.count() > 0) {
+        asio::steady_timer timer(s.stream.get_executor(), pause);
+        error_code ignored;
+        co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+      }
+    }
     ++x.attempts;
     x.endpoint = ep.address;
     router::Reservation reservation(ep.state.get(), expected_tokens);

@@ -11,12 +11,19 @@ SimFleet::~SimFleet() {
   }
 }
 
-void SimFleet::start(int n, sim::SimOptions options, std::vector<std::string> names) {
+void SimFleet::start(int n, sim::SimOptions options, std::vector<std::string> names,
+                     bool own_addresses) {
   options.served_names = std::move(names);
+  uint16_t port = 0;
   for (int i = 0; i < n; ++i) {
     options.name = "sim-" + std::to_string(i);
     auto s = std::make_unique<sim::SimServer>(ioc, options, std::make_shared<sim::SimControl>());
-    EXPECT_FALSE(s->listen(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)));
+    std::string address = own_addresses ? "127.0.0." + std::to_string(11 + i) : "127.0.0.1";
+    EXPECT_FALSE(s->listen(tcp::endpoint(asio::ip::make_address(address), port)));
+    if (own_addresses) {
+      port = s->port();
+      addresses_.push_back(address);
+    }
     s->start();
     sims.push_back(std::move(s));
   }
@@ -29,7 +36,7 @@ void SimFleet::start(int n, sim::SimOptions options, std::vector<std::string> na
 std::vector<base::HostPort> SimFleet::endpoints() const {
   std::vector<base::HostPort> out;
   for (const auto& s : sims) {
-    out.push_back({"127.0.0.1", s->port()});
+    out.push_back({addresses_.empty() ? "127.0.0.1" : addresses_[out.size()], s->port()});
   }
   return out;
 }

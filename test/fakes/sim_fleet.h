@@ -21,8 +21,10 @@ class SimFleet {
   SimFleet& operator=(const SimFleet&) = delete;
 
   // Starts `n` engines named sim-0, sim-1, ... serving `names`, then the thread.
+  // With `own_addresses`, engine i listens on 127.0.0.(11+i), all on one port (as Pods do).
   void start(int n, sim::SimOptions options = {},
-             std::vector<std::string> names = {"m", "meta/llama-3", "renamed"});
+             std::vector<std::string> names = {"m", "meta/llama-3", "renamed"},
+             bool own_addresses = false);
   // The engines as router endpoints.
   std::vector<base::HostPort> endpoints() const;
 
@@ -31,6 +33,7 @@ class SimFleet {
 
  private:
   std::thread thread_;
+  std::vector<std::string> addresses_;
 };
 
 // A router configuration for tests: loopback, free ports, one worker, no access log, no

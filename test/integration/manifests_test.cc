@@ -303,6 +303,64 @@ spec:
   EXPECT_THAT(m->body, HasSubstr("sluice_mirror_requests_total{outcome=\"sent\"} 1"));
 }
 
+// ModelServer trafficPolicy: retry.attempts bounds the attempts, retryInterval spaces them,
+// and the Pods are real addresses on one port.
+TEST(ManifestsRetry, ModelServerRetryPolicy) {
+  testing::SimFleet fleet;
+  fleet.start(2, {}, {"base-model"}, true);
+  fleet.sims[0]->control().setFault(sim::Fault::Status503);
+  fleet.sims[1]->control().setFault(sim::Fault::Status503);
+  auto dir = fs::temp_directory_path() / ("sluice-retry-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const uint16_t port = fleet.sims[0]->port();
+  std::string pods;
+  for (int i = 0; i < 2; ++i) {
+    pods += "apiVersion: v1\nkind: Pod\nmetadata: {name: p" + std::to_string(i) +
+            ", namespace: default, labels: {app: a}}\nstatus: {podIP: 127.0.0." +
+            std::to_string(11 + i) + "}\n---\n";
+  }
+  auto server = [&](const std::string& policy) {
+    std::ofstream(dir / "all.yaml")
+        << pods
+        << "apiVersion: networking.serving.volcano.sh/v1alpha1\nkind: ModelServer\nmetadata: "
+           "{name: ms, namespace: default}\nspec:\n  inferenceEngine: vLLM\n  "
+           "workloadSelector: {matchLabels: {app: a}}\n  workloadPort: {port: "
+        << port << "}\n" << policy
+        << "---\napiVersion: networking.serving.volcano.sh/v1alpha1\nkind: ModelRoute\n"
+           "metadata: {name: r, namespace: default}\nspec:\n  modelName: base-model\n  rules: "
+           "[{targetModels: [{modelServerName: ms}]}]\n";
+  };
+  server("  trafficPolicy: {retry: {attempts: 0}}\n");
+  auto c = testing::loopbackConfig({});
+  c.models.clear();
+  c.manifests = dir.string();
+  c.upstream.eject_after_failures = 0;
+  {
+    server::Server router(c, base::RealTimeSource::instance(), 5);
+    ASSERT_TRUE(router.start());
+    auto r = testing::request(router.listenerPort(), "POST", "/v1/chat/completions",
+                              chatBody("base-model"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 503);
+    EXPECT_EQ(fleet.sims[0]->control().requests + fleet.sims[1]->control().requests, 1);
+  }
+  server("  trafficPolicy: {retry: {attempts: 1, retryInterval: 150ms}}\n");
+  {
+    server::Server router(c, base::RealTimeSource::instance(), 5);
+    ASSERT_TRUE(router.start());
+    const auto start = std::chrono::steady_clock::now();
+    auto r = testing::request(router.listenerPort(), "POST", "/v1/chat/completions",
+                              chatBody("base-model"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 503);
+    EXPECT_EQ(fleet.sims[0]->control().requests + fleet.sims[1]->control().requests, 3);
+    // The interval is a lower bound on the time taken (no upper bound is asserted).
+    EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(150));
+  }
+  fs::remove_all(dir);
+}
+
 // HTTPS listeners: two hostnames on one port, each with its own certificate chosen by SNI;
 // requests over TLS are routed like any other.
 TEST_F(ManifestsTest, HttpsListenersWithSni) {
