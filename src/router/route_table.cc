@@ -110,18 +110,68 @@ std::string stripSlash(std::string_view p) {
 
 // --- RuleSet ----------------------------------------------------------------------------------
 
+constexpr uint64_t kFnvOffset = 14695981039346656037ULL;
+constexpr uint64_t kFnvPrime = 1099511628211ULL;
+
+uint64_t pathHash(std::string_view path) {
+  uint64_t h = kFnvOffset;
+  for (char c : path) {
+    h = (h ^ static_cast<uint8_t>(c)) * kFnvPrime;
+  }
+  return h;
+}
+
+std::vector<const MatchEntry*>& PathIndex::bucket(const std::string& path) {
+  auto [it, fresh] = building_.try_emplace(path, buckets_.size());
+  if (fresh) {
+    buckets_.push_back({pathHash(path), path, {}});
+  }
+  return buckets_[it->second].entries;
+}
+
+void PathIndex::finish() {
+  building_.clear();
+  if (buckets_.empty()) {
+    slots_.clear();
+    return;
+  }
+  size_t size = 8;
+  while (size < buckets_.size() * 2) size <<= 1;  // load factor <= 0.5
+  slots_.assign(size, Slot{});
+  mask_ = size - 1;
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    uint64_t slot = buckets_[i].hash & mask_;
+    while (slots_[slot].index != 0) slot = (slot + 1) & mask_;
+    slots_[slot] = {buckets_[i].hash, static_cast<uint32_t>(i + 1)};
+  }
+}
+
+const std::vector<const MatchEntry*>* PathIndex::find(uint64_t hash, std::string_view path) const {
+  if (slots_.empty()) return nullptr;
+  for (uint64_t slot = hash & mask_;; slot = (slot + 1) & mask_) {
+    const Slot& s = slots_[slot];
+    if (s.index == 0) return nullptr;
+    if (s.hash == hash) {
+      const Bucket& b = buckets_[s.index - 1];
+      if (b.path == path) return &b.entries;
+    }
+  }
+}
+
 void RuleSet::add(const MatchEntry* entry) {
   ++count_;
   switch (entry->path_type) {
-    case config::PathMatch::Type::Exact: exact_[entry->path].push_back(entry); break;
-    case config::PathMatch::Type::PathPrefix: prefix_[entry->path].push_back(entry); break;
+    case config::PathMatch::Type::Exact: exact_.bucket(entry->path).push_back(entry); break;
+    case config::PathMatch::Type::PathPrefix: prefix_.bucket(entry->path).push_back(entry); break;
     case config::PathMatch::Type::RegularExpression: regex_.push_back(entry); break;
   }
 }
 
 void RuleSet::finish() {
-  for (auto& [_, v] : exact_) std::stable_sort(v.begin(), v.end(), precedes);
-  for (auto& [_, v] : prefix_) std::stable_sort(v.begin(), v.end(), precedes);
+  exact_.forEachBucket([](auto& v) { std::stable_sort(v.begin(), v.end(), precedes); });
+  prefix_.forEachBucket([](auto& v) { std::stable_sort(v.begin(), v.end(), precedes); });
+  exact_.finish();
+  prefix_.finish();
   std::stable_sort(regex_.begin(), regex_.end(), [](const MatchEntry* a, const MatchEntry* b) {
     if (a->path.size() != b->path.size()) return a->path.size() > b->path.size();
     return precedes(a, b);
@@ -132,33 +182,46 @@ const MatchEntry* RuleSet::match(const RequestView& req) const {
   if (count_ == 0) {
     return nullptr;
   }
-  // Exact paths first (heterogeneous lookup is not in this libstdc++: one small string).
-  thread_local std::string key;
-  key.assign(req.path.data(), req.path.size());
+  std::string_view path = req.path;
+  // One pass: the hash of the whole path (Exact) and of every prefix ending before a '/'
+  // (PathPrefix candidates, longest first). Prefix keys carry no trailing '/'.
+  constexpr size_t kMaxCuts = 64;
+  size_t cuts[kMaxCuts];
+  uint64_t cut_hash[kMaxCuts];
+  size_t n = 0;
+  uint64_t h = kFnvOffset;
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '/' && i > 0 && n < kMaxCuts) {
+      cuts[n] = i;
+      cut_hash[n++] = h;
+    }
+    h = (h ^ static_cast<uint8_t>(path[i])) * kFnvPrime;
+  }
   if (!exact_.empty()) {
-    if (auto it = exact_.find(key); it != exact_.end()) {
-      for (const auto* e : it->second) {
+    if (const auto* v = exact_.find(h, path)) {
+      for (const auto* e : *v) {
         if (entryMatches(*e, req)) return e;
       }
     }
   }
-  // Then prefixes, longest first, on whole path segments.
   if (!prefix_.empty()) {
-    std::string_view p = req.path;
-    while (p.size() > 1 && p.back() == '/') p.remove_suffix(1);
-    while (true) {
-      key.assign(p.data(), p.size());
-      if (key.empty()) key = "/";
-      if (auto it = prefix_.find(key); it != prefix_.end()) {
-        for (const auto* e : it->second) {
+    auto tryPrefix = [&](uint64_t hash, std::string_view p) -> const MatchEntry* {
+      if (const auto* v = prefix_.find(hash, p)) {
+        for (const auto* e : *v) {
           if (entryMatches(*e, req)) return e;
         }
       }
-      if (p.size() <= 1) break;
-      size_t slash = p.rfind('/');
-      if (slash == std::string_view::npos) break;
-      p = slash == 0 ? std::string_view("/") : p.substr(0, slash);
+      return nullptr;
+    };
+    // The whole path unless it ends in '/' (then its last cut is the same key).
+    if (!path.empty() && path.back() != '/') {
+      if (const auto* e = tryPrefix(h, path)) return e;
     }
+    for (size_t i = n; i-- > 0;) {
+      if (const auto* e = tryPrefix(cut_hash[i], path.substr(0, cuts[i]))) return e;
+    }
+    static const uint64_t kRootHash = pathHash("/");
+    if (const auto* e = tryPrefix(kRootHash, "/")) return e;
   }
   for (const auto* e : regex_) {
     if (e->path_re &&

@@ -122,6 +122,38 @@ struct MatchEntry {
   size_t index = 0;
 };
 
+// Match entries keyed by path, in an open-addressing table of 64-bit FNV-1a hashes: one pass
+// over the request path yields the hash of every segment prefix, and each probe touches one
+// slot array (no string hashing, no node chasing) before the bucket is compared.
+class PathIndex {
+ public:
+  std::vector<const MatchEntry*>& bucket(const std::string& path);
+  void finish();  // builds the slot array; buckets are sorted by the caller
+  const std::vector<const MatchEntry*>* find(uint64_t hash, std::string_view path) const;
+  bool empty() const { return buckets_.empty(); }
+  template <class F>
+  void forEachBucket(F f) {
+    for (auto& b : buckets_) f(b.entries);
+  }
+
+ private:
+  struct Bucket {
+    uint64_t hash;
+    std::string path;
+    std::vector<const MatchEntry*> entries;
+  };
+  struct Slot {
+    uint64_t hash = 0;
+    uint32_t index = 0;  // bucket + 1; 0 = empty
+  };
+  std::vector<Bucket> buckets_;
+  std::unordered_map<std::string, size_t> building_;  // path -> bucket, until finish()
+  std::vector<Slot> slots_;
+  uint64_t mask_ = 0;
+};
+
+uint64_t pathHash(std::string_view path);
+
 class RuleSet {
  public:
   void add(const MatchEntry* entry);
@@ -130,8 +162,8 @@ class RuleSet {
   bool empty() const { return count_ == 0; }
 
  private:
-  std::unordered_map<std::string, std::vector<const MatchEntry*>> exact_;
-  std::unordered_map<std::string, std::vector<const MatchEntry*>> prefix_;
+  PathIndex exact_;
+  PathIndex prefix_;
   std::vector<const MatchEntry*> regex_;
   size_t count_ = 0;
 };

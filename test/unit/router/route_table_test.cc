@@ -146,6 +146,8 @@ TEST_F(RouteTableTest, PathPrecedence) {
   EXPECT_EQ(route("/v1/chatty"), "app/short#0 -> app/p");
   EXPECT_EQ(route("/v1"), "app/short#0 -> app/p");
   EXPECT_EQ(route("/v10"), "404");
+  EXPECT_EQ(route("/v1/chat//x"), "app/long#0 -> app/p");  // an empty segment
+  EXPECT_EQ(route("/v1//chat"), "app/short#0 -> app/p");
   EXPECT_EQ(route("/x/42"), "app/regex#0 -> app/p");
   EXPECT_EQ(route("/x/4a"), "404");
 }
