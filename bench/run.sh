@@ -6,6 +6,8 @@ echo "== body peek and splice (Google Benchmark)"
 build/bin/peek_bench --benchmark_min_time=0.5
 echo "== scheduler decisions, prefix hashing, prefix index bound"
 build/bin/scheduler_bench --benchmark_min_time=0.5
+echo "== route configuration: 10k HTTPRoutes, 1k pools, 20k Pods (parse, rebuild, match)"
+build/bin/route_table_bench
 echo "== metrics fetcher: 500 endpoints at 50 ms"
 build/bin/fetcher_bench 500 50 "${BENCH_SECONDS:-10}"
 echo "== simulator capacity: 16 engines"
