@@ -71,9 +71,12 @@ before(async () => {
       .replace('port: 8080', `port: ${gwPort}`).replace('number: 8000', `number: ${simPort}`);
     writeFileSync(join(manifests, f), text);
   }
+  const config = join(dir, 'sluice.yaml');
+  writeFileSync(config, 'manifests_debounce: 10ms\naccess_log: {path: off}\n');
   const routerReady = join(dir, 'router.ready');
-  const router = start('sluice', ['serve', '--manifests', manifests, '--listen', '127.0.0.1:0',
-    '--admin', '127.0.0.1:0', '--metrics', '127.0.0.1:0', '--workers', '2', '--ready-file', routerReady]);
+  const router = start('sluice', ['serve', '--config', config, '--manifests', manifests,
+    '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--metrics', '127.0.0.1:0',
+    '--workers', '2', '--ready-file', routerReady]);
   admin = JSON.parse(await waitForFile(routerReady, router)).admin;
 });
 
@@ -136,6 +139,40 @@ spec:
     });
     return r.status === 200 && (await r.json()).model === 'llama';
   }, 'the second Gateway to serve');
+});
+
+test('100 rewrites of the directory under load fail no request', async () => {
+  const version = async () => (await (await fetch(`http://127.0.0.1:${admin}/debug/config`)).json()).version;
+  const gateway = readFileSync(join(manifests, 'gateway.yaml'), 'utf8');
+  let stop = false;
+  let ok = 0;
+  const failures = [];
+  const client = new OpenAI({ apiKey: 'unused', baseURL: `http://127.0.0.1:${gwPort}/v1`, maxRetries: 0 });
+  const worker = async () => {
+    while (!stop) {
+      try {
+        const r = await client.chat.completions.create({
+          model: 'llama', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2,
+        });
+        if (r.model === 'llama') ok++; else failures.push(`model ${r.model}`);
+      } catch (e) {
+        failures.push(String(e));
+      }
+    }
+  };
+  const workers = [worker(), worker(), worker(), worker()];
+  for (let i = 0; i < 100; i++) {
+    const before = await version();
+    // Alternate the alias weights and the objective priority: a real change each time.
+    const text = gateway.replace('priority: 10', `priority: ${i}`);
+    writeFileSync(join(dir, 'gw.tmp'), text);
+    renameSync(join(dir, 'gw.tmp'), join(manifests, 'gateway.yaml'));
+    await eventually(async () => (await version()) > before, `rewrite ${i} to apply`);
+  }
+  stop = true;
+  await Promise.all(workers);
+  assert.deepEqual(failures, []);
+  assert.ok(ok > 100, `only ${ok} requests completed`);
 });
 
 test('every example directory validates; a broken one does not', () => {

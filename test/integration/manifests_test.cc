@@ -249,6 +249,50 @@ spec:
   EXPECT_EQ(r->status, 404);
 }
 
+// ModelRoute vs HTTPRoute on one listener: a ModelRoute claims its model names first; the
+// HTTPRoute takes other models (and requests without one).
+TEST_F(ManifestsTest, ModelRouteBeforeHttpRoute) {
+  write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0}) + R"(
+apiVersion: v1
+kind: Pod
+metadata: {name: ms-pod, namespace: default, labels: {app: ms}}
+status: {podIP: 127.0.0.1}
+---
+apiVersion: networking.serving.volcano.sh/v1alpha1
+kind: ModelServer
+metadata: {name: ms, namespace: default}
+spec:
+  model: base-model
+  inferenceEngine: vLLM
+  workloadSelector: {matchLabels: {app: ms}}
+  workloadPort: {port: )" + std::to_string(fleet_.sims[1]->port()) + R"(}
+---
+apiVersion: networking.serving.volcano.sh/v1alpha1
+kind: ModelRoute
+metadata: {name: llama, namespace: default}
+spec:
+  modelName: llama
+  rules: [{targetModels: [{modelServerName: ms}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]
+)");
+  startRouter();
+  auto r = chat(gw_port_, "llama");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->header("x-sim-engine"), "sim-1");  // the ModelRoute's ModelServer
+  r = chat(gw_port_, "base-model");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->header("x-sim-engine"), "sim-0");  // the HTTPRoute's pool
+}
+
 TEST_F(ManifestsTest, RequestTimeoutFromHttpRoute) {
   write("gw.yaml", gateway(gw_port_) + poolAndPod("slow", {0}) + R"(
 apiVersion: gateway.networking.k8s.io/v1
