@@ -481,7 +481,7 @@ class Builder {
     return it->second;
   }
 
-  template <class T>
+  // Objects of a kind, oldest first (creationTimestamp, then first seen, then key).
   std::vector<const Object*> sorted(Kind kind) const {
     std::vector<const Object*> out;
     for (const auto* o : by_kind_[static_cast<size_t>(kind)]) out.push_back(o);
@@ -601,7 +601,7 @@ class Builder {
   };
 
   void gateways() {
-    for (const auto* o : sorted<config::Gateway>(Kind::Gateway)) {
+    for (const auto* o : sorted(Kind::Gateway)) {
       const auto& gw = std::get<config::Gateway>(o->spec);
       if (!ourClass(gw.gateway_class)) continue;
       table_->has_gateways = true;
@@ -730,7 +730,7 @@ class Builder {
   }
 
   void pools() {
-    for (const auto* o : sorted<config::InferencePool>(Kind::InferencePool)) {
+    for (const auto* o : sorted(Kind::InferencePool)) {
       const auto& pool = std::get<config::InferencePool>(o->spec);
       auto b = std::make_shared<Backend>();
       b->kind = "InferencePool";
@@ -747,7 +747,7 @@ class Builder {
       if (b->h2c) {
         b->error = "appProtocol kubernetes.io/h2c is not supported yet";
       }
-      auto& st = status(o->key());
+      status(o->key());  // every pool gets a status entry
       if (pool.endpoint_picker) {
         const auto& ref = *pool.endpoint_picker;
         std::string problem;
@@ -775,13 +775,12 @@ class Builder {
       } else {
         pool_refs_ok_[b->name] = {true, ""};
       }
-      (void)st;
       pools_[b->name] = b;
     }
   }
 
   void modelServers() {
-    for (const auto* o : sorted<config::ModelServer>(Kind::ModelServer)) {
+    for (const auto* o : sorted(Kind::ModelServer)) {
       const auto& ms = std::get<config::ModelServer>(o->spec);
       auto b = std::make_shared<Backend>();
       b->kind = "ModelServer";
@@ -808,7 +807,7 @@ class Builder {
            fmt::format("{} ready endpoint(s)", b->endpoints.size())});
       servers_[b->name] = b;
     }
-    for (const auto* o : sorted<config::ExternalModelProvider>(Kind::ExternalModelProvider)) {
+    for (const auto* o : sorted(Kind::ExternalModelProvider)) {
       const auto& p = std::get<config::ExternalModelProvider>(o->spec);
       auto b = std::make_shared<Backend>();
       b->kind = "ExternalModelProvider";
@@ -844,7 +843,7 @@ class Builder {
       auto it = pools_.find(o->meta.ns + "/" + ref.name);
       return it == pools_.end() ? nullptr : it->second.get();
     };
-    for (const auto* o : sorted<config::InferenceModelRewrite>(Kind::InferenceModelRewrite)) {
+    for (const auto* o : sorted(Kind::InferenceModelRewrite)) {
       const auto& rw = std::get<config::InferenceModelRewrite>(o->spec);
       auto& st = status(o->key());
       Backend* pool = poolFor(o, rw.pool_ref);
@@ -869,7 +868,7 @@ class Builder {
         }
       }
     }
-    for (const auto* o : sorted<config::InferenceObjective>(Kind::InferenceObjective)) {
+    for (const auto* o : sorted(Kind::InferenceObjective)) {
       const auto& obj = std::get<config::InferenceObjective>(o->spec);
       auto& st = status(o->key());
       Backend* pool = poolFor(o, obj.pool_ref);
@@ -882,7 +881,7 @@ class Builder {
       pool->objectives.emplace(o->meta.name, obj.priority);
       st.conditions.push_back({"Accepted", true, "Accepted", ""});
     }
-    for (const auto* o : sorted<config::InferenceModel>(Kind::InferenceModel)) {
+    for (const auto* o : sorted(Kind::InferenceModel)) {
       const auto& m = std::get<config::InferenceModel>(o->spec);
       auto& st = status(o->key());
       Backend* pool = poolFor(o, m.pool_ref);
@@ -1102,13 +1101,12 @@ class Builder {
   }
 
   void httpRoutes() {
-    for (const auto* o : sorted<config::HTTPRoute>(Kind::HTTPRoute)) {
+    for (const auto* o : sorted(Kind::HTTPRoute)) {
       const auto& route = std::get<config::HTTPRoute>(o->spec);
       auto& st = status(o->key());
       const std::string route_key = o->meta.ns + "/" + o->meta.name;
       // Actions and match entries, shared by every listener the route attaches to.
       std::string ref_reason, ref_message;
-      std::vector<RouteAction*> actions;
       std::vector<std::vector<MatchEntry*>> rule_entries;
       std::set<std::string> pools_used;
       for (size_t ri = 0; ri < route.rules.size(); ++ri) {
@@ -1188,11 +1186,9 @@ class Builder {
           entries.push_back(e.get());
           table_->entries.push_back(std::move(e));
         }
-        actions.push_back(action.get());
         rule_entries.push_back(std::move(entries));
         table_->actions.push_back(std::move(action));
       }
-      bool attached_any = false;
       for (const auto& ref : route.parent_refs) {
         ObjectStatus::Parent ps;
         auto a = attach(o, ref, kGatewayGroup, "HTTPRoute", route.hostnames, ps);
@@ -1203,7 +1199,6 @@ class Builder {
         }
         st.parents.push_back(std::move(ps));
         if (!a) continue;
-        attached_any = true;
         for (size_t k = 0; k < a->listeners.size(); ++k) {
           size_t li = a->listeners[k];
           ++attached_[a->gw->obj->key()][li];
@@ -1237,13 +1232,11 @@ class Builder {
           pool_parents_[p].insert(a->gw->obj->meta.ns + "/" + a->gw->obj->meta.name);
         }
       }
-      (void)attached_any;
-      (void)actions;
     }
   }
 
   void modelRoutes() {
-    for (const auto* o : sorted<config::ModelRoute>(Kind::ModelRoute)) {
+    for (const auto* o : sorted(Kind::ModelRoute)) {
       const auto& mr = std::get<config::ModelRoute>(o->spec);
       auto& st = status(o->key());
       auto entry = std::make_shared<ModelRouteEntry>();
@@ -1437,7 +1430,7 @@ class Builder {
       });
     }
     // Pool status: one parent entry per Gateway that reaches it.
-    for (const auto* o : sorted<config::InferencePool>(Kind::InferencePool)) {
+    for (const auto* o : sorted(Kind::InferencePool)) {
       auto& st = status(o->key());
       std::string name = o->meta.ns + "/" + o->meta.name;
       const auto& ref = pool_refs_ok_[name];

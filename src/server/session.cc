@@ -1276,9 +1276,19 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     co_await writeError(x, ErrorKind::Internal, message);
     co_return;
   }
-  x.model_label = peek.model.empty() ? std::string(metrics::kNoModel)
-                  : route.backend->kind.empty() ? route.backend->model
-                                                : std::string(peek.model);
+  // The metrics label stays bounded by configuration: a name the listener serves (ModelRoute,
+  // rewrite, models:), else the backend ("InferencePool/ns/name"), never any client string.
+  if (peek.model.empty()) {
+    x.model_label = metrics::kNoModel;
+  } else if (route.backend->kind.empty()) {
+    x.model_label = route.backend->model;
+  } else if (listener != nullptr && listener->space &&
+             std::binary_search(listener->space->names.begin(), listener->space->names.end(),
+                                peek.model)) {
+    x.model_label = peek.model;
+  } else {
+    x.model_label = route.backend->model;
+  }
   x.series = &w.shard().model(x.model_label);
   co_await proxy(x, route, peek);
 }
