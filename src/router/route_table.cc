@@ -729,6 +729,22 @@ class Builder {
     return false;
   }
 
+  // `sluice.dev/scheduler` on a pool or ModelServer picks its scheduling profile.
+  void schedulerAnnotation(const Object& o, Backend& b) {
+    auto& st = status(o.key());
+    auto it = o.meta.annotations.find(std::string(kSchedulerAnnotation));
+    if (it == o.meta.annotations.end()) return;
+    const auto& known = options_.profiles;
+    if (std::find(known.begin(), known.end(), it->second) == known.end()) {
+      st.conditions.push_back(
+          {"ResolvedRefs", false, "UnknownSchedulingProfile",
+           fmt::format("annotation {}: no preset or profile named \"{}\"; the default is used",
+                       kSchedulerAnnotation, it->second)});
+      return;
+    }
+    b.scheduler = it->second;
+  }
+
   void pools() {
     for (const auto* o : sorted(Kind::InferencePool)) {
       const auto& pool = std::get<config::InferencePool>(o->spec);
@@ -747,7 +763,7 @@ class Builder {
       if (b->h2c) {
         b->error = "appProtocol kubernetes.io/h2c is not supported yet";
       }
-      status(o->key());  // every pool gets a status entry
+      schedulerAnnotation(*o, *b);
       if (pool.endpoint_picker) {
         const auto& ref = *pool.endpoint_picker;
         std::string problem;
@@ -797,6 +813,7 @@ class Builder {
       for (const auto& p : selectPods(o->meta.ns, selector)) {
         if (auto ep = endpoint(p.pod->ip, ms.port)) b->endpoints.push_back(std::move(*ep));
       }
+      schedulerAnnotation(*o, *b);
       if (ms.protocol == "https") {
         b->error = "workloadPort.protocol https is not supported yet";
       }

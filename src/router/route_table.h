@@ -34,6 +34,9 @@ inline constexpr std::string_view kControllerName = "sluice.dev/gateway-controll
 // The body's model offered to HTTPRoute header matches (Inference Extension body-based routing).
 inline constexpr std::string_view kModelHeader = "x-gateway-model-name";
 inline constexpr std::string_view kObjectiveHeader = "x-gateway-inference-objective";
+// On an InferencePool or ModelServer: the scheduling profile (a preset or a configured
+// schedulingProfiles name) for its requests.
+inline constexpr std::string_view kSchedulerAnnotation = "sluice.dev/scheduler";
 
 // Request headers, looked up by lower-case name (the first value when repeated).
 class HeaderLookup {
@@ -259,6 +262,7 @@ struct RouteBuildOptions {
   std::string default_address = "0.0.0.0";
   uint16_t default_port = 8080;
   std::vector<std::string> config_models;  // models: names, listed on every listener
+  std::vector<std::string> profiles;       // scheduler presets and configured profiles
 };
 
 // Translates the objects (the store's current contents) into a route table, with the status

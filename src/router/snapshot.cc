@@ -113,6 +113,12 @@ base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::Router
   options.default_address = config.listener.address;
   options.default_port = default_port != 0 ? default_port : config.listener.port;
   options.config_models = names;
+  for (auto p : config::schedulerPresets()) {
+    options.profiles.emplace_back(p);
+  }
+  for (const auto& p : config.scheduler.profiles) {
+    options.profiles.push_back(p.name);
+  }
   static const config::ObjectStore kEmpty;
   snap->routes = buildRouteTable(objects ? *objects : kEmpty, options, registry);
   return std::shared_ptr<const Snapshot>(std::move(snap));

@@ -129,6 +129,7 @@ struct Backend {
   std::optional<uint32_t> retry_attempts;                   // ModelServer trafficPolicy.retry
   std::chrono::milliseconds retry_interval{0};              // ...and its retryInterval
   bool h2c = false;                                         // appProtocol kubernetes.io/h2c
+  std::string scheduler;  // annotation sluice.dev/scheduler: a preset or profile; "" = default
 };
 
 // Immutable routing state built on the control thread and handed to workers. A request keeps

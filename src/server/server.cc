@@ -276,6 +276,12 @@ std::shared_ptr<const scheduler::ProfileSet> Server::buildProfiles(const router:
       set->by_model[m.name] = scheduler_->makeNamed(m.scheduler, sc);
     }
   }
+  // Pools and ModelServers annotated with sluice.dev/scheduler (validated when routes built).
+  for (const auto& b : snap.routes->backends) {
+    if (!b->scheduler.empty() && b->scheduler != default_name) {
+      set->by_model[b->model] = scheduler_->makeNamed(b->scheduler, sc);
+    }
+  }
   // Endpoints that left the configuration leave the prefix index too.
   std::unordered_set<std::string> live;
   for (const auto& [_, backend] : snap.models) {

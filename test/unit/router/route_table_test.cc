@@ -685,6 +685,27 @@ spec:
   EXPECT_EQ(cond("Gateway/infra/gw", "Programmed"), "False/Invalid");
 }
 
+// sluice.dev/scheduler picks a pool's scheduling profile; an unknown name is reported.
+TEST_F(RouteTableTest, SchedulerAnnotation) {
+  options.profiles = {"random", "sluice-default"};
+  load(std::string(kGateway) + R"(apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: p, namespace: app, annotations: {sluice.dev/scheduler: random}}
+spec: {selector: {matchLabels: {app: a}}, targetPorts: [{number: 8000}]}
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: q, namespace: app, annotations: {sluice.dev/scheduler: fastest}}
+spec: {selector: {matchLabels: {app: a}}, targetPorts: [{number: 8000}]}
+)");
+  ASSERT_TRUE(errors.empty()) << errors[0];
+  std::map<std::string, std::string> by_name;
+  for (const auto& b : table->backends) by_name[b->name] = b->scheduler;
+  EXPECT_EQ(by_name["app/p"], "random");
+  EXPECT_EQ(by_name["app/q"], "");
+  EXPECT_EQ(cond("InferencePool/app/q", "ResolvedRefs"), "False/UnknownSchedulingProfile");
+}
+
 TEST(RewritePath, PrefixAndFull) {
   MatchEntry e;
   e.path = "/v1";
