@@ -115,7 +115,8 @@ void BM_FullRebuild(benchmark::State& state) {
   for (auto _ : state) {
     auto t = router::buildRouteTable(f.store, f.options, f.registry);
     endpoints = 0;
-    for (const auto& b : t->backends) endpoints += b->endpoints.size();
+    for (const auto& b : t->backends)
+      endpoints += b->endpoints.size();
     benchmark::DoNotOptimize(t.get());
   }
   state.counters["routes"] = kRoutes;
@@ -151,8 +152,12 @@ void BM_RouteMatch(benchmark::State& state) {
         reqs.push_back({fmt::format("/tenant-{}/v1/completions", r),
                         fmt::format("t{}.tenants.example.com", r - r % 4), "other"});
         break;
-      case 2: reqs.push_back({fmt::format("/tenant-{}/health", r), "api.example.com", ""}); break;
-      default: reqs.push_back({"/nothing/here", "api.example.com", "x"}); break;
+      case 2:
+        reqs.push_back({fmt::format("/tenant-{}/health", r), "api.example.com", ""});
+        break;
+      default:
+        reqs.push_back({"/nothing/here", "api.example.com", "x"});
+        break;
     }
   }
   MapHeaders headers;

@@ -2,5 +2,5 @@
 #include <utility>
 
 #include <boost/asio/impl/src.hpp>
-#include <boost/beast/src.hpp>
 #include <boost/asio/ssl/impl/src.hpp>
+#include <boost/beast/src.hpp>

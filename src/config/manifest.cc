@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <ctime>
+#include <re2/re2.h>
 #include <set>
 
 #include <fmt/core.h>
-#include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
 
 #include "base/strings.h"
@@ -15,21 +15,36 @@ namespace sluice::config {
 
 std::string_view kindName(Kind kind) {
   switch (kind) {
-    case Kind::GatewayClass: return "GatewayClass";
-    case Kind::Gateway: return "Gateway";
-    case Kind::HTTPRoute: return "HTTPRoute";
-    case Kind::ReferenceGrant: return "ReferenceGrant";
-    case Kind::InferencePool: return "InferencePool";
-    case Kind::InferenceObjective: return "InferenceObjective";
-    case Kind::InferenceModelRewrite: return "InferenceModelRewrite";
-    case Kind::InferenceModel: return "InferenceModel";
-    case Kind::ModelRoute: return "ModelRoute";
-    case Kind::ModelServer: return "ModelServer";
-    case Kind::ExternalModelProvider: return "ExternalModelProvider";
-    case Kind::Pod: return "Pod";
-    case Kind::Service: return "Service";
-    case Kind::Secret: return "Secret";
-    case Kind::Namespace: return "Namespace";
+    case Kind::GatewayClass:
+      return "GatewayClass";
+    case Kind::Gateway:
+      return "Gateway";
+    case Kind::HTTPRoute:
+      return "HTTPRoute";
+    case Kind::ReferenceGrant:
+      return "ReferenceGrant";
+    case Kind::InferencePool:
+      return "InferencePool";
+    case Kind::InferenceObjective:
+      return "InferenceObjective";
+    case Kind::InferenceModelRewrite:
+      return "InferenceModelRewrite";
+    case Kind::InferenceModel:
+      return "InferenceModel";
+    case Kind::ModelRoute:
+      return "ModelRoute";
+    case Kind::ModelServer:
+      return "ModelServer";
+    case Kind::ExternalModelProvider:
+      return "ExternalModelProvider";
+    case Kind::Pod:
+      return "Pod";
+    case Kind::Service:
+      return "Service";
+    case Kind::Secret:
+      return "Secret";
+    case Kind::Namespace:
+      return "Namespace";
   }
   return "?";
 }
@@ -39,15 +54,20 @@ std::string_view kindGroup(Kind kind) {
     case Kind::GatewayClass:
     case Kind::Gateway:
     case Kind::HTTPRoute:
-    case Kind::ReferenceGrant: return "gateway.networking.k8s.io";
-    case Kind::InferencePool: return "inference.networking.k8s.io";
+    case Kind::ReferenceGrant:
+      return "gateway.networking.k8s.io";
+    case Kind::InferencePool:
+      return "inference.networking.k8s.io";
     case Kind::InferenceObjective:
     case Kind::InferenceModelRewrite:
-    case Kind::InferenceModel: return "inference.networking.x-k8s.io";
+    case Kind::InferenceModel:
+      return "inference.networking.x-k8s.io";
     case Kind::ModelRoute:
     case Kind::ModelServer:
-    case Kind::ExternalModelProvider: return "networking.serving.volcano.sh";
-    default: return "";
+    case Kind::ExternalModelProvider:
+      return "networking.serving.volcano.sh";
+    default:
+      return "";
   }
 }
 
@@ -114,9 +134,8 @@ bool validHostname(std::string_view s, bool allow_wildcard) {
     s.remove_prefix(2);
   }
   // An IP address is not a hostname in Gateway API.
-  if (!s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-        return (c >= '0' && c <= '9') || c == '.';
-      })) {
+  if (!s.empty() &&
+      std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.'; })) {
     return false;
   }
   return validDnsSubdomain(s);
@@ -146,7 +165,9 @@ bool validQualifiedName(std::string_view s) {
                      [&](char c) { return alnum(c) || c == '-' || c == '_' || c == '.'; });
 }
 
-bool validLabelValue(std::string_view s) { return s.empty() || validQualifiedName(s); }
+bool validLabelValue(std::string_view s) {
+  return s.empty() || validQualifiedName(s);
+}
 
 bool validHeaderName(std::string_view s) {
   if (s.empty() || s.size() > 256) {
@@ -200,11 +221,16 @@ std::optional<int64_t> parseTimestamp(std::string_view s) {
 
 std::optional<std::string> base64Decode(std::string_view in) {
   auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
+    if (c >= 'A' && c <= 'Z')
+      return c - 'A';
+    if (c >= 'a' && c <= 'z')
+      return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+      return c - '0' + 52;
+    if (c == '+' || c == '-')
+      return 62;
+    if (c == '/' || c == '_')
+      return 63;
     return -1;
   };
   std::string out;
@@ -530,8 +556,8 @@ Gateway parseGateway(const Field& spec) {
         l["port"].error("is required");
       }
       out.protocol = l["protocol"].required();
-      if (Field tls = l["tls"]; tls.mapping({"mode", "certificateRefs", "options",
-                                             "frontendValidation"})) {
+      if (Field tls = l["tls"];
+          tls.mapping({"mode", "certificateRefs", "options", "frontendValidation"})) {
         out.tls_mode = tls["mode"].oneOf({"Terminate", "Passthrough"}, "Terminate");
         Field refs = tls["certificateRefs"];
         if (refs.list(64)) {
@@ -581,8 +607,10 @@ Gateway parseGateway(const Field& spec) {
 StringMatch::Type matchType(const Field& f, bool allow_prefix) {
   std::string t = allow_prefix ? f.oneOf({"Exact", "Prefix", "RegularExpression"}, "Exact")
                                : f.oneOf({"Exact", "RegularExpression"}, "Exact");
-  if (t == "Prefix") return StringMatch::Type::Prefix;
-  if (t == "RegularExpression") return StringMatch::Type::RegularExpression;
+  if (t == "Prefix")
+    return StringMatch::Type::Prefix;
+  if (t == "RegularExpression")
+    return StringMatch::Type::RegularExpression;
   return StringMatch::Type::Exact;
 }
 
@@ -810,8 +838,8 @@ HTTPRoute parseHttpRoute(const Field& spec) {
   if (rules.list(16)) {
     for (size_t i = 0; i < rules.size(); ++i) {
       Field rf = rules.at(i);
-      rf.mapping({"name", "matches", "filters", "backendRefs", "timeouts", "retry",
-                  "sessionPersistence"});
+      rf.mapping(
+          {"name", "matches", "filters", "backendRefs", "timeouts", "retry", "sessionPersistence"});
       HttpRouteRule rule;
       rule.name = rf["name"].str(253).value_or("");
       Field ms = rf["matches"];
@@ -897,8 +925,8 @@ HTTPRoute parseHttpRoute(const Field& spec) {
     }
   }
   if (total_matches > 128) {
-    rules.error(fmt::format("must have at most 128 matches across all rules, got {}",
-                            total_matches));
+    rules.error(
+        fmt::format("must have at most 128 matches across all rules, got {}", total_matches));
   }
   return r;
 }
@@ -984,8 +1012,7 @@ InferencePool parseInferencePool(const Field& spec, bool v1alpha2) {
       pf.mapping({"number"});
       if (auto n = pf["number"].integer(1, 65535)) {
         auto port = static_cast<uint16_t>(*n);
-        if (std::find(p.target_ports.begin(), p.target_ports.end(), port) !=
-            p.target_ports.end()) {
+        if (std::find(p.target_ports.begin(), p.target_ports.end(), port) != p.target_ports.end()) {
           pf["number"].error("port number must be unique");
         }
         p.target_ports.push_back(port);
@@ -1284,8 +1311,9 @@ ExternalModelProvider parseProvider(const Field& spec) {
   }
   p.headers = spec["headers"].stringMap(32, false);
   static const std::set<std::string> kForbidden = {
-      "authorization", "x-api-key", "proxy-authorization", "connection", "host",
-      "content-length", "transfer-encoding", "te", "upgrade", "keep-alive"};
+      "authorization", "x-api-key",      "proxy-authorization", "connection",
+      "host",          "content-length", "transfer-encoding",   "te",
+      "upgrade",       "keep-alive"};
   for (const auto& [k, v] : p.headers) {
     if (kForbidden.count(base::toLower(k)) > 0) {
       spec["headers"][k].error("credential and hop-by-hop headers cannot be set here");
@@ -1410,21 +1438,20 @@ constexpr KindInfo kKinds[] = {
     {"inference.networking.x-k8s.io/v1alpha2", "InferencePool", Kind::InferencePool, true},
     {"inference.networking.x-k8s.io/v1alpha2", "InferenceObjective", Kind::InferenceObjective,
      true},
-    {"inference.networking.x-k8s.io/v1alpha2", "InferenceModelRewrite",
-     Kind::InferenceModelRewrite, true},
+    {"inference.networking.x-k8s.io/v1alpha2", "InferenceModelRewrite", Kind::InferenceModelRewrite,
+     true},
     {"inference.networking.x-k8s.io/v1alpha2", "InferenceModel", Kind::InferenceModel, true},
     {"networking.serving.volcano.sh/v1alpha1", "ModelRoute", Kind::ModelRoute, true},
     {"networking.serving.volcano.sh/v1alpha1", "ModelServer", Kind::ModelServer, true},
-    {"networking.serving.volcano.sh/v1alpha1", "ExternalModelProvider",
-     Kind::ExternalModelProvider, true},
+    {"networking.serving.volcano.sh/v1alpha1", "ExternalModelProvider", Kind::ExternalModelProvider,
+     true},
     {"v1", "Pod", Kind::Pod, true},
     {"v1", "Service", Kind::Service, true},
     {"v1", "Secret", Kind::Secret, true},
     {"v1", "Namespace", Kind::Namespace, false},
 };
 
-void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& out,
-                 uint64_t& seq) {
+void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& out, uint64_t& seq) {
   std::vector<std::string> errors;
   std::vector<std::string> warnings;
   Field root(doc, "", errors, warnings);
@@ -1517,9 +1544,15 @@ void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& ou
       obj.spec = g;
       break;
     }
-    case Kind::Gateway: obj.spec = parseGateway(spec); break;
-    case Kind::HTTPRoute: obj.spec = parseHttpRoute(spec); break;
-    case Kind::ReferenceGrant: obj.spec = parseReferenceGrant(spec); break;
+    case Kind::Gateway:
+      obj.spec = parseGateway(spec);
+      break;
+    case Kind::HTTPRoute:
+      obj.spec = parseHttpRoute(spec);
+      break;
+    case Kind::ReferenceGrant:
+      obj.spec = parseReferenceGrant(spec);
+      break;
     case Kind::InferencePool:
       obj.spec = parseInferencePool(spec, api == "inference.networking.x-k8s.io/v1alpha2");
       break;
@@ -1531,7 +1564,9 @@ void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& ou
       obj.spec = o;
       break;
     }
-    case Kind::InferenceModelRewrite: obj.spec = parseRewrite(spec); break;
+    case Kind::InferenceModelRewrite:
+      obj.spec = parseRewrite(spec);
+      break;
     case Kind::InferenceModel: {
       InferenceModel m;
       spec.mapping({"modelName", "criticality", "targetModels", "poolRef"});
@@ -1544,13 +1579,27 @@ void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& ou
       obj.spec = m;
       break;
     }
-    case Kind::ModelRoute: obj.spec = parseModelRoute(spec); break;
-    case Kind::ModelServer: obj.spec = parseModelServer(spec); break;
-    case Kind::ExternalModelProvider: obj.spec = parseProvider(spec); break;
-    case Kind::Pod: obj.spec = parsePod(root); break;
-    case Kind::Service: obj.spec = parseService(root); break;
-    case Kind::Secret: obj.spec = parseSecret(root); break;
-    case Kind::Namespace: obj.spec = Namespace{}; break;
+    case Kind::ModelRoute:
+      obj.spec = parseModelRoute(spec);
+      break;
+    case Kind::ModelServer:
+      obj.spec = parseModelServer(spec);
+      break;
+    case Kind::ExternalModelProvider:
+      obj.spec = parseProvider(spec);
+      break;
+    case Kind::Pod:
+      obj.spec = parsePod(root);
+      break;
+    case Kind::Service:
+      obj.spec = parseService(root);
+      break;
+    case Kind::Secret:
+      obj.spec = parseSecret(root);
+      break;
+    case Kind::Namespace:
+      obj.spec = Namespace{};
+      break;
   }
   bool ok = errors.empty();
   report(key);
@@ -1564,9 +1613,9 @@ void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& ou
 ParseResult parseManifests(std::string_view text, std::string_view source) {
   ParseResult out;
   if (text.size() > kMaxManifestBytes) {
-    out.errors.push_back({std::string(source), "",
-                          fmt::format("file is {} bytes; the limit is {}", text.size(),
-                                      kMaxManifestBytes)});
+    out.errors.push_back(
+        {std::string(source), "",
+         fmt::format("file is {} bytes; the limit is {}", text.size(), kMaxManifestBytes)});
     return out;
   }
   // Documents are split here rather than by YAML::LoadAll, which loops without end on some
@@ -1580,10 +1629,11 @@ ParseResult parseManifests(std::string_view text, std::string_view source) {
   size_t start = 0, line = 0, start_line = 0;
   for (size_t pos = 0; pos <= text.size();) {
     size_t eol = text.find('\n', pos);
-    if (eol == std::string_view::npos) eol = text.size();
+    if (eol == std::string_view::npos)
+      eol = text.size();
     std::string_view l = text.substr(pos, eol - pos);
-    bool marker = l.substr(0, 3) == "---" &&
-                  (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
+    bool marker =
+        l.substr(0, 3) == "---" && (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
     if (marker && pos > start) {
       chunks.push_back({text.substr(start, pos - start), start_line});
       start = pos;
@@ -1592,27 +1642,27 @@ ParseResult parseManifests(std::string_view text, std::string_view source) {
     pos = eol + 1;
     ++line;
   }
-  if (start < text.size()) chunks.push_back({text.substr(start), start_line});
+  if (start < text.size())
+    chunks.push_back({text.substr(start), start_line});
   constexpr size_t kMaxDocuments = 200000;
   if (chunks.size() > kMaxDocuments) {
-    out.errors.push_back({std::string(source), "",
-                          fmt::format("{} documents; the limit is {}", chunks.size(),
-                                      kMaxDocuments)});
+    out.errors.push_back(
+        {std::string(source), "",
+         fmt::format("{} documents; the limit is {}", chunks.size(), kMaxDocuments)});
     return out;
   }
   static std::atomic<uint64_t> seq_source{1};
   uint64_t seq = seq_source.fetch_add(chunks.size() + 1);
   for (size_t i = 0; i < chunks.size(); ++i) {
-    std::string where =
-        chunks.size() > 1 ? fmt::format("{}#{}", source, i) : std::string(source);
+    std::string where = chunks.size() > 1 ? fmt::format("{}#{}", source, i) : std::string(source);
     YAML::Node doc;
     try {
       doc = YAML::Load(std::string(chunks[i].text));
     } catch (const YAML::Exception& e) {
-      out.errors.push_back({where, "",
-                            fmt::format("line {}, column {}: {}",
-                                        chunks[i].first_line + e.mark.line + 1,
-                                        e.mark.column + 1, e.msg)});
+      out.errors.push_back(
+          {where, "",
+           fmt::format("line {}, column {}: {}", chunks[i].first_line + e.mark.line + 1,
+                       e.mark.column + 1, e.msg)});
       continue;
     } catch (const std::exception& e) {
       out.errors.push_back({where, "", e.what()});

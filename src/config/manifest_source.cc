@@ -1,16 +1,15 @@
 #include "config/manifest_source.h"
 
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <poll.h>
+#include <set>
+#include <sstream>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <unistd.h>
-
-#include <filesystem>
-#include <algorithm>
-#include <cstring>
-#include <fstream>
-#include <set>
-#include <sstream>
 
 #include <fmt/core.h>
 
@@ -37,7 +36,9 @@ bool manifestFile(const fs::path& p) {
 ManifestDirectory::ManifestDirectory(std::string dir, std::chrono::milliseconds debounce)
     : dir_(std::move(dir)), debounce_(debounce) {}
 
-ManifestDirectory::~ManifestDirectory() { stop(); }
+ManifestDirectory::~ManifestDirectory() {
+  stop();
+}
 
 base::Result<std::vector<StoreEvent>> ManifestDirectory::scan() {
   std::error_code ec;
@@ -110,8 +111,8 @@ base::Result<std::vector<StoreEvent>> ManifestDirectory::scan() {
 }
 
 void ManifestDirectory::addWatches() {
-  constexpr uint32_t kMask = IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM |
-                             IN_MOVED_TO | IN_MODIFY | IN_DELETE_SELF | IN_ATTRIB;
+  constexpr uint32_t kMask = IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
+                             IN_MODIFY | IN_DELETE_SELF | IN_ATTRIB;
   std::vector<std::string> dirs{dir_};
   std::error_code ec;
   fs::recursive_directory_iterator it(dir_, fs::directory_options::follow_directory_symlink, ec);

@@ -47,8 +47,9 @@ std::vector<StoreEvent> ObjectStore::applySource(const std::string& source, Pars
   for (auto& obj : result.objects) {
     std::string key = obj.key();
     if (!keep.insert(key).second) {
-      result.errors.push_back({obj.source, key, "duplicate object in the same source (the first "
-                                                "one is used)"});
+      result.errors.push_back({obj.source, key,
+                               "duplicate object in the same source (the first "
+                               "one is used)"});
       continue;
     }
     auto owner = owner_.find(key);

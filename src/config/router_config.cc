@@ -241,7 +241,8 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   try {
     if (!p.mapWithKeys(root, "",
                        {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
-                        "metrics_fetcher", "scheduler", "access_log", "models", "manifests", "manifests_debounce"})) {
+                        "metrics_fetcher", "scheduler", "access_log", "models", "manifests",
+                        "manifests_debounce"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);

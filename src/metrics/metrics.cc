@@ -317,8 +317,7 @@ std::string Registry::renderPrometheus() const {
   appendHeader(out, "sluice_mirror_requests_total", "counter",
                "Copies of requests sent by HTTPRoute RequestMirror filters, by outcome.");
   out += fmt::format("sluice_mirror_requests_total{{outcome=\"sent\"}} {}\n", mirrors_sent);
-  out += fmt::format("sluice_mirror_requests_total{{outcome=\"dropped\"}} {}\n",
-                     mirrors_dropped);
+  out += fmt::format("sluice_mirror_requests_total{{outcome=\"dropped\"}} {}\n", mirrors_dropped);
   appendHeader(out, "sluice_config_reloads_total", "counter", "Configuration snapshots published.");
   out += fmt::format("sluice_config_reloads_total {}\n", config_reloads.load());
   appendHeader(out, "sluice_config_reload_errors_total", "counter",

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <arpa/inet.h>
 #include <cstring>
+#include <re2/re2.h>
 #include <set>
 
 #include <fmt/core.h>
-#include <re2/re2.h>
 
 #include "base/strings.h"
 
@@ -31,8 +31,10 @@ std::shared_ptr<re2::RE2> compile(const std::string& pattern, bool anchored) {
 
 bool stringMatches(const config::StringMatch& m, const re2::RE2* re, std::string_view value) {
   switch (m.type) {
-    case config::StringMatch::Type::Exact: return value == m.value;
-    case config::StringMatch::Type::Prefix: return value.substr(0, m.value.size()) == m.value;
+    case config::StringMatch::Type::Exact:
+      return value == m.value;
+    case config::StringMatch::Type::Prefix:
+      return value.substr(0, m.value.size()) == m.value;
     case config::StringMatch::Type::RegularExpression:
       return re != nullptr && RE2::FullMatch(re2::StringPiece(value.data(), value.size()), *re);
   }
@@ -90,12 +92,18 @@ bool entryMatches(const MatchEntry& e, const RequestView& req) {
 bool precedes(const MatchEntry* a, const MatchEntry* b) {
   // Path specificity is the bucket; then method, headers, query, age, name, rule, match.
   bool am = !a->method.empty(), bm = !b->method.empty();
-  if (am != bm) return am;
-  if (a->headers.size() != b->headers.size()) return a->headers.size() > b->headers.size();
-  if (a->query.size() != b->query.size()) return a->query.size() > b->query.size();
-  if (a->creation != b->creation) return a->creation < b->creation;
-  if (a->route_key != b->route_key) return a->route_key < b->route_key;
-  if (a->rule != b->rule) return a->rule < b->rule;
+  if (am != bm)
+    return am;
+  if (a->headers.size() != b->headers.size())
+    return a->headers.size() > b->headers.size();
+  if (a->query.size() != b->query.size())
+    return a->query.size() > b->query.size();
+  if (a->creation != b->creation)
+    return a->creation < b->creation;
+  if (a->route_key != b->route_key)
+    return a->route_key < b->route_key;
+  if (a->rule != b->rule)
+    return a->rule < b->rule;
   return a->index < b->index;
 }
 
@@ -136,24 +144,29 @@ void PathIndex::finish() {
     return;
   }
   size_t size = 8;
-  while (size < buckets_.size() * 2) size <<= 1;  // load factor <= 0.5
+  while (size < buckets_.size() * 2)
+    size <<= 1;  // load factor <= 0.5
   slots_.assign(size, Slot{});
   mask_ = size - 1;
   for (size_t i = 0; i < buckets_.size(); ++i) {
     uint64_t slot = buckets_[i].hash & mask_;
-    while (slots_[slot].index != 0) slot = (slot + 1) & mask_;
+    while (slots_[slot].index != 0)
+      slot = (slot + 1) & mask_;
     slots_[slot] = {buckets_[i].hash, static_cast<uint32_t>(i + 1)};
   }
 }
 
 const std::vector<const MatchEntry*>* PathIndex::find(uint64_t hash, std::string_view path) const {
-  if (slots_.empty()) return nullptr;
+  if (slots_.empty())
+    return nullptr;
   for (uint64_t slot = hash & mask_;; slot = (slot + 1) & mask_) {
     const Slot& s = slots_[slot];
-    if (s.index == 0) return nullptr;
+    if (s.index == 0)
+      return nullptr;
     if (s.hash == hash) {
       const Bucket& b = buckets_[s.index - 1];
-      if (b.path == path) return &b.entries;
+      if (b.path == path)
+        return &b.entries;
     }
   }
 }
@@ -161,9 +174,15 @@ const std::vector<const MatchEntry*>* PathIndex::find(uint64_t hash, std::string
 void RuleSet::add(const MatchEntry* entry) {
   ++count_;
   switch (entry->path_type) {
-    case config::PathMatch::Type::Exact: exact_.bucket(entry->path).push_back(entry); break;
-    case config::PathMatch::Type::PathPrefix: prefix_.bucket(entry->path).push_back(entry); break;
-    case config::PathMatch::Type::RegularExpression: regex_.push_back(entry); break;
+    case config::PathMatch::Type::Exact:
+      exact_.bucket(entry->path).push_back(entry);
+      break;
+    case config::PathMatch::Type::PathPrefix:
+      prefix_.bucket(entry->path).push_back(entry);
+      break;
+    case config::PathMatch::Type::RegularExpression:
+      regex_.push_back(entry);
+      break;
   }
 }
 
@@ -173,7 +192,8 @@ void RuleSet::finish() {
   exact_.finish();
   prefix_.finish();
   std::stable_sort(regex_.begin(), regex_.end(), [](const MatchEntry* a, const MatchEntry* b) {
-    if (a->path.size() != b->path.size()) return a->path.size() > b->path.size();
+    if (a->path.size() != b->path.size())
+      return a->path.size() > b->path.size();
     return precedes(a, b);
   });
 }
@@ -200,7 +220,8 @@ const MatchEntry* RuleSet::match(const RequestView& req) const {
   if (!exact_.empty()) {
     if (const auto* v = exact_.find(h, path)) {
       for (const auto* e : *v) {
-        if (entryMatches(*e, req)) return e;
+        if (entryMatches(*e, req))
+          return e;
       }
     }
   }
@@ -208,20 +229,24 @@ const MatchEntry* RuleSet::match(const RequestView& req) const {
     auto tryPrefix = [&](uint64_t hash, std::string_view p) -> const MatchEntry* {
       if (const auto* v = prefix_.find(hash, p)) {
         for (const auto* e : *v) {
-          if (entryMatches(*e, req)) return e;
+          if (entryMatches(*e, req))
+            return e;
         }
       }
       return nullptr;
     };
     // The whole path unless it ends in '/' (then its last cut is the same key).
     if (!path.empty() && path.back() != '/') {
-      if (const auto* e = tryPrefix(h, path)) return e;
+      if (const auto* e = tryPrefix(h, path))
+        return e;
     }
     for (size_t i = n; i-- > 0;) {
-      if (const auto* e = tryPrefix(cut_hash[i], path.substr(0, cuts[i]))) return e;
+      if (const auto* e = tryPrefix(cut_hash[i], path.substr(0, cuts[i])))
+        return e;
     }
     static const uint64_t kRootHash = pathHash("/");
-    if (const auto* e = tryPrefix(kRootHash, "/")) return e;
+    if (const auto* e = tryPrefix(kRootHash, "/"))
+      return e;
   }
   for (const auto* e : regex_) {
     if (e->path_re &&
@@ -262,16 +287,19 @@ Matched RouteTable::matchHttp(const ListenerRoutes& listener, const RequestView&
     thread_local std::string host;
     host.assign(req.host.data(), req.host.size());
     if (auto it = listener.exact_hosts.find(host); it != listener.exact_hosts.end()) {
-      if (const auto* e = it->second.match(req)) return {e->action, e};
+      if (const auto* e = it->second.match(req))
+        return {e->action, e};
     }
   }
   for (const auto& [suffix, rules] : listener.wildcard_hosts) {
     if (req.host.size() > suffix.size() &&
         req.host.substr(req.host.size() - suffix.size()) == suffix) {
-      if (const auto* e = rules.match(req)) return {e->action, e};
+      if (const auto* e = rules.match(req))
+        return {e->action, e};
     }
   }
-  if (const auto* e = listener.any_host.match(req)) return {e->action, e};
+  if (const auto* e = listener.any_host.match(req))
+    return {e->action, e};
   return {};
 }
 
@@ -293,17 +321,22 @@ ModelTarget RouteTable::matchModel(const ListenerRoutes& listener, const Request
     lora = true;
   }
   for (const auto& route : it->second) {
-    if (!route->section.empty() && route->section != listener.name) continue;
-    if (route->port && *route->port != listener.port) continue;
+    if (!route->section.empty() && route->section != listener.name)
+      continue;
+    if (route->port && *route->port != listener.port)
+      continue;
     for (const auto& rule : route->rules) {
       bool ok = true;
       for (size_t i = 0; i < rule.headers.size() && ok; ++i) {
         auto v = req.headers ? req.headers->get(rule.headers[i].first) : std::nullopt;
         ok = v && stringMatches(rule.headers[i].second, rule.header_res[i].get(), *v);
       }
-      if (ok && rule.uri) ok = stringMatches(*rule.uri, rule.uri_re.get(), req.path);
-      if (ok && rule.body_model) ok = *rule.body_model == req.model;
-      if (!ok || rule.targets.empty()) continue;
+      if (ok && rule.uri)
+        ok = stringMatches(*rule.uri, rule.uri_re.get(), req.path);
+      if (ok && rule.body_model)
+        ok = *rule.body_model == req.model;
+      if (!ok || rule.targets.empty())
+        continue;
       const ModelRouteEntry::Rule::Target* pick = &rule.targets[0];
       if (rule.targets.size() > 1 && rule.total_weight > 0) {
         uint64_t r = random.uniform(rule.total_weight);
@@ -321,8 +354,7 @@ ModelTarget RouteTable::matchModel(const ListenerRoutes& listener, const Request
   return {};
 }
 
-const RouteAction::Target* RouteTable::pickTarget(const RouteAction& action,
-                                                  base::Random& random) {
+const RouteAction::Target* RouteTable::pickTarget(const RouteAction& action, base::Random& random) {
   if (action.targets.empty() || action.total_weight == 0) {
     return nullptr;
   }
@@ -331,7 +363,8 @@ const RouteAction::Target* RouteTable::pickTarget(const RouteAction& action,
   }
   uint64_t r = random.uniform(action.total_weight);
   for (const auto& t : action.targets) {
-    if (r < t.weight) return &t;
+    if (r < t.weight)
+      return &t;
     r -= t.weight;
   }
   return &action.targets.back();
@@ -349,13 +382,15 @@ const ModelRewrite* RouteTable::rewriteFor(const Backend& backend, std::string_v
 }
 
 std::string_view RouteTable::pickModel(const ModelRewrite& rewrite, base::Random& random) {
-  if (rewrite.targets.empty()) return {};
+  if (rewrite.targets.empty())
+    return {};
   if (rewrite.total_weight == 0) {
     return rewrite.targets[random.uniform(rewrite.targets.size())].first;
   }
   uint64_t r = random.uniform(rewrite.total_weight);
   for (const auto& [model, weight] : rewrite.targets) {
-    if (r < weight) return model;
+    if (r < weight)
+      return model;
     r -= weight;
   }
   return rewrite.targets.back().first;
@@ -477,17 +512,21 @@ class Builder {
  private:
   ObjectStatus& status(const std::string& key) {
     auto [it, inserted] = status_.try_emplace(key);
-    if (inserted) it->second.key = key;
+    if (inserted)
+      it->second.key = key;
     return it->second;
   }
 
   // Objects of a kind, oldest first (creationTimestamp, then first seen, then key).
   std::vector<const Object*> sorted(Kind kind) const {
     std::vector<const Object*> out;
-    for (const auto* o : by_kind_[static_cast<size_t>(kind)]) out.push_back(o);
+    for (const auto* o : by_kind_[static_cast<size_t>(kind)])
+      out.push_back(o);
     std::sort(out.begin(), out.end(), [](const Object* a, const Object* b) {
-      if (a->meta.creation != b->meta.creation) return a->meta.creation < b->meta.creation;
-      if (a->meta.seq != b->meta.seq) return a->meta.seq < b->meta.seq;
+      if (a->meta.creation != b->meta.creation)
+        return a->meta.creation < b->meta.creation;
+      if (a->meta.seq != b->meta.seq)
+        return a->meta.seq < b->meta.seq;
       return a->key() < b->key();
     });
     return out;
@@ -498,7 +537,8 @@ class Builder {
       by_kind_[static_cast<size_t>(obj.kind)].push_back(&obj);
       if (obj.kind == Kind::Pod) {
         const auto& pod = std::get<config::Pod>(obj.spec);
-        if (!pod.ready || obj.meta.terminating) continue;
+        if (!pod.ready || obj.meta.terminating)
+          continue;
         auto& ns = pods_[obj.meta.ns];
         size_t idx = ns.all.size();
         ns.all.push_back({&obj, &pod});
@@ -529,14 +569,17 @@ class Builder {
                                  const std::map<std::string, std::string>& selector) const {
     std::vector<PodRef> out;
     auto it = pods_.find(ns);
-    if (it == pods_.end() || selector.empty()) return out;
+    if (it == pods_.end() || selector.empty())
+      return out;
     const auto& nsp = it->second;
     // Walk the shortest posting list and check the rest of the labels.
     const std::vector<size_t>* best = nullptr;
     for (const auto& [k, v] : selector) {
       auto pl = nsp.by_label.find(k + "=" + v);
-      if (pl == nsp.by_label.end()) return out;
-      if (best == nullptr || pl->second.size() < best->size()) best = &pl->second;
+      if (pl == nsp.by_label.end())
+        return out;
+      if (best == nullptr || pl->second.size() < best->size())
+        best = &pl->second;
     }
     for (size_t idx : *best) {
       const auto& ref = nsp.all[idx];
@@ -548,7 +591,8 @@ class Builder {
           break;
         }
       }
-      if (ok) out.push_back(ref);
+      if (ok)
+        out.push_back(ref);
     }
     std::sort(out.begin(), out.end(),
               [](const PodRef& a, const PodRef& b) { return a.obj->meta.name < b.obj->meta.name; });
@@ -577,7 +621,8 @@ class Builder {
   void gatewayClasses() {
     for (const auto* o : by_kind_[static_cast<size_t>(Kind::GatewayClass)]) {
       const auto& gc = std::get<config::GatewayClass>(o->spec);
-      if (gc.controller_name != kControllerName) continue;
+      if (gc.controller_name != kControllerName)
+        continue;
       our_classes_.insert(o->meta.name);
       status(o->key()).conditions.push_back(
           {"Accepted", true, "Accepted", "handled by " + std::string(kControllerName)});
@@ -585,7 +630,8 @@ class Builder {
   }
 
   bool ourClass(const std::string& name) const {
-    if (our_classes_.count(name) > 0) return true;
+    if (our_classes_.count(name) > 0)
+      return true;
     // The built-in class, unless a GatewayClass object of that name belongs to someone else.
     return name == kGatewayClassName &&
            store_.find(fmt::format("GatewayClass/{}", name)) == nullptr;
@@ -603,7 +649,8 @@ class Builder {
   void gateways() {
     for (const auto* o : sorted(Kind::Gateway)) {
       const auto& gw = std::get<config::Gateway>(o->spec);
-      if (!ourClass(gw.gateway_class)) continue;
+      if (!ourClass(gw.gateway_class))
+        continue;
       table_->has_gateways = true;
       GatewayInfo info{o, &gw, {}, {}, std::make_shared<ModelSpace>(), {}};
       auto& st = status(o->key());
@@ -621,9 +668,9 @@ class Builder {
                                    fmt::format("protocol {} is not supported", l.protocol)});
           ok = false;
         } else if (!fresh && pit->second != l.protocol) {
-          ls.conditions.push_back({"Conflicted", true, "ProtocolConflict",
-                                   fmt::format("port {} is also used with {}", l.port,
-                                               pit->second)});
+          ls.conditions.push_back(
+              {"Conflicted", true, "ProtocolConflict",
+               fmt::format("port {} is also used with {}", l.port, pit->second)});
           ok = false;
         } else if (!hosts.emplace(l.port, host).second) {
           ls.conditions.push_back(
@@ -633,8 +680,8 @@ class Builder {
         }
         std::string cert_pem, key_pem;
         if (ok && l.protocol == "HTTPS" && l.tls_mode != "Terminate") {
-          ls.conditions.push_back({"Accepted", false, "UnsupportedTLSMode",
-                                   "only tls.mode Terminate is supported"});
+          ls.conditions.push_back(
+              {"Accepted", false, "UnsupportedTLSMode", "only tls.mode Terminate is supported"});
           ok = false;
         }
         if (ok && l.protocol == "HTTPS") {
@@ -646,8 +693,7 @@ class Builder {
               ls.conditions.push_back({"ResolvedRefs", false, "InvalidCertificateRef",
                                        "certificateRefs must name core Secrets"});
             } else if (ns != o->meta.ns &&
-                       !granted(kGatewayGroup, "Gateway", o->meta.ns, "", "Secret", ns,
-                                ref.name)) {
+                       !granted(kGatewayGroup, "Gateway", o->meta.ns, "", "Secret", ns, ref.name)) {
               ls.conditions.push_back(
                   {"ResolvedRefs", false, "RefNotPermitted",
                    fmt::format("no ReferenceGrant in {} allows this Gateway to use {}", ns,
@@ -683,8 +729,8 @@ class Builder {
         auto lr = std::make_shared<ListenerRoutes>();
         lr->gateway = o->meta.ns + "/" + o->meta.name;
         lr->name = l.name;
-        lr->hostname = l.hostname ? std::optional<std::string>(base::toLower(*l.hostname))
-                                  : std::nullopt;
+        lr->hostname =
+            l.hostname ? std::optional<std::string>(base::toLower(*l.hostname)) : std::nullopt;
         lr->port = l.port;
         lr->address = options_.default_address;
         lr->space = info.space;
@@ -712,11 +758,12 @@ class Builder {
 
   // Is a reference from (group, kind, ns) to (group, kind, name) in `to_ns` allowed by a
   // ReferenceGrant in `to_ns`?
-  bool granted(std::string_view from_group, std::string_view from_kind,
-               const std::string& from_ns, std::string_view to_group, std::string_view to_kind,
-               const std::string& to_ns, const std::string& to_name) const {
+  bool granted(std::string_view from_group, std::string_view from_kind, const std::string& from_ns,
+               std::string_view to_group, std::string_view to_kind, const std::string& to_ns,
+               const std::string& to_name) const {
     for (const auto* o : by_kind_[static_cast<size_t>(Kind::ReferenceGrant)]) {
-      if (o->meta.ns != to_ns) continue;
+      if (o->meta.ns != to_ns)
+        continue;
       const auto& g = std::get<config::ReferenceGrant>(o->spec);
       bool from_ok = std::any_of(g.from.begin(), g.from.end(), [&](const auto& f) {
         return f.group == from_group && f.kind == from_kind && f.ns == from_ns;
@@ -724,7 +771,8 @@ class Builder {
       bool to_ok = std::any_of(g.to.begin(), g.to.end(), [&](const auto& t) {
         return t.group == to_group && t.kind == to_kind && (t.name.empty() || t.name == to_name);
       });
-      if (from_ok && to_ok) return true;
+      if (from_ok && to_ok)
+        return true;
     }
     return false;
   }
@@ -733,7 +781,8 @@ class Builder {
   void schedulerAnnotation(const Object& o, Backend& b) {
     auto& st = status(o.key());
     auto it = o.meta.annotations.find(std::string(kSchedulerAnnotation));
-    if (it == o.meta.annotations.end()) return;
+    if (it == o.meta.annotations.end())
+      return;
     const auto& known = options_.profiles;
     if (std::find(known.begin(), known.end(), it->second) == known.end()) {
       st.conditions.push_back(
@@ -757,7 +806,8 @@ class Builder {
       b->engine = engine != o->meta.labels.end() ? base::toLower(engine->second) : "vllm";
       for (const auto& p : selectPods(o->meta.ns, pool.selector)) {
         for (uint16_t port : pool.target_ports) {
-          if (auto ep = endpoint(p.pod->ip, port)) b->endpoints.push_back(std::move(*ep));
+          if (auto ep = endpoint(p.pod->ip, port))
+            b->endpoints.push_back(std::move(*ep));
         }
       }
       if (b->h2c) {
@@ -768,8 +818,8 @@ class Builder {
         const auto& ref = *pool.endpoint_picker;
         std::string problem;
         if (!ref.group.empty() || ref.kind != "Service") {
-          problem = fmt::format("endpointPickerRef kind {}/{} is not supported", ref.group,
-                                ref.kind);
+          problem =
+              fmt::format("endpointPickerRef kind {}/{} is not supported", ref.group, ref.kind);
         } else {
           const auto* svc = store_.find(fmt::format("Service/{}/{}", o->meta.ns, ref.name));
           if (svc == nullptr) {
@@ -785,8 +835,9 @@ class Builder {
             b->error = "the pool's endpoint picker cannot be resolved: " + problem;
           }
         } else {
-          pool_refs_ok_[b->name] = {true, "the router picks endpoints itself; the external "
-                                          "picker is validated, not called"};
+          pool_refs_ok_[b->name] = {true,
+                                    "the router picks endpoints itself; the external "
+                                    "picker is validated, not called"};
         }
       } else {
         pool_refs_ok_[b->name] = {true, ""};
@@ -811,7 +862,8 @@ class Builder {
       }
       std::map<std::string, std::string> selector = ms.selector;
       for (const auto& p : selectPods(o->meta.ns, selector)) {
-        if (auto ep = endpoint(p.pod->ip, ms.port)) b->endpoints.push_back(std::move(*ep));
+        if (auto ep = endpoint(p.pod->ip, ms.port))
+          b->endpoints.push_back(std::move(*ep));
       }
       schedulerAnnotation(*o, *b);
       if (ms.protocol == "https") {
@@ -819,9 +871,9 @@ class Builder {
       }
       auto& st = status(o->key());
       st.conditions.push_back({"Accepted", true, "Accepted", ""});
-      st.conditions.push_back(
-          {"Ready", !b->endpoints.empty(), b->endpoints.empty() ? "NoReadyEndpoints" : "Ready",
-           fmt::format("{} ready endpoint(s)", b->endpoints.size())});
+      st.conditions.push_back({"Ready", !b->endpoints.empty(),
+                               b->endpoints.empty() ? "NoReadyEndpoints" : "Ready",
+                               fmt::format("{} ready endpoint(s)", b->endpoints.size())});
       servers_[b->name] = b;
     }
     for (const auto* o : sorted(Kind::ExternalModelProvider)) {
@@ -831,8 +883,9 @@ class Builder {
       b->name = o->meta.ns + "/" + o->meta.name;
       b->model = "ExternalModelProvider/" + b->name;
       b->upstream_model = p.model;
-      b->error = "external model providers are parsed and validated; proxying to them is not "
-                 "implemented yet";
+      b->error =
+          "external model providers are parsed and validated; proxying to them is not "
+          "implemented yet";
       auto& st = status(o->key());
       bool creds = true;
       std::string msg;
@@ -844,8 +897,8 @@ class Builder {
                             p.secret_key);
         }
       }
-      st.conditions.push_back({"CredentialsResolved", creds,
-                               creds ? "CredentialsResolved" : "SecretNotFound", msg});
+      st.conditions.push_back(
+          {"CredentialsResolved", creds, creds ? "CredentialsResolved" : "SecretNotFound", msg});
       st.conditions.push_back({"Ready", false, "NotImplemented", b->error});
       providers_[b->name] = b;
     }
@@ -865,9 +918,9 @@ class Builder {
       auto& st = status(o->key());
       Backend* pool = poolFor(o, rw.pool_ref);
       if (pool == nullptr) {
-        st.conditions.push_back({"Accepted", false, "PoolNotFound",
-                                 fmt::format("InferencePool {}/{} not found", o->meta.ns,
-                                             rw.pool_ref.name)});
+        st.conditions.push_back(
+            {"Accepted", false, "PoolNotFound",
+             fmt::format("InferencePool {}/{} not found", o->meta.ns, rw.pool_ref.name)});
         continue;
       }
       st.conditions.push_back({"Accepted", true, "Accepted", ""});
@@ -881,7 +934,8 @@ class Builder {
         if (rule.models.empty()) {
           pool->catch_all_rewrites.push_back(m);
         } else {
-          for (const auto& name : rule.models) pool->exact_rewrites[name].push_back(m);
+          for (const auto& name : rule.models)
+            pool->exact_rewrites[name].push_back(m);
         }
       }
     }
@@ -890,9 +944,9 @@ class Builder {
       auto& st = status(o->key());
       Backend* pool = poolFor(o, obj.pool_ref);
       if (pool == nullptr) {
-        st.conditions.push_back({"Accepted", false, "PoolNotFound",
-                                 fmt::format("InferencePool {}/{} not found", o->meta.ns,
-                                             obj.pool_ref.name)});
+        st.conditions.push_back(
+            {"Accepted", false, "PoolNotFound",
+             fmt::format("InferencePool {}/{} not found", o->meta.ns, obj.pool_ref.name)});
         continue;
       }
       pool->objectives.emplace(o->meta.name, obj.priority);
@@ -903,9 +957,9 @@ class Builder {
       auto& st = status(o->key());
       Backend* pool = poolFor(o, m.pool_ref);
       if (pool == nullptr) {
-        st.conditions.push_back({"Accepted", false, "PoolNotFound",
-                                 fmt::format("InferencePool {}/{} not found", o->meta.ns,
-                                             m.pool_ref.name)});
+        st.conditions.push_back(
+            {"Accepted", false, "PoolNotFound",
+             fmt::format("InferencePool {}/{} not found", o->meta.ns, m.pool_ref.name)});
         continue;
       }
       if (pool->model_priority.count(m.model_name) > 0) {
@@ -935,8 +989,8 @@ class Builder {
   std::shared_ptr<const Backend> backendFor(const Object* route, const config::BackendRef& ref,
                                             std::string& reason, std::string& message) {
     std::string ns = ref.ns.empty() ? route->meta.ns : ref.ns;
-    bool pool = ref.kind == "InferencePool" && (ref.group == kPoolGroup ||
-                                                ref.group == kPoolGroupAlpha);
+    bool pool =
+        ref.kind == "InferencePool" && (ref.group == kPoolGroup || ref.group == kPoolGroupAlpha);
     bool service = ref.kind == "Service" && ref.group.empty();
     if (!pool && !service) {
       reason = "InvalidKind";
@@ -960,7 +1014,8 @@ class Builder {
       return it->second;
     }
     std::string key = fmt::format("{}/{}:{}", ns, ref.name, ref.port.value_or(0));
-    if (auto it = services_.find(key); it != services_.end()) return it->second;
+    if (auto it = services_.find(key); it != services_.end())
+      return it->second;
     const auto* obj = store_.find(fmt::format("Service/{}/{}", ns, ref.name));
     if (obj == nullptr) {
       reason = "BackendNotFound";
@@ -975,7 +1030,8 @@ class Builder {
     }
     const config::Service::Port* port = nullptr;
     for (const auto& p : svc.ports) {
-      if (ref.port && p.port == *ref.port) port = &p;
+      if (ref.port && p.port == *ref.port)
+        port = &p;
     }
     if (port == nullptr) {
       reason = "BackendNotFound";
@@ -991,10 +1047,12 @@ class Builder {
       uint16_t target = port->target_port;
       if (target == 0) {
         auto np = p.pod->named_ports.find(port->target_port_name);
-        if (np == p.pod->named_ports.end()) continue;
+        if (np == p.pod->named_ports.end())
+          continue;
         target = np->second;
       }
-      if (auto ep = endpoint(p.pod->ip, target)) b->endpoints.push_back(std::move(*ep));
+      if (auto ep = endpoint(p.pod->ip, target))
+        b->endpoints.push_back(std::move(*ep));
     }
     services_[key] = b;
     return b;
@@ -1005,10 +1063,12 @@ class Builder {
   static std::optional<std::vector<std::string>> intersect(
       const std::optional<std::string>& listener, const std::vector<std::string>& route) {
     if (route.empty()) {
-      if (listener) return std::vector<std::string>{*listener};
+      if (listener)
+        return std::vector<std::string>{*listener};
       return std::vector<std::string>{};
     }
-    if (!listener) return route;
+    if (!listener)
+      return route;
     std::vector<std::string> out;
     const std::string& l = *listener;
     auto wildcardCovers = [](const std::string& wild, const std::string& name) {
@@ -1030,14 +1090,17 @@ class Builder {
           out.push_back(l);
       }
     }
-    if (out.empty()) return std::nullopt;
+    if (out.empty())
+      return std::nullopt;
     return out;
   }
 
   bool namespaceAllowed(const config::Listener& l, const Object* gw,
                         const std::string& route_ns) const {
-    if (l.routes_from == "All") return true;
-    if (l.routes_from == "Same") return route_ns == gw->meta.ns;
+    if (l.routes_from == "All")
+      return true;
+    if (l.routes_from == "Same")
+      return route_ns == gw->meta.ns;
     if (l.routes_from == "Selector") {
       auto it = namespaces_.find(route_ns);
       static const std::map<std::string, std::string> kNone;
@@ -1050,7 +1113,8 @@ class Builder {
 
   static bool kindAllowed(const config::Listener& l, std::string_view group,
                           std::string_view kind) {
-    if (l.route_kinds.empty()) return true;
+    if (l.route_kinds.empty())
+      return true;
     return std::any_of(l.route_kinds.begin(), l.route_kinds.end(),
                        [&](const auto& k) { return k.group == group && k.kind == kind; });
   }
@@ -1067,11 +1131,11 @@ class Builder {
                                    const std::vector<std::string>& hostnames,
                                    ObjectStatus::Parent& ps) {
     std::string ns = ref.ns.empty() ? route->meta.ns : ref.ns;
-    ps.ref = fmt::format("Gateway/{}/{}{}{}", ns, ref.name,
-                         ref.section_name.empty() ? "" : "/", ref.section_name);
+    ps.ref = fmt::format("Gateway/{}/{}{}{}", ns, ref.name, ref.section_name.empty() ? "" : "/",
+                         ref.section_name);
     if (ref.kind != "Gateway" || ref.group != kGatewayGroup) {
-      ps.conditions.push_back({"Accepted", false, "NoMatchingParent",
-                               "only Gateways can be parents"});
+      ps.conditions.push_back(
+          {"Accepted", false, "NoMatchingParent", "only Gateways can be parents"});
       return std::nullopt;
     }
     auto it = gateways_.find(ns + "/" + ref.name);
@@ -1085,22 +1149,25 @@ class Builder {
     bool any_listener = false, any_allowed = false;
     for (size_t i = 0; i < gw.spec->listeners.size(); ++i) {
       const auto& l = gw.spec->listeners[i];
-      if (!ref.section_name.empty() && l.name != ref.section_name) continue;
-      if (ref.port && l.port != *ref.port) continue;
+      if (!ref.section_name.empty() && l.name != ref.section_name)
+        continue;
+      if (ref.port && l.port != *ref.port)
+        continue;
       any_listener = true;
       if (!namespaceAllowed(l, gw.obj, route->meta.ns) || !kindAllowed(l, route_group, route_kind))
         continue;
       any_allowed = true;
-      auto hosts = intersect(l.hostname ? std::optional<std::string>(base::toLower(*l.hostname))
-                                        : std::nullopt,
-                             hostnames);
-      if (!hosts) continue;
+      auto hosts = intersect(
+          l.hostname ? std::optional<std::string>(base::toLower(*l.hostname)) : std::nullopt,
+          hostnames);
+      if (!hosts)
+        continue;
       a.listeners.push_back(i);
       a.hosts.push_back(std::move(hosts));
     }
     if (!any_listener) {
-      ps.conditions.push_back({"Accepted", false, "NoMatchingParent",
-                               "no listener matches the sectionName and port"});
+      ps.conditions.push_back(
+          {"Accepted", false, "NoMatchingParent", "no listener matches the sectionName and port"});
       return std::nullopt;
     }
     if (!any_allowed) {
@@ -1153,10 +1220,18 @@ class Builder {
         for (const auto& f : rule.filters) {
           using T = config::HttpRouteFilter::Type;
           switch (f.type) {
-            case T::RequestHeaderModifier: action->request_headers = f.headers; break;
-            case T::ResponseHeaderModifier: action->response_headers = f.headers; break;
-            case T::URLRewrite: action->rewrite = f; break;
-            case T::RequestRedirect: action->redirect = f; break;
+            case T::RequestHeaderModifier:
+              action->request_headers = f.headers;
+              break;
+            case T::ResponseHeaderModifier:
+              action->response_headers = f.headers;
+              break;
+            case T::URLRewrite:
+              action->rewrite = f;
+              break;
+            case T::RequestRedirect:
+              action->redirect = f;
+              break;
             case T::RequestMirror: {
               std::string reason, message;
               auto b = backendFor(o, f.mirror, reason, message);
@@ -1172,7 +1247,8 @@ class Builder {
         }
         std::vector<MatchEntry*> entries;
         std::vector<config::HttpRouteMatch> matches = rule.matches;
-        if (matches.empty()) matches.emplace_back();
+        if (matches.empty())
+          matches.emplace_back();
         for (size_t mi = 0; mi < matches.size(); ++mi) {
           const auto& m = matches[mi];
           auto e = std::make_unique<MatchEntry>();
@@ -1215,11 +1291,13 @@ class Builder {
           ps.conditions.push_back({"ResolvedRefs", false, ref_reason, ref_message});
         }
         st.parents.push_back(std::move(ps));
-        if (!a) continue;
+        if (!a)
+          continue;
         for (size_t k = 0; k < a->listeners.size(); ++k) {
           size_t li = a->listeners[k];
           ++attached_[a->gw->obj->key()][li];
-          if (!a->gw->usable[li]) continue;
+          if (!a->gw->usable[li])
+            continue;
           ListenerRoutes& lr = *a->gw->listeners[li];
           const auto& hosts = *a->hosts[k];
           for (const auto& entries : rule_entries) {
@@ -1285,8 +1363,7 @@ class Builder {
             if (it != servers_.end()) {
               target.backend = it->second;
             } else {
-              target.error = fmt::format("ModelServer {}/{} not found", o->meta.ns,
-                                         t.model_server);
+              target.error = fmt::format("ModelServer {}/{} not found", o->meta.ns, t.model_server);
             }
           } else {
             auto it = providers_.find(o->meta.ns + "/" + t.external_provider);
@@ -1306,13 +1383,14 @@ class Builder {
         }
         entry->rules.push_back(std::move(r));
       }
-      auto add = [&](ModelSpace& space, const std::string& section,
-                     std::optional<uint16_t> port) {
+      auto add = [&](ModelSpace& space, const std::string& section, std::optional<uint16_t> port) {
         auto e = std::make_shared<ModelRouteEntry>(*entry);
         e->section = section;
         e->port = port;
-        if (!mr.model_name.empty()) space.by_model[mr.model_name].push_back(e);
-        for (const auto& l : mr.lora_adapters) space.by_lora[l].push_back(e);
+        if (!mr.model_name.empty())
+          space.by_model[mr.model_name].push_back(e);
+        for (const auto& l : mr.lora_adapters)
+          space.by_lora[l].push_back(e);
       };
       st.conditions.push_back({"ResolvedRefs", ref_reason.empty(),
                                ref_reason.empty() ? "ResolvedRefs" : ref_reason, ref_message});
@@ -1324,11 +1402,13 @@ class Builder {
           any = true;
         }
         for (auto& [key, gw] : gateways_) {
-          if (gw.obj->meta.ns != o->meta.ns) continue;
+          if (gw.obj->meta.ns != o->meta.ns)
+            continue;
           bool allowed = false;
           for (size_t i = 0; i < gw.spec->listeners.size(); ++i) {
             const auto& l = gw.spec->listeners[i];
-            if (namespaceAllowed(l, gw.obj, o->meta.ns) && kindAllowed(l, kKthenaGroup, "ModelRoute")) {
+            if (namespaceAllowed(l, gw.obj, o->meta.ns) &&
+                kindAllowed(l, kKthenaGroup, "ModelRoute")) {
               allowed = true;
               ++attached_[gw.obj->key()][i];
             }
@@ -1347,9 +1427,11 @@ class Builder {
         ObjectStatus::Parent ps;
         auto a = attach(o, ref, kKthenaGroup, "ModelRoute", {}, ps);
         st.parents.push_back(std::move(ps));
-        if (!a) continue;
+        if (!a)
+          continue;
         any = true;
-        for (size_t li : a->listeners) ++attached_[a->gw->obj->key()][li];
+        for (size_t li : a->listeners)
+          ++attached_[a->gw->obj->key()][li];
         add(*a->gw->space, ref.section_name, ref.port);
       }
       st.conditions.push_back({"Accepted", any, any ? "Accepted" : "NoMatchingParent",
@@ -1360,8 +1442,10 @@ class Builder {
   static void sortSpace(ModelSpace& space) {
     auto older = [](const std::shared_ptr<const ModelRouteEntry>& a,
                     const std::shared_ptr<const ModelRouteEntry>& b) {
-      if (a->creation != b->creation) return a->creation < b->creation;
-      if (a->seq != b->seq) return a->seq < b->seq;
+      if (a->creation != b->creation)
+        return a->creation < b->creation;
+      if (a->seq != b->seq)
+        return a->seq < b->seq;
       return a->key < b->key;
     };
     std::set<std::string> names;
@@ -1373,7 +1457,8 @@ class Builder {
       std::stable_sort(v.begin(), v.end(), older);
       names.insert(name);
     }
-    for (const auto& n : space.names) names.insert(n);
+    for (const auto& n : space.names)
+      names.insert(n);
     space.names.assign(names.begin(), names.end());
   }
 
@@ -1393,10 +1478,13 @@ class Builder {
     for (auto& [key, gw] : gateways_) {
       for (const auto& p : gw.pools) {
         const auto& pool = *pools_[p];
-        for (const auto& [name, _] : pool.exact_rewrites) gw.space->names.push_back(name);
-        for (const auto& [name, _] : pool.model_priority) gw.space->names.push_back(name);
+        for (const auto& [name, _] : pool.exact_rewrites)
+          gw.space->names.push_back(name);
+        for (const auto& [name, _] : pool.model_priority)
+          gw.space->names.push_back(name);
       }
-      for (const auto& n : options_.config_models) gw.space->names.push_back(n);
+      for (const auto& n : options_.config_models)
+        gw.space->names.push_back(n);
       sortSpace(*gw.space);
       gw.space->models_json = modelsJson(gw.space->names);
       auto& st = status(gw.obj->key());
@@ -1418,31 +1506,36 @@ class Builder {
             continue;
           }
           lr.any_host.finish();
-          for (auto& [_, rs] : lr.exact_hosts) rs.finish();
-          for (auto& [_, rs] : lr.wildcard_hosts) rs.finish();
-          std::stable_sort(lr.wildcard_hosts.begin(), lr.wildcard_hosts.end(),
-                           [](const auto& a, const auto& b) {
-                             return a.first.size() > b.first.size();
-                           });
+          for (auto& [_, rs] : lr.exact_hosts)
+            rs.finish();
+          for (auto& [_, rs] : lr.wildcard_hosts)
+            rs.finish();
+          std::stable_sort(
+              lr.wildcard_hosts.begin(), lr.wildcard_hosts.end(),
+              [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
           group.push_back(gw.listeners[i]);
         }
       }
     }
     if (default_listener_) {
-      for (const auto& n : options_.config_models) default_space_->names.push_back(n);
+      for (const auto& n : options_.config_models)
+        default_space_->names.push_back(n);
       sortSpace(*default_space_);
       default_space_->models_json = modelsJson(default_space_->names);
       table_->ports[default_listener_->port].push_back(default_listener_);
     }
     for (auto& [port, list] : table_->ports) {
       auto rank = [](const std::shared_ptr<const ListenerRoutes>& l) {
-        if (!l->hostname) return 0;
+        if (!l->hostname)
+          return 0;
         return (*l->hostname)[0] == '*' ? 1 : 2;
       };
       std::stable_sort(list.begin(), list.end(), [&](const auto& a, const auto& b) {
         int ra = rank(a), rb = rank(b);
-        if (ra != rb) return ra > rb;
-        if (ra == 1) return a->hostname->size() > b->hostname->size();
+        if (ra != rb)
+          return ra > rb;
+        if (ra == 1)
+          return a->hostname->size() > b->hostname->size();
         return false;
       });
     }
@@ -1465,9 +1558,12 @@ class Builder {
                                fmt::format("{} endpoint(s)", b.endpoints.size())});
       table_->backends.push_back(pools_[name]);
     }
-    for (const auto& [_, b] : servers_) table_->backends.push_back(b);
-    for (const auto& [_, b] : services_) table_->backends.push_back(b);
-    for (auto& [_, s] : status_) table_->status.push_back(std::move(s));
+    for (const auto& [_, b] : servers_)
+      table_->backends.push_back(b);
+    for (const auto& [_, b] : services_)
+      table_->backends.push_back(b);
+    for (auto& [_, s] : status_)
+      table_->status.push_back(std::move(s));
   }
 
   const config::ObjectStore& store_;

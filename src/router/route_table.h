@@ -136,7 +136,8 @@ class PathIndex {
   bool empty() const { return buckets_.empty(); }
   template <class F>
   void forEachBucket(F f) {
-    for (auto& b : buckets_) f(b.entries);
+    for (auto& b : buckets_)
+      f(b.entries);
   }
 
  private:

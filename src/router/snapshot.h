@@ -4,9 +4,9 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <optional>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -118,8 +118,8 @@ struct Backend {
   std::string engine;          // metric names to read (vllm, sglang, ...)
   std::vector<Endpoint> endpoints;
   // From manifests.
-  std::string kind;  // InferencePool | ModelServer | Service | ExternalModelProvider | "" (config)
-  std::string name;  // ns/name
+  std::string kind;   // InferencePool | ModelServer | Service | ExternalModelProvider | "" (config)
+  std::string name;   // ns/name
   std::string error;  // set when requests cannot be served (e.g. an unsupported backend kind)
   std::unordered_map<std::string, std::vector<ModelRewrite>> exact_rewrites;  // oldest first
   std::vector<ModelRewrite> catch_all_rewrites;
@@ -159,10 +159,8 @@ class EndpointRegistry {
 
 // Resolves names and builds a snapshot. Runs on the control thread (it may block on DNS).
 // `objects` may be null (no manifests); `default_port` replaces a configured port 0 once known.
-base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::RouterConfig& config,
-                                                            uint64_t version,
-                                                            EndpointRegistry& registry,
-                                                            const config::ObjectStore* objects = nullptr,
-                                                            uint16_t default_port = 0);
+base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(
+    const config::RouterConfig& config, uint64_t version, EndpointRegistry& registry,
+    const config::ObjectStore* objects = nullptr, uint16_t default_port = 0);
 
 }  // namespace sluice::router

@@ -11,12 +11,12 @@
 #include <fmt/core.h>
 
 #include "backends/metrics_fetcher.h"
-#include "config/manifest_source.h"
-#include "router/route_table.h"
 #include "base/asio.h"
 #include "base/log.h"
 #include "base/net.h"
 #include "base/random.h"
+#include "config/manifest_source.h"
+#include "router/route_table.h"
 #include "server/context.h"
 #include "server/tls.h"
 #include "server/worker.h"
@@ -353,9 +353,8 @@ void Server::applyObjects(const config::ObjectStore& objects) {
   objects_ = std::move(copy);
   const auto start = std::chrono::steady_clock::now();
   auto r = publishLocked(snapshot_ ? snapshot_->config : config_);
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                              start)
-                        .count();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (!r) {
     SLUICE_LOG(Error, "config", "manifest update rejected: {}", r.error().message);
     return;
@@ -382,8 +381,8 @@ std::vector<std::pair<std::string, uint16_t>> Server::listenerAddresses(
 }
 
 base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
-  auto built = router::buildSnapshot(config, next_version_, endpoints_, objects_.get(),
-                                     default_port_);
+  auto built =
+      router::buildSnapshot(config, next_version_, endpoints_, objects_.get(), default_port_);
   if (!built) {
     registry_->config_reload_errors.fetch_add(1);
     return base::Error{built.error().message};
@@ -441,14 +440,13 @@ base::Result<void> Server::start() {
   default_port_ = config_.listener.port;
   if (default_port_ == 0) {
     if (auto err = base::listenOn(probe, tcp::endpoint(address, 0), true)) {
-      return base::Error{fmt::format("listener {}:0: {}", config_.listener.address,
-                                     err.message())};
+      return base::Error{fmt::format("listener {}:0: {}", config_.listener.address, err.message())};
     }
     default_port_ = probe.local_endpoint().port();
   }
   if (!config_.manifests.empty()) {
-    source_ = std::make_unique<config::ManifestDirectory>(config_.manifests,
-                                                          config_.manifests_debounce);
+    source_ =
+        std::make_unique<config::ManifestDirectory>(config_.manifests, config_.manifests_debounce);
     auto scanned = source_->scan();
     if (!scanned) {
       return base::Error{scanned.error().message};
@@ -504,10 +502,9 @@ base::Result<void> Server::start() {
   control_->start();
   started_ = true;
   if (source_) {
-    auto r = source_->start(
-        [this](const config::ObjectStore& store, const std::vector<config::StoreEvent>&) {
-          applyObjects(store);
-        });
+    auto r =
+        source_->start([this](const config::ObjectStore& store,
+                              const std::vector<config::StoreEvent>&) { applyObjects(store); });
     if (!r) {
       return r;
     }

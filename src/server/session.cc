@@ -674,7 +674,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   const scheduler::Profile& profile = w.profiles().forModel(backend.model);
   scheduler::RequestInfo info;
   info.model = route.upstream_model.empty() ? std::string_view(peek.model)
-                                             : std::string_view(route.upstream_model);
+                                            : std::string_view(route.upstream_model);
   info.prompt_tokens = std::max<uint64_t>(1, peek.prompt.length / 4);
   info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
   std::vector<uint64_t> prefix_hashes;
@@ -901,18 +901,16 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   // Content-Length then).
   std::optional<ModelWriteBack> write_back;
   if (rewrite_model) {
-    write_back =
-        ModelWriteBack{base::jsonQuote(route.upstream_model), base::jsonQuote(peek.model)};
+    write_back = ModelWriteBack{base::jsonQuote(route.upstream_model), base::jsonQuote(peek.model)};
   }
   const bool length_known = parser->content_length().has_value() && !sse && !write_back;
   bool chunked = has_body && !length_known && !x.http10;
   if (has_body && !length_known && x.http10) {
     x.keep_alive = false;  // an HTTP/1.0 client learns the end from the close
   }
-  std::string head =
-      clientHead(x, *parser, chunked, !x.keep_alive,
-                 route.action && route.action->response_headers ? &*route.action->response_headers
-                                                                : nullptr);
+  std::string head = clientHead(
+      x, *parser, chunked, !x.keep_alive,
+      route.action && route.action->response_headers ? &*route.action->response_headers : nullptr);
   RelayEnd end = RelayEnd::Complete;
   if (!has_body || conn->buffer.size() == 0) {
     // No body bytes yet (a stream whose first token is still being computed): the client gets
@@ -1039,8 +1037,8 @@ std::string redirectLocation(const Exchange& x, const router::MatchEntry& entry,
   if (!port && !f.scheme) {
     port = listener_port;
   }
-  bool default_port = !port || (scheme == "http" && *port == 80) ||
-                      (scheme == "https" && *port == 443);
+  bool default_port =
+      !port || (scheme == "http" && *port == 80) || (scheme == "https" && *port == 443);
   std::string path = f.path ? router::rewritePath(*f.path, entry, x.path) : std::string(x.path);
   std::string_view query;
   if (auto q = x.target.find('?'); q != std::string_view::npos) {
@@ -1139,8 +1137,8 @@ void startMirrors(Exchange& x, const router::RouteAction& action,
       request += "\r\n";
     }
     fmt::format_to(std::back_inserter(request),
-                   "Host: {}\r\nx-request-id: {}\r\nContent-Length: {}\r\n\r\n",
-                   ep->address, x.request_id, body.size());
+                   "Host: {}\r\nx-request-id: {}\r\nContent-Length: {}\r\n\r\n", ep->address,
+                   x.request_id, body.size());
     request += body;
     w.shard().mirrors_sent.fetch_add(1, std::memory_order_relaxed);
     asio::co_spawn(x.session.stream.get_executor(), sendMirror(w, snapshot, ep, std::move(request)),
@@ -1224,7 +1222,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
       const auto* target = router::RouteTable::pickTarget(action, w.random());
       if (target == nullptr) {
         route_error = action.targets.empty() ? "the route has no backends"
-                                              : "every backend of the route has weight 0";
+                                             : "every backend of the route has weight 0";
       } else if (!target->backend) {
         route_error = target->error;
       } else {

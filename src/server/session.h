@@ -1,9 +1,8 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-
 #include <memory>
+#include <string>
 
 #include <boost/asio/ssl/stream.hpp>
 

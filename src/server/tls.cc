@@ -1,8 +1,7 @@
 #include "server/tls.h"
 
-#include <openssl/ssl.h>
-
 #include <fmt/core.h>
+#include <openssl/ssl.h>
 
 #include "base/strings.h"
 

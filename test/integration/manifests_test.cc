@@ -39,8 +39,8 @@ uint16_t freePort() {
 }
 
 std::string chatBody(const std::string& model, bool stream = false) {
-  return R"({"model":")" + model + R"(","max_tokens":4,"stream":)" +
-         (stream ? "true" : "false") + R"(,"messages":[{"role":"user","content":"hello"}]})";
+  return R"({"model":")" + model + R"(","max_tokens":4,"stream":)" + (stream ? "true" : "false") +
+         R"(,"messages":[{"role":"user","content":"hello"}]})";
 }
 
 class ManifestsTest : public ::testing::Test {
@@ -177,9 +177,11 @@ spec:
   // Metric labels stay bounded: served names as themselves, anything else as the pool.
   EXPECT_TRUE(waitFor([&] {
     auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
-    return m && m->body.find(R"(sluice_requests_total{model="friendly",code="200"} 1)") !=
-                    std::string::npos &&
-           m->body.find(R"(sluice_requests_total{model="InferencePool/default/pool-a",code="200"} 1)") !=
+    return m &&
+           m->body.find(R"(sluice_requests_total{model="friendly",code="200"} 1)") !=
+               std::string::npos &&
+           m->body.find(
+               R"(sluice_requests_total{model="InferencePool/default/pool-a",code="200"} 1)") !=
                std::string::npos;
   }));
   // Status is served.
@@ -202,8 +204,9 @@ spec:
   model: base-model
   inferenceEngine: vLLM
   workloadSelector: {matchLabels: {app: a}}
-  workloadPort: {port: )" + std::to_string(fleet_.sims[2]->port()) +
-                           R"(}
+  workloadPort: {port: )" +
+                        std::to_string(fleet_.sims[2]->port()) +
+                        R"(}
 ---
 apiVersion: networking.serving.volcano.sh/v1alpha1
 kind: ModelServer
@@ -273,7 +276,8 @@ spec:
   model: base-model
   inferenceEngine: vLLM
   workloadSelector: {matchLabels: {app: ms}}
-  workloadPort: {port: )" + std::to_string(fleet_.sims[1]->port()) + R"(}
+  workloadPort: {port: )" +
+                        std::to_string(fleet_.sims[1]->port()) + R"(}
 ---
 apiVersion: networking.serving.volcano.sh/v1alpha1
 kind: ModelRoute
@@ -378,7 +382,8 @@ TEST(ManifestsRetry, ModelServerRetryPolicy) {
         << "apiVersion: networking.serving.volcano.sh/v1alpha1\nkind: ModelServer\nmetadata: "
            "{name: ms, namespace: default}\nspec:\n  inferenceEngine: vLLM\n  "
            "workloadSelector: {matchLabels: {app: a}}\n  workloadPort: {port: "
-        << port << "}\n" << policy
+        << port << "}\n"
+        << policy
         << "---\napiVersion: networking.serving.volcano.sh/v1alpha1\nkind: ModelRoute\n"
            "metadata: {name: r, namespace: default}\nspec:\n  modelName: base-model\n  rules: "
            "[{targetModels: [{modelServerName: ms}]}]\n";
@@ -424,7 +429,8 @@ TEST_F(ManifestsTest, HttpsListenersWithSni) {
       size_t start = 0;
       while (start < pem.size()) {
         size_t nl = pem.find('\n', start);
-        if (nl == std::string::npos) nl = pem.size();
+        if (nl == std::string::npos)
+          nl = pem.size();
         out += "      " + pem.substr(start, nl - start) + "\n";
         start = nl + 1;
       }
@@ -438,12 +444,15 @@ TEST_F(ManifestsTest, HttpsListenersWithSni) {
                         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: "
                         "{name: gw, namespace: default}\nspec:\n  gatewayClassName: sluice\n"
                         "  listeners:\n"
-                        "  - {name: a, port: " + std::to_string(gw_port_) +
+                        "  - {name: a, port: " +
+                        std::to_string(gw_port_) +
                         ", protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: "
                         "[{name: cert-a}]}}\n"
-                        "  - {name: b, port: " + std::to_string(gw_port_) +
+                        "  - {name: b, port: " +
+                        std::to_string(gw_port_) +
                         ", protocol: HTTPS, hostname: b.example.com, tls: {certificateRefs: "
-                        "[{name: cert-b}]}}\n---\n" + R"(
+                        "[{name: cert-b}]}}\n---\n" +
+                        R"(
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: r, namespace: default}
@@ -511,9 +520,10 @@ TEST_F(ManifestsTest, HotReloadUnderLoad) {
 
   // A broken route file keeps the last good route.
   v = version();
-  write("route.yaml", "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: "
-                      "{name: r, namespace: default}\nspec:\n  rules: [{backendRefs: [{name: x, "
-                      "weight: nope}]}]\n");
+  write("route.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: "
+        "{name: r, namespace: default}\nspec:\n  rules: [{backendRefs: [{name: x, "
+        "weight: nope}]}]\n");
   ASSERT_TRUE(applied(v));
   r = chat(gw_port_, "base-model");
   ASSERT_TRUE(r);

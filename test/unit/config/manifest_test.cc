@@ -9,14 +9,16 @@ namespace {
 
 bool hasError(const ParseResult& r, const std::string& text) {
   for (const auto& e : r.errors) {
-    if (e.message.find(text) != std::string::npos) return true;
+    if (e.message.find(text) != std::string::npos)
+      return true;
   }
   return false;
 }
 
 std::string allErrors(const ParseResult& r) {
   std::string out;
-  for (const auto& e : r.errors) out += e.where + " " + e.object + ": " + e.message + "\n";
+  for (const auto& e : r.errors)
+    out += e.where + " " + e.object + ": " + e.message + "\n";
   return out;
 }
 
@@ -50,8 +52,7 @@ spec:
   EXPECT_TRUE(hasError(r, "spec.rules[0].timeouts.backendRequest: must not exceed")) << all;
   EXPECT_TRUE(hasError(r, "URLRewrite and RequestRedirect cannot be used together")) << all;
   EXPECT_TRUE(hasError(r, "requestRedirect.statusCode: must be 301..302")) << all;
-  EXPECT_TRUE(hasError(r, "ReplacePrefixMatch needs exactly one match, of type PathPrefix"))
-      << all;
+  EXPECT_TRUE(hasError(r, "ReplacePrefixMatch needs exactly one match, of type PathPrefix")) << all;
   ASSERT_FALSE(r.errors.empty());
   EXPECT_EQ(r.errors[0].object, "HTTPRoute/app/r");
 }
@@ -95,8 +96,7 @@ spec:
   EXPECT_TRUE(hasError(r, "spec.inferenceEngine: must be one of vLLM, SGLang")) << all;
   EXPECT_TRUE(hasError(r, "spec.workloadPort.port: must be 1..65535")) << all;
   EXPECT_TRUE(hasError(r, "spec.targetPorts[1].number: port number must be unique")) << all;
-  EXPECT_TRUE(hasError(r, "spec.endpointPickerRef.port: is required when kind is Service"))
-      << all;
+  EXPECT_TRUE(hasError(r, "spec.endpointPickerRef.port: is required when kind is Service")) << all;
 }
 
 TEST(Manifest, BrokenYamlAndHugeFiles) {
@@ -165,9 +165,9 @@ metadata: {name: two}
   EXPECT_EQ(ev.size(), 2u);
   uint64_t seq = store.find("Namespace/one")->meta.seq;
   // Same object from another file: refused, the first owner keeps it.
-  ev = store.applySource("b.yaml", parseManifests(
-                                       "apiVersion: v1\nkind: Namespace\nmetadata: {name: one}\n",
-                                       "b.yaml"));
+  ev = store.applySource(
+      "b.yaml",
+      parseManifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: one}\n", "b.yaml"));
   EXPECT_TRUE(ev.empty());
   EXPECT_EQ(store.errors().at("b.yaml").size(), 1u);
   // An update keeps the first-seen order; a missing object is deleted.

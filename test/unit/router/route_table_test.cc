@@ -18,7 +18,8 @@ class Headers final : public HeaderLookup {
   std::map<std::string, std::string> values;
   std::optional<std::string_view> get(std::string_view name) const override {
     auto it = values.find(std::string(name));
-    if (it == values.end()) return std::nullopt;
+    if (it == values.end())
+      return std::nullopt;
     return std::string_view(it->second);
   }
 };
@@ -65,19 +66,22 @@ class RouteTableTest : public ::testing::Test {
                     const std::string& method = "GET", const std::string& model = "",
                     uint16_t port = 8080) {
     const auto* l = table->listenerFor(port, host);
-    if (l == nullptr) return "no-listener";
+    if (l == nullptr)
+      return "no-listener";
     Headers h;
     h.values = std::move(headers);
     RequestView req;
     req.method = method;
     auto q = path.find('?');
     req.path = std::string_view(path).substr(0, q);
-    if (q != std::string::npos) req.query = std::string_view(path).substr(q + 1);
+    if (q != std::string::npos)
+      req.query = std::string_view(path).substr(q + 1);
     req.host = host;
     req.headers = &h;
     req.model = model;
     auto m = RouteTable::matchHttp(*l, req);
-    if (m.action == nullptr) return "404";
+    if (m.action == nullptr)
+      return "404";
     std::string out = m.action->route + "#" + std::to_string(m.action->rule);
     if (!m.action->targets.empty()) {
       const auto& t = m.action->targets[0];
@@ -88,7 +92,8 @@ class RouteTableTest : public ::testing::Test {
 
   const ObjectStatus* status(const std::string& key) const {
     for (const auto& s : table->status) {
-      if (s.key == key) return &s;
+      if (s.key == key)
+        return &s;
     }
     return nullptr;
   }
@@ -96,10 +101,13 @@ class RouteTableTest : public ::testing::Test {
   // "Type=Status/Reason" of a parent's (or the object's) condition.
   std::string cond(const std::string& key, const std::string& type, int parent = -1) const {
     const auto* s = status(key);
-    if (s == nullptr) return "missing";
-    const auto& conds = parent < 0 ? s->conditions : s->parents.at(static_cast<size_t>(parent)).conditions;
+    if (s == nullptr)
+      return "missing";
+    const auto& conds =
+        parent < 0 ? s->conditions : s->parents.at(static_cast<size_t>(parent)).conditions;
     for (const auto& c : conds) {
-      if (c.type == type) return (c.status ? "True/" : "False/") + c.reason;
+      if (c.type == type)
+        return (c.status ? "True/" : "False/") + c.reason;
     }
     return "none";
   }
@@ -114,9 +122,10 @@ class RouteTableTest : public ::testing::Test {
 std::string httpRoute(const std::string& name, const std::string& ns, const std::string& rules,
                       const std::string& extra = "", const std::string& created = "") {
   return "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: " + name +
-         ", namespace: " + ns + (created.empty() ? "" : ", creationTimestamp: \"" + created + "\"") +
-         "}\nspec:\n  parentRefs: [{name: gw, namespace: infra}]\n" + extra + "  rules:\n" +
-         rules + "---\n";
+         ", namespace: " + ns +
+         (created.empty() ? "" : ", creationTimestamp: \"" + created + "\"") +
+         "}\nspec:\n  parentRefs: [{name: gw, namespace: infra}]\n" + extra + "  rules:\n" + rules +
+         "---\n";
 }
 
 // HTTPRoutePathMatchOrder / HTTPRouteMatching: Exact beats prefixes, the longest prefix wins,
@@ -167,9 +176,9 @@ TEST_F(RouteTableTest, TieBreaksAcrossRoutes) {
                  "  - matches: [{path: {value: /v1}, headers: [{name: x-a, value: '1'}, {name: "
                  "x-b, type: RegularExpression, value: 'b.*'}]}]\n" +
                      be) +
-       httpRoute("query", "app",
-                 "  - matches: [{path: {value: /v1}, queryParams: [{name: q, value: '1'}]}]\n" +
-                     be) +
+       httpRoute(
+           "query", "app",
+           "  - matches: [{path: {value: /v1}, queryParams: [{name: q, value: '1'}]}]\n" + be) +
        httpRoute("older", "app", "  - matches: [{path: {value: /v2}}]\n" + be, "",
                  "2025-01-01T00:00:00Z") +
        httpRoute("aaa-newer", "app", "  - matches: [{path: {value: /v2}}]\n" + be, "",
@@ -217,8 +226,7 @@ spec:
        httpRoute("elsewhere", "app",
                  "  - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, "
                  "name: p}]\n",
-                 "  hostnames: [nowhere.test]\n")
-       );
+                 "  hostnames: [nowhere.test]\n"));
   ASSERT_TRUE(errors.empty()) << errors[0];
   EXPECT_EQ(table->listenerFor(8080, "api.example.com")->name, "exact");
   EXPECT_EQ(table->listenerFor(8080, "x.example.com")->name, "wild");
@@ -247,7 +255,7 @@ spec:
   - {name: http, port: 8080, protocol: HTTP, hostname: "*.example.com", allowedRoutes: {namespaces: {from: All}}}
 ---
 )" + httpRoute("r", "app", "  - backendRefs: [{name: s, port: 80}]\n",
-                      "  hostnames: [foo.other.org]\n"));
+               "  hostnames: [foo.other.org]\n"));
   EXPECT_EQ(cond("HTTPRoute/app/r", "Accepted", 0), "False/NoMatchingListenerHostname");
   EXPECT_EQ(route("/", "foo.other.org"), "no-listener");
 }
@@ -351,9 +359,8 @@ spec:
   load(gws + pool("one", "app", "one", "[{number: 3000}, {number: 3002}, {number: 3004}]") +
        pool("two", "app", "two") + pod("p1", "app", "one", "10.0.0.1") +
        pod("p2", "app", "one", "10.0.0.2", false) + pod("p3", "app", "two", "10.0.0.3") +
-       pod("p4", "other", "one", "10.0.0.4") +
-       routeTo("r1", "primary", "one", ", port: 9999") + routeTo("r2", "secondary", "two", "") +
-       routeTo("r3", "secondary", "one", ""));
+       pod("p4", "other", "one", "10.0.0.4") + routeTo("r1", "primary", "one", ", port: 9999") +
+       routeTo("r2", "secondary", "two", "") + routeTo("r3", "secondary", "one", ""));
   ASSERT_TRUE(errors.empty()) << errors[0];
   // Port ignored, data-parallel ports each an endpoint, only ready pods of the namespace.
   EXPECT_EQ(route("/", "x"), "app/r1#0 -> app/one");
@@ -407,9 +414,10 @@ spec:
   targetPorts: [{number: 8000}]
   endpointPickerRef: {name: ext, port: {number: 9002}, failureMode: FailOpen}
 ---
-)" + httpRoute("r", "app",
-                      "  - backendRefs: [{group: inference.networking.k8s.io, kind: "
-                      "InferencePool, name: p}]\n") +
+)" +
+       httpRoute("r", "app",
+                 "  - backendRefs: [{group: inference.networking.k8s.io, kind: "
+                 "InferencePool, name: p}]\n") +
        httpRoute("s", "app",
                  "  - matches: [{path: {value: /q}}]\n"
                  "    backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, "
@@ -498,7 +506,8 @@ class ModelRouteTest : public RouteTableTest {
   std::string pick(const std::string& model, std::map<std::string, std::string> headers = {},
                    uint16_t port = 8080, const std::string& path = "/v1/chat/completions") {
     const auto* l = table->listenerFor(port, "h");
-    if (l == nullptr) return "no-listener";
+    if (l == nullptr)
+      return "no-listener";
     Headers h;
     h.values = std::move(headers);
     RequestView req;
@@ -508,7 +517,8 @@ class ModelRouteTest : public RouteTableTest {
     req.headers = &h;
     req.model = model;
     auto t = RouteTable::matchModel(*l, req, random);
-    if (t.target == nullptr) return "none";
+    if (t.target == nullptr)
+      return "none";
     return t.route->key + " -> " + (t.target->backend ? t.target->backend->name : "invalid") +
            (t.lora ? " (lora)" : "");
   }
@@ -520,8 +530,9 @@ class ModelRouteTest : public RouteTableTest {
 TEST_F(ModelRouteTest, MatchingAndFallThrough) {
   options.default_port = 8080;
   load(modelServer("ms-a", "a", "meta/llama") + modelServer("ms-b", "b") +
-       modelRoute("newer", "  modelName: llama\n  rules:\n  - targetModels: "
-                           "[{modelServerName: ms-b}]\n",
+       modelRoute("newer",
+                  "  modelName: llama\n  rules:\n  - targetModels: "
+                  "[{modelServerName: ms-b}]\n",
                   "2026-05-01T00:00:00Z") +
        modelRoute("older",
                   "  modelName: llama\n  loraAdapters: [sql-lora]\n  rules:\n"
@@ -530,9 +541,10 @@ TEST_F(ModelRouteTest, MatchingAndFallThrough) {
                   "  - modelMatch: {uri: {prefix: /v1/completions}}\n"
                   "    targetModels: [{modelServerName: ms-a}]\n",
                   "2026-01-01T00:00:00Z") +
-       modelRoute("split", "  modelName: mix\n  rules:\n  - targetModels:\n"
-                           "    - {modelServerName: ms-a, weight: 80}\n"
-                           "    - {modelServerName: ms-b, weight: 20}\n"));
+       modelRoute("split",
+                  "  modelName: mix\n  rules:\n  - targetModels:\n"
+                  "    - {modelServerName: ms-a, weight: 80}\n"
+                  "    - {modelServerName: ms-b, weight: 20}\n"));
   ASSERT_TRUE(errors.empty()) << errors[0];
   EXPECT_EQ(pick("llama", {{"x-tier", "gold"}}), "app/older -> app/ms-a");
   // The older route's rules do not match: fall through to the newer one.
@@ -541,7 +553,8 @@ TEST_F(ModelRouteTest, MatchingAndFallThrough) {
   EXPECT_EQ(pick("sql-lora", {{"x-tier", "gold"}}), "app/older -> app/ms-a (lora)");
   EXPECT_EQ(pick("unknown"), "none");
   std::map<std::string, int> counts;
-  for (int i = 0; i < 5000; ++i) counts[pick("mix")]++;
+  for (int i = 0; i < 5000; ++i)
+    counts[pick("mix")]++;
   EXPECT_NEAR(counts["app/split -> app/ms-a"], 4000, 200);
   // /v1/models on the default listener lists the names.
   const auto& names = table->listenerFor(8080, "h")->space->names;
@@ -568,13 +581,17 @@ spec:
   gatewayClassName: sluice
   listeners: [{name: main, port: 8081, protocol: HTTP}]
 ---
-)" + modelServer("ms-a", "a") + modelServer("ms-b", "b") +
-       modelRoute("a", "  modelName: llama\n  parentRefs: [{name: team-a, sectionName: main}]\n"
-                       "  rules: [{targetModels: [{modelServerName: ms-a}]}]\n") +
-       modelRoute("b", "  modelName: llama\n  parentRefs: [{name: team-b}]\n"
-                       "  rules: [{targetModels: [{modelServerName: ms-b}]}]\n") +
-       modelRoute("missing", "  modelName: qwen\n  parentRefs: [{name: team-b}]\n"
-                             "  rules: [{targetModels: [{modelServerName: nope}]}]\n"));
+)" + modelServer("ms-a", "a") +
+       modelServer("ms-b", "b") +
+       modelRoute("a",
+                  "  modelName: llama\n  parentRefs: [{name: team-a, sectionName: main}]\n"
+                  "  rules: [{targetModels: [{modelServerName: ms-a}]}]\n") +
+       modelRoute("b",
+                  "  modelName: llama\n  parentRefs: [{name: team-b}]\n"
+                  "  rules: [{targetModels: [{modelServerName: ms-b}]}]\n") +
+       modelRoute("missing",
+                  "  modelName: qwen\n  parentRefs: [{name: team-b}]\n"
+                  "  rules: [{targetModels: [{modelServerName: nope}]}]\n"));
   ASSERT_TRUE(errors.empty()) << errors[0];
   EXPECT_EQ(pick("llama", {}, 8080), "app/a -> app/ms-a");
   EXPECT_EQ(pick("llama", {}, 8081), "app/b -> app/ms-b");
@@ -589,8 +606,7 @@ spec:
 // InferenceModelRewrite: Exact beats catch-all, the oldest object wins, weights split; the
 // legacy InferenceModel converts; InferenceObjective priorities by name.
 TEST_F(RouteTableTest, RewritesAndObjectives) {
-  auto rewrite = [](const std::string& name, const std::string& created,
-                    const std::string& rules) {
+  auto rewrite = [](const std::string& name, const std::string& created, const std::string& rules) {
     return "apiVersion: inference.networking.x-k8s.io/v1alpha2\nkind: "
            "InferenceModelRewrite\nmetadata: {name: " +
            name + ", namespace: app, creationTimestamp: \"" + created +
@@ -600,8 +616,7 @@ TEST_F(RouteTableTest, RewritesAndObjectives) {
        httpRoute("r", "app",
                  "  - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, "
                  "name: p}]\n") +
-       rewrite("catch", "2025-01-01T00:00:00Z",
-               "  - targets: [{modelRewrite: base}]\n") +
+       rewrite("catch", "2025-01-01T00:00:00Z", "  - targets: [{modelRewrite: base}]\n") +
        rewrite("newer", "2026-02-01T00:00:00Z",
                "  - matches: [{model: {value: chat}}]\n    targets: [{modelRewrite: v3}]\n") +
        rewrite("older", "2026-01-01T00:00:00Z",
@@ -700,7 +715,8 @@ spec: {selector: {matchLabels: {app: a}}, targetPorts: [{number: 8000}]}
 )");
   ASSERT_TRUE(errors.empty()) << errors[0];
   std::map<std::string, std::string> by_name;
-  for (const auto& b : table->backends) by_name[b->name] = b->scheduler;
+  for (const auto& b : table->backends)
+    by_name[b->name] = b->scheduler;
   EXPECT_EQ(by_name["app/p"], "random");
   EXPECT_EQ(by_name["app/q"], "");
   EXPECT_EQ(cond("InferencePool/app/q", "ResolvedRefs"), "False/UnknownSchedulingProfile");
