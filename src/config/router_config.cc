@@ -242,7 +242,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     if (!p.mapWithKeys(root, "",
                        {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
                         "metrics_fetcher", "scheduler", "access_log", "models", "manifests",
-                        "manifests_debounce"})) {
+                        "manifests_debounce", "auth", "rate_limits"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -533,6 +533,174 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
         }
         if (config.access_log.path.empty()) {
           p.error("access_log.path", "must be stdout, stderr, off or a file path");
+        }
+      }
+    }
+    auto limitSpec = [&](const YAML::Node& n, const std::string& path,
+                         RouterConfig::LimitSpec& out) {
+      if (!p.mapWithKeys(n, path,
+                         {"requests", "input_tokens", "output_tokens", "total_tokens", "unit"})) {
+        return;
+      }
+      constexpr uint64_t kMax = 1'000'000'000'000ULL;
+      p.uint(n, "requests", path, out.requests, 0, kMax);
+      p.uint(n, "input_tokens", path, out.input_tokens, 0, kMax);
+      p.uint(n, "output_tokens", path, out.output_tokens, 0, kMax);
+      p.uint(n, "total_tokens", path, out.total_tokens, 0, kMax);
+      p.string(n, "unit", path, out.unit);
+      static constexpr std::string_view kUnits[] = {"second", "minute", "hour", "day", "month"};
+      if (std::find(std::begin(kUnits), std::end(kUnits), out.unit) == std::end(kUnits)) {
+        p.error(path + ".unit",
+                fmt::format("must be second, minute, hour, day or month; got \"{}\"", out.unit));
+      }
+      if (!out.any()) {
+        p.error(path, "sets no limit (requests, input_tokens, output_tokens or total_tokens)");
+      }
+    };
+    auto stringList = [&](const YAML::Node& n, const std::string& path,
+                          std::vector<std::string>& out) {
+      if (!n.IsSequence()) {
+        p.error(path, "must be a list of strings");
+        return;
+      }
+      for (size_t i = 0; i < n.size(); ++i) {
+        if (auto s = p.scalar(n[i], fmt::format("{}[{}]", path, i))) {
+          out.push_back(*s);
+        }
+      }
+    };
+    if (auto n = root["auth"]) {
+      auto& a = config.auth;
+      if (p.mapWithKeys(n, "auth", {"mode", "forward_credentials", "api_keys", "jwt"})) {
+        p.string(n, "mode", "auth", a.mode);
+        if (a.mode != "off" && a.mode != "optional" && a.mode != "required") {
+          p.error("auth.mode",
+                  fmt::format("must be off, optional or required; got \"{}\"", a.mode));
+        }
+        if (auto f = n["forward_credentials"]) {
+          auto v = p.scalar(f, "auth.forward_credentials");
+          if (v && (*v == "true" || *v == "false")) {
+            a.forward_credentials = *v == "true";
+          } else if (v) {
+            p.error("auth.forward_credentials", "must be true or false");
+          }
+        }
+        if (auto keys = n["api_keys"]) {
+          if (!keys.IsSequence()) {
+            p.error("auth.api_keys", "must be a list");
+          } else {
+            std::set<std::string> ids;
+            for (size_t i = 0; i < keys.size(); ++i) {
+              std::string path = fmt::format("auth.api_keys[{}]", i);
+              const auto& k = keys[i];
+              if (!p.mapWithKeys(k, path,
+                                 {"id", "tenant", "key_sha256", "secret", "models", "limits"})) {
+                continue;
+              }
+              RouterConfig::Auth::ApiKey key;
+              p.string(k, "id", path, key.id);
+              p.string(k, "tenant", path, key.tenant);
+              p.string(k, "key_sha256", path, key.key_sha256);
+              if (key.id.empty()) {
+                p.error(path + ".id", "is required");
+              } else if (!ids.insert(key.id).second) {
+                p.error(path + ".id", fmt::format("duplicate id \"{}\"", key.id));
+              }
+              if (auto s = k["secret"]) {
+                if (p.mapWithKeys(s, path + ".secret", {"namespace", "name", "key"})) {
+                  p.string(s, "namespace", path + ".secret", key.secret.ns);
+                  p.string(s, "name", path + ".secret", key.secret.name);
+                  p.string(s, "key", path + ".secret", key.secret.key);
+                  if (key.secret.name.empty() || key.secret.key.empty()) {
+                    p.error(path + ".secret", "needs name and key");
+                  }
+                }
+              }
+              bool hex_ok = key.key_sha256.size() == 64 &&
+                            std::all_of(key.key_sha256.begin(), key.key_sha256.end(), [](char c) {
+                              return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+                                     (c >= 'A' && c <= 'F');
+                            });
+              if (key.key_sha256.empty() == key.secret.name.empty()) {
+                p.error(path, "set exactly one of key_sha256 and secret");
+              } else if (!key.key_sha256.empty() && !hex_ok) {
+                p.error(path + ".key_sha256", "must be 64 hex digits (sha256sum of the key)");
+              }
+              if (auto m = k["models"]) {
+                stringList(m, path + ".models", key.models);
+              }
+              if (auto l = k["limits"]) {
+                limitSpec(l, path + ".limits", key.limits);
+              }
+              a.api_keys.push_back(std::move(key));
+            }
+          }
+        }
+        if (auto j = n["jwt"]) {
+          auto& jwt = a.jwt;
+          if (p.mapWithKeys(j, "auth.jwt",
+                            {"issuer", "audiences", "jwks_file", "hs256_secret_file",
+                             "identity_claim", "tenant_claim", "leeway"})) {
+            p.string(j, "issuer", "auth.jwt", jwt.issuer);
+            if (auto aud = j["audiences"]) {
+              stringList(aud, "auth.jwt.audiences", jwt.audiences);
+            }
+            p.string(j, "jwks_file", "auth.jwt", jwt.jwks_file);
+            p.string(j, "hs256_secret_file", "auth.jwt", jwt.hs256_secret_file);
+            p.string(j, "identity_claim", "auth.jwt", jwt.identity_claim);
+            p.string(j, "tenant_claim", "auth.jwt", jwt.tenant_claim);
+            p.duration(j, "leeway", "auth.jwt", jwt.leeway);
+            if (!jwt.enabled()) {
+              p.error("auth.jwt", "needs jwks_file or hs256_secret_file");
+            }
+            if (jwt.identity_claim.empty()) {
+              p.error("auth.jwt.identity_claim", "must not be empty");
+            }
+          }
+        }
+      }
+    }
+    if (auto list = root["rate_limits"]) {
+      if (!list.IsSequence()) {
+        p.error("rate_limits", "must be a list");
+      } else {
+        std::set<std::string> names;
+        for (size_t i = 0; i < list.size(); ++i) {
+          std::string path = fmt::format("rate_limits[{}]", i);
+          const auto& r = list[i];
+          if (!p.mapWithKeys(r, path,
+                             {"name", "per", "requests", "input_tokens", "output_tokens",
+                              "total_tokens", "unit"})) {
+            continue;
+          }
+          RouterConfig::RateLimit rl;
+          p.string(r, "name", path, rl.name);
+          if (rl.name.empty()) {
+            p.error(path + ".name", "is required");
+          } else if (!names.insert(rl.name).second) {
+            p.error(path + ".name", fmt::format("duplicate name \"{}\"", rl.name));
+          }
+          if (auto per = r["per"]) {
+            stringList(per, path + ".per", rl.per);
+          }
+          for (size_t j = 0; j < rl.per.size(); ++j) {
+            static constexpr std::string_view kDims[] = {"identity", "tenant", "model", "gateway",
+                                                         "route"};
+            if (std::find(std::begin(kDims), std::end(kDims), rl.per[j]) == std::end(kDims)) {
+              p.error(fmt::format("{}.per[{}]", path, j),
+                      fmt::format("must be identity, tenant, model, gateway or route; got \"{}\"",
+                                  rl.per[j]));
+            }
+          }
+          YAML::Node spec(YAML::NodeType::Map);
+          for (const char* k :
+               {"requests", "input_tokens", "output_tokens", "total_tokens", "unit"}) {
+            if (r[k]) {
+              spec[k] = r[k];
+            }
+          }
+          limitSpec(spec, path, rl.spec);
+          config.rate_limits.push_back(std::move(rl));
         }
       }
     }

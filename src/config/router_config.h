@@ -98,6 +98,49 @@ struct RouterConfig {
     bool decisions = false;       // add the scheduler's reasons to each record
   } access_log;
 
+  // Rate limits: per unit (second, minute, hour, day, month); 0 = that limit is off.
+  struct LimitSpec {
+    uint64_t requests = 0;
+    uint64_t input_tokens = 0;
+    uint64_t output_tokens = 0;
+    uint64_t total_tokens = 0;
+    std::string unit = "minute";
+    bool any() const { return requests || input_tokens || output_tokens || total_tokens; }
+  };
+  struct Auth {
+    std::string mode = "off";          // off | optional | required: the default for every route
+    bool forward_credentials = false;  // pass Authorization / x-api-key to the model servers
+    struct ApiKey {
+      std::string id;          // the identity
+      std::string tenant;      // optional
+      std::string key_sha256;  // hex SHA-256 of the key, or:
+      struct SecretRef {
+        std::string ns = "default";
+        std::string name;
+        std::string key;
+      } secret;                         // a Secret from the manifests (the key in clear there)
+      std::vector<std::string> models;  // allowed models; empty = all
+      LimitSpec limits;                 // this key's own limits
+    };
+    std::vector<ApiKey> api_keys;
+    struct Jwt {
+      std::string issuer;
+      std::vector<std::string> audiences;
+      std::string jwks_file;          // read at each (re)load
+      std::string hs256_secret_file;  // optional shared secret
+      std::string identity_claim = "sub";
+      std::string tenant_claim;
+      milliseconds leeway{60'000};
+      bool enabled() const { return !jwks_file.empty() || !hs256_secret_file.empty(); }
+    } jwt;
+  } auth;
+  struct RateLimit {
+    std::string name;
+    std::vector<std::string> per;  // identity, tenant, model, gateway, route
+    LimitSpec spec;
+  };
+  std::vector<RateLimit> rate_limits;
+
   struct Model {
     std::string name;
     std::string upstream_model;   // empty = forward the client's name

@@ -43,6 +43,14 @@ void formatAccessRecord(const AccessRecord& r, std::string& out) {
   }
   out += ",\"client\":";
   quoted(r.client);
+  if (!r.identity.empty()) {
+    out += ",\"identity\":";
+    quoted(r.identity);
+  }
+  if (!r.limit.empty()) {
+    out += ",\"limit\":";
+    quoted(r.limit);
+  }
   if (!r.decision.empty()) {
     out += ",\"decision\":";
     quoted(r.decision);

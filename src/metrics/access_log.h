@@ -31,6 +31,8 @@ struct AccessRecord {
   std::string_view error_type;
   std::string_view client;
   std::string_view decision;  // opt-in: why the endpoint was chosen
+  std::string_view identity;  // a hash tag of the authenticated identity, never the credential
+  std::string_view limit;     // the rate limit that refused the request
   bool stream = false;
   int64_t unix_ms = 0;
 };

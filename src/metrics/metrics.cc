@@ -186,7 +186,8 @@ std::string Registry::renderPrometheus() const {
   std::map<std::string, uint64_t> picks;
   int64_t active_connections = 0, active_requests = 0;
   uint64_t connections_total = 0, connections_rejected = 0, up_opened = 0, up_reused = 0,
-           ejections = 0, mirrors_sent = 0, mirrors_dropped = 0;
+           ejections = 0, mirrors_sent = 0, mirrors_dropped = 0, rej_401 = 0, rej_403 = 0,
+           rej_429 = 0;
   for (const auto& shard : shards_) {
     active_connections += shard->active_connections.load(std::memory_order_relaxed);
     active_requests += shard->active_requests.load(std::memory_order_relaxed);
@@ -197,6 +198,9 @@ std::string Registry::renderPrometheus() const {
     ejections += shard->ejections.load(std::memory_order_relaxed);
     mirrors_sent += shard->mirrors_sent.load(std::memory_order_relaxed);
     mirrors_dropped += shard->mirrors_dropped.load(std::memory_order_relaxed);
+    rej_401 += shard->rejected_unauthorized.load(std::memory_order_relaxed);
+    rej_403 += shard->rejected_forbidden.load(std::memory_order_relaxed);
+    rej_429 += shard->rejected_rate_limited.load(std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(shard->mu_);
     for (const auto& [address, n] : shard->picks_) {
       picks[address] += n->load(std::memory_order_relaxed);
@@ -318,6 +322,11 @@ std::string Registry::renderPrometheus() const {
                "Copies of requests sent by HTTPRoute RequestMirror filters, by outcome.");
   out += fmt::format("sluice_mirror_requests_total{{outcome=\"sent\"}} {}\n", mirrors_sent);
   out += fmt::format("sluice_mirror_requests_total{{outcome=\"dropped\"}} {}\n", mirrors_dropped);
+  appendHeader(out, "sluice_filter_rejections_total", "counter",
+               "Requests refused by the filters: authentication, model access, rate limits.");
+  out += fmt::format("sluice_filter_rejections_total{{reason=\"unauthorized\"}} {}\n", rej_401);
+  out += fmt::format("sluice_filter_rejections_total{{reason=\"forbidden\"}} {}\n", rej_403);
+  out += fmt::format("sluice_filter_rejections_total{{reason=\"rate_limited\"}} {}\n", rej_429);
   appendHeader(out, "sluice_config_reloads_total", "counter", "Configuration snapshots published.");
   out += fmt::format("sluice_config_reloads_total {}\n", config_reloads.load());
   appendHeader(out, "sluice_config_reload_errors_total", "counter",

@@ -96,8 +96,11 @@ class Shard {
   std::atomic<uint64_t> upstream_connections_opened{0};
   std::atomic<uint64_t> upstream_connections_reused{0};
   std::atomic<uint64_t> ejections{0};
-  std::atomic<uint64_t> mirrors_sent{0};     // HTTPRoute RequestMirror copies sent
-  std::atomic<uint64_t> mirrors_dropped{0};  // skipped: too many in flight, or no endpoint
+  std::atomic<uint64_t> mirrors_sent{0};           // HTTPRoute RequestMirror copies sent
+  std::atomic<uint64_t> mirrors_dropped{0};        // skipped: too many in flight, or no endpoint
+  std::atomic<uint64_t> rejected_unauthorized{0};  // filters: 401
+  std::atomic<uint64_t> rejected_forbidden{0};     // filters: 403
+  std::atomic<uint64_t> rejected_rate_limited{0};  // filters: 429
 
  private:
   friend class Registry;

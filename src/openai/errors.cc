@@ -7,6 +7,7 @@ namespace sluice::openai {
 const ErrorInfo& errorInfo(ErrorKind kind) {
   static const ErrorInfo kInvalid{400, "invalid_request_error", "invalid_request"};
   static const ErrorInfo kUnauthorized{401, "invalid_request_error", "invalid_api_key"};
+  static const ErrorInfo kForbidden{403, "permission_error", "model_not_allowed"};
   static const ErrorInfo kNotFound{404, "invalid_request_error", "not_found"};
   static const ErrorInfo kModelNotFound{404, "invalid_request_error", "model_not_found"};
   static const ErrorInfo kMethod{405, "invalid_request_error", "method_not_allowed"};
@@ -24,6 +25,8 @@ const ErrorInfo& errorInfo(ErrorKind kind) {
       return kInvalid;
     case ErrorKind::Unauthorized:
       return kUnauthorized;
+    case ErrorKind::Forbidden:
+      return kForbidden;
     case ErrorKind::NotFound:
       return kNotFound;
     case ErrorKind::ModelNotFound:

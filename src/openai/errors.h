@@ -9,6 +9,7 @@ namespace sluice::openai {
 enum class ErrorKind {
   InvalidRequest,       // 400 malformed JSON, missing model, bad field types
   Unauthorized,         // 401
+  Forbidden,            // 403 the identity may not use this model
   NotFound,             // 404 unknown path
   ModelNotFound,        // 404 unknown model
   MethodNotAllowed,     // 405

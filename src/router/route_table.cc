@@ -653,6 +653,7 @@ class Builder {
         continue;
       table_->has_gateways = true;
       GatewayInfo info{o, &gw, {}, {}, std::make_shared<ModelSpace>(), {}};
+      const std::string gw_auth = authAnnotation(*o);
       auto& st = status(o->key());
       std::map<uint16_t, std::string> protocol_by_port;
       std::set<std::pair<uint16_t, std::string>> hosts;
@@ -735,6 +736,7 @@ class Builder {
         lr->address = options_.default_address;
         lr->space = info.space;
         lr->tls = l.protocol == "HTTPS";
+        lr->auth_mode = gw_auth;
         lr->cert_pem = std::move(cert_pem);
         lr->key_pem = std::move(key_pem);
         info.listeners.push_back(lr);
@@ -775,6 +777,22 @@ class Builder {
         return true;
     }
     return false;
+  }
+
+  // `sluice.dev/auth` on a Gateway, HTTPRoute or ModelRoute: off, optional or required.
+  std::string authAnnotation(const Object& o) {
+    auto it = o.meta.annotations.find("sluice.dev/auth");
+    if (it == o.meta.annotations.end())
+      return "";
+    if (it->second == "off" || it->second == "optional" || it->second == "required") {
+      return it->second;
+    }
+    status(o.key()).conditions.push_back(
+        {"Accepted", false, "InvalidAuthAnnotation",
+         fmt::format("annotation sluice.dev/auth must be off, optional or required; got \"{}\" "
+                     "(ignored)",
+                     it->second)});
+    return "";
   }
 
   // `sluice.dev/scheduler` on a pool or ModelServer picks its scheduling profile.
@@ -1189,6 +1207,7 @@ class Builder {
       const auto& route = std::get<config::HTTPRoute>(o->spec);
       auto& st = status(o->key());
       const std::string route_key = o->meta.ns + "/" + o->meta.name;
+      const std::string route_auth = authAnnotation(*o);
       // Actions and match entries, shared by every listener the route attaches to.
       std::string ref_reason, ref_message;
       std::vector<std::vector<MatchEntry*>> rule_entries;
@@ -1200,6 +1219,7 @@ class Builder {
         action->rule = ri;
         action->request_timeout = rule.request_timeout;
         action->backend_timeout = rule.backend_timeout;
+        action->auth_mode = route_auth;
         for (const auto& ref : rule.backend_refs) {
           RouteAction::Target t;
           t.weight = ref.weight;
@@ -1339,6 +1359,7 @@ class Builder {
       entry->creation = o->meta.creation;
       entry->seq = o->meta.seq;
       entry->rate_limit = mr.rate_limit;
+      entry->auth_mode = authAnnotation(*o);
       std::string ref_reason, ref_message;
       for (const auto& rule : mr.rules) {
         ModelRouteEntry::Rule r;

@@ -100,6 +100,7 @@ struct RouteAction {
   std::vector<Mirror> mirrors;
   std::chrono::milliseconds request_timeout{0};
   std::chrono::milliseconds backend_timeout{0};
+  std::string auth_mode;  // annotation sluice.dev/auth on the HTTPRoute; "" = inherit
 };
 
 // One HTTPRoute match, flattened, with everything needed to rank it.
@@ -194,6 +195,7 @@ struct ModelRouteEntry {
   };
   std::vector<Rule> rules;
   std::optional<config::ModelRoute::RateLimit> rate_limit;
+  std::string auth_mode;  // annotation sluice.dev/auth; "" = inherit
 };
 
 // The model names one Gateway serves: its ModelRoutes by name and by LoRA adapter.
@@ -219,6 +221,7 @@ struct ListenerRoutes {
   std::vector<std::pair<std::string, RuleSet>> wildcard_hosts;  // suffix ".example.com", longest
   RuleSet any_host;
   std::shared_ptr<const ModelSpace> space;
+  std::string auth_mode;  // annotation sluice.dev/auth on the Gateway; "" = the global mode
 };
 
 struct Matched {

@@ -16,6 +16,7 @@
 #include "base/net.h"
 #include "base/random.h"
 #include "config/manifest_source.h"
+#include "filters/filter_chain.h"
 #include "router/route_table.h"
 #include "server/context.h"
 #include "server/tls.h"
@@ -398,9 +399,18 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   for (const auto& e : tls_errors) {
     SLUICE_LOG(Error, "config", "{}", e);
   }
+  if (!buckets_) {
+    buckets_ = std::make_shared<filters::BucketRegistry>();
+  }
+  std::vector<std::string> filter_errors;
+  filters_ = filters::FilterChain::build(config, objects_.get(), buckets_, filter_errors);
+  for (const auto& e : filter_errors) {
+    SLUICE_LOG(Error, "config", "{}", e);
+  }
   for (auto& w : workers_) {
     w->publishProfiles(profiles);
     w->publishTls(tls_);
+    w->publishFilters(filters_);
     w->publish(snap);
   }
   auto addresses = listenerAddresses(*snap);
@@ -470,6 +480,7 @@ base::Result<void> Server::start() {
     w->publish(snap);
     w->publishProfiles(profiles_for_start_);
     w->publishTls(tls_);
+    w->publishFilters(filters_);
     for (const auto& [addr, port] : listening_) {
       auto ip = asio::ip::make_address(addr, ec);
       if (ec) {

@@ -31,6 +31,10 @@ namespace sluice::config {
 class ObjectStore;
 class ManifestDirectory;
 }  // namespace sluice::config
+namespace sluice::filters {
+class BucketRegistry;
+class FilterChain;
+}  // namespace sluice::filters
 namespace sluice::server {
 struct ServerContext;
 
@@ -113,6 +117,8 @@ class Server {
   uint16_t default_port_ = 0;                           // the default listener's, once bound
   std::vector<std::pair<std::string, uint16_t>> listening_;
   std::shared_ptr<const TlsConfig> tls_;  // contexts of HTTPS listeners, with each snapshot
+  std::shared_ptr<filters::BucketRegistry> buckets_;  // rate-limit state across reloads
+  std::shared_ptr<const filters::FilterChain> filters_;
   uint16_t listener_port_ = 0;
   uint16_t admin_port_ = 0;
   uint16_t metrics_port_ = 0;

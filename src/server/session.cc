@@ -15,6 +15,7 @@
 
 #include "base/log.h"
 #include "base/strings.h"
+#include "filters/filter_chain.h"
 #include "http/headers.h"
 #include "http/padded_body.h"
 #include "http/sse.h"
@@ -74,6 +75,12 @@ struct Exchange {
   std::string_view host;                   // Host without the port, lower case
   int32_t priority = 0;                    // InferenceObjective priority (filters use it)
   std::optional<base::MonoTime> deadline;  // HTTPRoute timeouts.request
+  // Filters: the chain this request was admitted by, and what it reserved.
+  std::shared_ptr<const filters::FilterChain> filters;
+  filters::Admission admission;
+  bool strip_credentials = false;  // auth consumed them; they do not go upstream
+  bool served = false;             // an upstream produced the response
+  std::string identity_tag;
 };
 
 // Where routing sent a request and what the route asks to be done on the way.
@@ -342,6 +349,10 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
       continue;
     }
     if (mod != nullptr && (listedIn(mod->remove, name) || listedIn(mod->set, name))) {
+      continue;
+    }
+    if (x.strip_credentials &&
+        (f.name() == bhttp::field::authorization || base::iequals(name, "x-api-key"))) {
       continue;
     }
     head += name;
@@ -875,6 +886,9 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     conn.reset();
   }
 
+  if (chosen != nullptr) {
+    x.served = true;
+  }
   if (chosen == nullptr) {
     co_await stopWatch(s, *watch);
     if (watch->client_gone) {
@@ -1178,12 +1192,14 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
   RouteChoice route;
   std::string route_error;
   bool routed = false;
+  const router::ModelRouteEntry* model_route_hit = nullptr;
   if (listener != nullptr && !peek.model.empty()) {
     // ModelRoutes first, on /v1 paths (Kthena's precedence): the oldest route whose rules
     // match wins.
     auto mt = router::RouteTable::matchModel(*listener, view, w.random());
     if (mt.target != nullptr) {
       routed = true;
+      model_route_hit = mt.route;
       if (!mt.target->backend) {
         route_error = mt.target->error;
       } else {
@@ -1253,6 +1269,76 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
       routed = true;
       route.backend = b;
       route.upstream_model = b->upstream_model;
+    }
+  }
+  // Filters: authentication, model access and rate limits, before anything is revealed about
+  // routing (an unauthenticated client learns nothing, not even whether a model exists).
+  if (const auto& chain = w.filters(); chain && chain->active()) {
+    // The mode: the route's annotation, else the Gateway's, else the global default.
+    std::string_view mode_text;
+    const router::ModelRouteEntry* model_route = nullptr;
+    if (route.action != nullptr && !route.action->auth_mode.empty()) {
+      mode_text = route.action->auth_mode;
+    }
+    if (model_route_hit != nullptr) {
+      model_route = model_route_hit;
+      if (!model_route->auth_mode.empty())
+        mode_text = model_route->auth_mode;
+    }
+    if (mode_text.empty() && listener != nullptr && !listener->auth_mode.empty()) {
+      mode_text = listener->auth_mode;
+    }
+    filters::FilterRequest fr;
+    fr.mode = mode_text.empty() ? chain->defaultMode()
+                                : filters::parseAuthMode(mode_text).value_or(chain->defaultMode());
+    if (auto it = x.req.find(bhttp::field::authorization); it != x.req.end()) {
+      fr.authorization = it->value();
+    }
+    if (auto it = x.req.find("x-api-key"); it != x.req.end()) {
+      fr.api_key = it->value();
+    }
+    fr.model = peek.model;
+    if (listener != nullptr)
+      fr.gateway = listener->gateway;
+    std::string route_name;
+    if (model_route != nullptr) {
+      route_name = "ModelRoute/" + model_route->key;
+      if (model_route->rate_limit)
+        fr.route_limit = &*model_route->rate_limit;
+    } else if (route.action != nullptr) {
+      route_name = "HTTPRoute/" + route.action->route;
+    }
+    fr.route = route_name;
+    fr.input_tokens = peek.prompt.valid() ? std::max<uint64_t>(1, peek.prompt.length / 4) : 0;
+    fr.output_tokens = peek.model.empty() ? 0 : peek.max_tokens.value_or(kDefaultExpectedOutput);
+    fr.now_ns = w.context().time.monotonicNow().time_since_epoch().count();
+    fr.unix_s = std::chrono::duration_cast<std::chrono::seconds>(
+                    w.context().time.systemNow().time_since_epoch())
+                    .count();
+    x.admission = chain->admit(fr, w.buckets());
+    x.filters = chain;
+    x.identity_tag = filters::identityTag(x.admission.identity.id);
+    x.strip_credentials = fr.mode != filters::AuthMode::Off && x.admission.credentials_present &&
+                          !chain->forwardCredentials();
+    if (!x.admission.ok) {
+      const int status = x.admission.status;
+      if (status == 401) {
+        w.shard().rejected_unauthorized.fetch_add(1, std::memory_order_relaxed);
+      } else if (status == 403) {
+        w.shard().rejected_forbidden.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        w.shard().rejected_rate_limited.fetch_add(1, std::memory_order_relaxed);
+      }
+      std::string extra = status == 401 ? "WWW-Authenticate: Bearer\r\n"
+                          : status == 429 && x.admission.retry_after_s > 0
+                              ? fmt::format("Retry-After: {}\r\n", x.admission.retry_after_s)
+                              : std::string();
+      std::string message = x.admission.message;
+      ErrorKind kind = status == 401   ? ErrorKind::Unauthorized
+                       : status == 403 ? ErrorKind::Forbidden
+                                       : ErrorKind::RateLimited;
+      co_await writeError(x, kind, message, extra);
+      co_return;
     }
   }
   if (!routed) {
@@ -1330,6 +1416,12 @@ void finishExchange(Exchange& x) {
   metrics::ModelSeries& series = x.series ? *x.series : w.shard().model(x.model_label);
   series.countRequest(x.status, seconds);
   series.input_tokens.fetch_add(x.usage.input_tokens, std::memory_order_relaxed);
+  if (x.filters && !x.admission.reservations.empty()) {
+    // Reconcile the rate-limit reservations with what was really used.
+    const bool usage_known = x.usage.input_tokens > 0 || x.usage.output_tokens > 0;
+    x.filters->complete(x.admission, usage_known, x.served && x.status < 500, x.usage.input_tokens,
+                        x.usage.output_tokens, now.time_since_epoch().count());
+  }
   series.output_tokens.fetch_add(x.usage.output_tokens, std::memory_order_relaxed);
   if (ctx.access_log.enabled()) {
     metrics::AccessRecord r;
@@ -1348,6 +1440,8 @@ void finishExchange(Exchange& x) {
     r.client = x.session.client_ip;
     r.stream = x.stream;
     r.decision = x.decision;
+    r.identity = x.identity_tag;
+    r.limit = x.admission.limit;
     r.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     ctx.time.systemNow().time_since_epoch())
                     .count();

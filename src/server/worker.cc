@@ -131,6 +131,14 @@ void Worker::publishProfiles(std::shared_ptr<const scheduler::ProfileSet> profil
   asio::post(*ioc_, [this, p = std::move(profiles)]() mutable { profiles_ = std::move(p); });
 }
 
+void Worker::publishFilters(std::shared_ptr<const filters::FilterChain> chain) {
+  if (!thread_.joinable()) {
+    filters_ = std::move(chain);
+    return;
+  }
+  asio::post(*ioc_, [this, c = std::move(chain)]() mutable { filters_ = std::move(c); });
+}
+
 void Worker::publishTls(std::shared_ptr<const TlsConfig> tls) {
   if (!thread_.joinable()) {
     tls_ = std::move(tls);

@@ -14,6 +14,7 @@
 #include "backends/upstream_pool.h"
 #include "base/asio.h"
 #include "base/random.h"
+#include "filters/filter_chain.h"
 #include "router/snapshot.h"
 #include "scheduler/scheduler.h"
 #include "server/context.h"
@@ -48,6 +49,10 @@ class Worker {
   void appendDecisionsJson(std::string& out, bool& first) const;
   // Posts the scheduling profiles for a new configuration.
   void publishProfiles(std::shared_ptr<const scheduler::ProfileSet> profiles);
+  // Posts the request filters (built with each snapshot).
+  void publishFilters(std::shared_ptr<const filters::FilterChain> chain);
+  const std::shared_ptr<const filters::FilterChain>& filters() const { return filters_; }
+  filters::BucketCache& buckets() { return buckets_; }
   // Posts the TLS contexts of HTTPS listeners (built with each snapshot).
   void publishTls(std::shared_ptr<const TlsConfig> tls);
   const std::shared_ptr<const TlsConfig>& tls() const { return tls_; }
@@ -91,6 +96,8 @@ class Worker {
   backends::MetricsViewPtr metrics_view_;
   std::shared_ptr<const scheduler::ProfileSet> profiles_;
   std::shared_ptr<const TlsConfig> tls_;
+  std::shared_ptr<const filters::FilterChain> filters_;
+  filters::BucketCache buckets_;
   backends::UpstreamPool pool_;
   base::Xoshiro random_;
   metrics::Shard& shard_;
