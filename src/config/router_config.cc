@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -242,7 +243,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     if (!p.mapWithKeys(root, "",
                        {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
                         "metrics_fetcher", "scheduler", "access_log", "models", "manifests",
-                        "manifests_debounce", "auth", "rate_limits"})) {
+                        "manifests_debounce", "auth", "rate_limits", "flow_control"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -658,6 +659,29 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
             }
           }
         }
+      }
+    }
+    if (auto n = root["flow_control"]) {
+      auto& fc = config.flow_control;
+      if (p.mapWithKeys(n, "flow_control",
+                        {"max_in_flight_per_endpoint", "max_waiting_per_endpoint", "max_kv_usage",
+                         "queue_ttl", "max_queued"})) {
+        p.uint(n, "max_in_flight_per_endpoint", "flow_control", fc.max_in_flight_per_endpoint, 0,
+               1'000'000);
+        p.uint(n, "max_waiting_per_endpoint", "flow_control", fc.max_waiting_per_endpoint, 0,
+               1'000'000);
+        if (auto kv = n["max_kv_usage"]) {
+          auto v = p.scalar(kv, "flow_control.max_kv_usage");
+          char* end = nullptr;
+          double d = v ? std::strtod(v->c_str(), &end) : -1;
+          if (!v || end == v->c_str() || *end != '\0' || d < 0 || d > 1) {
+            p.error("flow_control.max_kv_usage", "must be a number in 0..1");
+          } else {
+            fc.max_kv_usage = d;
+          }
+        }
+        p.duration(n, "queue_ttl", "flow_control", fc.queue_ttl);
+        p.uint(n, "max_queued", "flow_control", fc.max_queued, 1, 10'000'000);
       }
     }
     if (auto list = root["rate_limits"]) {

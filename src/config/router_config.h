@@ -141,6 +141,16 @@ struct RouterConfig {
   };
   std::vector<RateLimit> rate_limits;
 
+  // Queueing under saturation (docs/filters.md). Off unless max_in_flight_per_endpoint is set.
+  struct FlowControl {
+    uint32_t max_in_flight_per_endpoint = 0;  // 0 = flow control off
+    uint32_t max_waiting_per_endpoint = 0;  // engine queue at which an endpoint is full; 0 = ignore
+    double max_kv_usage = 0;                // engine KV usage at which it is full; 0 = ignore
+    milliseconds queue_ttl{30'000};         // then 503
+    uint32_t max_queued = 10'000;           // per backend; beyond it 429
+    bool enabled() const { return max_in_flight_per_endpoint > 0; }
+  } flow_control;
+
   struct Model {
     std::string name;
     std::string upstream_model;   // empty = forward the client's name

@@ -1,5 +1,6 @@
 #include "filters/auth.h"
 
+#include <fmt/core.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -8,8 +9,6 @@
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/sha.h>
-
-#include <fmt/core.h>
 #include <simdjson.h>
 
 namespace sluice::filters {
@@ -20,21 +19,28 @@ constexpr size_t kMaxTokenBytes = 16 * 1024;
 
 std::optional<std::string> base64UrlDecode(std::string_view in) {
   auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '-') return 62;
-    if (c == '_') return 63;
+    if (c >= 'A' && c <= 'Z')
+      return c - 'A';
+    if (c >= 'a' && c <= 'z')
+      return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+      return c - '0' + 52;
+    if (c == '-')
+      return 62;
+    if (c == '_')
+      return 63;
     return -1;
   };
-  if (in.size() % 4 == 1) return std::nullopt;
+  if (in.size() % 4 == 1)
+    return std::nullopt;
   std::string out;
   out.reserve(in.size() * 3 / 4);
   uint32_t acc = 0;
   int bits = 0;
   for (char c : in) {
     int v = value(c);
-    if (v < 0) return std::nullopt;
+    if (v < 0)
+      return std::nullopt;
     acc = (acc << 6) | static_cast<uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
@@ -68,12 +74,14 @@ std::shared_ptr<void> rsaKey(const std::string& n, const std::string& e) {
   OSSL_PARAM_BLD_free(bld);
   BN_free(bn_n);
   BN_free(bn_e);
-  if (pkey == nullptr) return nullptr;
+  if (pkey == nullptr)
+    return nullptr;
   return std::shared_ptr<void>(pkey, PkeyDeleter{});
 }
 
 std::shared_ptr<void> ecKey(const std::string& x, const std::string& y) {
-  if (x.size() != 32 || y.size() != 32) return nullptr;
+  if (x.size() != 32 || y.size() != 32)
+    return nullptr;
   std::string point = "\x04" + x + y;
   OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
   OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0);
@@ -87,24 +95,26 @@ std::shared_ptr<void> ecKey(const std::string& x, const std::string& y) {
   EVP_PKEY_CTX_free(ctx);
   OSSL_PARAM_free(params);
   OSSL_PARAM_BLD_free(bld);
-  if (pkey == nullptr) return nullptr;
+  if (pkey == nullptr)
+    return nullptr;
   return std::shared_ptr<void>(pkey, PkeyDeleter{});
 }
 
 bool verifyDigest(EVP_PKEY* pkey, std::string_view signed_part, const std::string& der_sig) {
   EVP_MD_CTX* md = EVP_MD_CTX_new();
-  bool ok = EVP_DigestVerifyInit(md, nullptr, EVP_sha256(), nullptr, pkey) == 1 &&
-            EVP_DigestVerify(md, reinterpret_cast<const unsigned char*>(der_sig.data()),
-                             der_sig.size(),
-                             reinterpret_cast<const unsigned char*>(signed_part.data()),
-                             signed_part.size()) == 1;
+  bool ok =
+      EVP_DigestVerifyInit(md, nullptr, EVP_sha256(), nullptr, pkey) == 1 &&
+      EVP_DigestVerify(md, reinterpret_cast<const unsigned char*>(der_sig.data()), der_sig.size(),
+                       reinterpret_cast<const unsigned char*>(signed_part.data()),
+                       signed_part.size()) == 1;
   EVP_MD_CTX_free(md);
   return ok;
 }
 
 // ES256 signatures are r||s (32 bytes each); OpenSSL wants DER.
 std::optional<std::string> ecdsaToDer(const std::string& raw) {
-  if (raw.size() != 64) return std::nullopt;
+  if (raw.size() != 64)
+    return std::nullopt;
   ECDSA_SIG* sig = ECDSA_SIG_new();
   BIGNUM* r = BN_bin2bn(reinterpret_cast<const unsigned char*>(raw.data()), 32, nullptr);
   BIGNUM* s = BN_bin2bn(reinterpret_cast<const unsigned char*>(raw.data() + 32), 32, nullptr);
@@ -112,7 +122,8 @@ std::optional<std::string> ecdsaToDer(const std::string& raw) {
   unsigned char* der = nullptr;
   int len = i2d_ECDSA_SIG(sig, &der);
   std::optional<std::string> out;
-  if (len > 0) out = std::string(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+  if (len > 0)
+    out = std::string(reinterpret_cast<char*>(der), static_cast<size_t>(len));
   OPENSSL_free(der);
   ECDSA_SIG_free(sig);
   return out;
@@ -132,14 +143,16 @@ bool verifyHmac(const std::string& secret, std::string_view signed_part, const s
 // A JSON string or number field; false when absent or of another type.
 bool stringField(simdjson::dom::object obj, std::string_view key, std::string& out) {
   std::string_view v;
-  if (obj[key].get_string().get(v) != simdjson::SUCCESS) return false;
+  if (obj[key].get_string().get(v) != simdjson::SUCCESS)
+    return false;
   out.assign(v);
   return true;
 }
 
 bool numberField(simdjson::dom::object obj, std::string_view key, int64_t& out) {
   auto el = obj[key];
-  if (el.error() != simdjson::SUCCESS) return false;
+  if (el.error() != simdjson::SUCCESS)
+    return false;
   int64_t i;
   if (el.get_int64().get(i) == simdjson::SUCCESS) {
     out = i;
@@ -172,30 +185,37 @@ std::string toHex(const uint8_t* data, size_t n) {
 }
 
 bool parseSha256Hex(std::string_view hex, Sha256& out) {
-  if (hex.size() != 64) return false;
+  if (hex.size() != 64)
+    return false;
   auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    if (c >= 'a' && c <= 'f')
+      return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+      return c - 'A' + 10;
     return -1;
   };
   for (size_t i = 0; i < 32; ++i) {
     int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
+    if (hi < 0 || lo < 0)
+      return false;
     out[i] = static_cast<uint8_t>(hi * 16 + lo);
   }
   return true;
 }
 
 std::string identityTag(std::string_view id) {
-  if (id.empty()) return "";
+  if (id.empty())
+    return "";
   auto h = sha256(id);
   return toHex(h.data(), 6);
 }
 
 void ApiKeyStore::add(ApiKeyEntry entry) {
   std::string key(reinterpret_cast<const char*>(entry.hash.data()), entry.hash.size());
-  if (by_hash_.count(key) > 0) return;  // the first definition of a key wins
+  if (by_hash_.count(key) > 0)
+    return;  // the first definition of a key wins
   by_hash_[key] = entries_.size();
   entries_.push_back(std::move(entry));
 }
@@ -204,7 +224,8 @@ const ApiKeyEntry* ApiKeyStore::find(std::string_view presented) const {
   // The lookup is by hash (never by the secret itself); the final comparison is constant time.
   auto h = sha256(presented);
   auto it = by_hash_.find(std::string(reinterpret_cast<const char*>(h.data()), h.size()));
-  if (it == by_hash_.end()) return nullptr;
+  if (it == by_hash_.end())
+    return nullptr;
   const auto& e = entries_[it->second];
   return CRYPTO_memcmp(e.hash.data(), h.data(), h.size()) == 0 ? &e : nullptr;
 }
@@ -246,12 +267,14 @@ base::Result<JwtKeys> JwtKeys::fromJwks(std::string_view json) {
     }
     auto field = [&](std::string_view name) -> std::optional<std::string> {
       std::string v;
-      if (!stringField(o, name, v)) return std::nullopt;
+      if (!stringField(o, name, v))
+        return std::nullopt;
       return base64UrlDecode(v);
     };
     if (kty == "RSA") {
       auto n = field("n"), e = field("e");
-      if (!n || !e) return base::Error{fmt::format("JWKS: keys[{}]: bad n or e", index)};
+      if (!n || !e)
+        return base::Error{fmt::format("JWKS: keys[{}]: bad n or e", index)};
       k.type = Jwk::Type::Rsa;
       k.pkey = rsaKey(*n, *e);
     } else if (kty == "EC") {
@@ -262,7 +285,8 @@ base::Result<JwtKeys> JwtKeys::fromJwks(std::string_view json) {
         continue;  // only ES256 is supported
       }
       auto x = field("x"), y = field("y");
-      if (!x || !y) return base::Error{fmt::format("JWKS: keys[{}]: bad x or y", index)};
+      if (!x || !y)
+        return base::Error{fmt::format("JWKS: keys[{}]: bad x or y", index)};
       k.type = Jwk::Type::Ec;
       k.pkey = ecKey(*x, *y);
     } else if (kty == "oct") {
@@ -293,7 +317,8 @@ bool looksLikeJwt(std::string_view c) {
 
 base::Result<Identity> verifyJwt(std::string_view token, const JwtKeys& keys,
                                  const JwtPolicy& policy, int64_t now) {
-  if (token.size() > kMaxTokenBytes) return base::Error{"token too large"};
+  if (token.size() > kMaxTokenBytes)
+    return base::Error{"token too large"};
   size_t d1 = token.find('.');
   size_t d2 = d1 == std::string_view::npos ? d1 : token.find('.', d1 + 1);
   if (d2 == std::string_view::npos || token.find('.', d2 + 1) != std::string_view::npos) {
@@ -302,7 +327,8 @@ base::Result<Identity> verifyJwt(std::string_view token, const JwtKeys& keys,
   auto header = base64UrlDecode(token.substr(0, d1));
   auto payload = base64UrlDecode(token.substr(d1 + 1, d2 - d1 - 1));
   auto sig = base64UrlDecode(token.substr(d2 + 1));
-  if (!header || !payload || !sig) return base::Error{"malformed token encoding"};
+  if (!header || !payload || !sig)
+    return base::Error{"malformed token encoding"};
 
   thread_local simdjson::dom::parser parser;
   simdjson::dom::object h;
@@ -318,14 +344,16 @@ base::Result<Identity> verifyJwt(std::string_view token, const JwtKeys& keys,
   }
   // The key's type is fixed by the algorithm: an RSA or EC public key is never used as an HMAC
   // secret, whatever the header says (algorithm confusion).
-  const Jwk::Type want = alg == "RS256" ? Jwk::Type::Rsa
+  const Jwk::Type want = alg == "RS256"   ? Jwk::Type::Rsa
                          : alg == "ES256" ? Jwk::Type::Ec
                                           : Jwk::Type::Oct;
   const std::string_view signed_part = token.substr(0, d2);
   bool verified = false, candidate = false;
   for (const auto& k : keys.keys()) {
-    if (k.type != want || (!k.alg.empty() && k.alg != alg)) continue;
-    if (!kid.empty() && !k.kid.empty() && k.kid != kid) continue;
+    if (k.type != want || (!k.alg.empty() && k.alg != alg))
+      continue;
+    if (!kid.empty() && !k.kid.empty() && k.kid != kid)
+      continue;
     candidate = true;
     if (want == Jwk::Type::Oct) {
       verified = verifyHmac(k.secret, signed_part, *sig);
@@ -335,10 +363,13 @@ base::Result<Identity> verifyJwt(std::string_view token, const JwtKeys& keys,
       auto der = ecdsaToDer(*sig);
       verified = der && verifyDigest(static_cast<EVP_PKEY*>(k.pkey.get()), signed_part, *der);
     }
-    if (verified) break;
+    if (verified)
+      break;
   }
-  if (!candidate) return base::Error{"no key matches the token"};
-  if (!verified) return base::Error{"bad token signature"};
+  if (!candidate)
+    return base::Error{"no key matches the token"};
+  if (!verified)
+    return base::Error{"bad token signature"};
 
   simdjson::dom::object p;
   if (parser.parse(*payload).get_object().get(p) != simdjson::SUCCESS) {
@@ -346,19 +377,26 @@ base::Result<Identity> verifyJwt(std::string_view token, const JwtKeys& keys,
   }
   const int64_t leeway = policy.leeway.count();
   int64_t exp = 0, nbf = 0, iat = 0;
-  if (!numberField(p, "exp", exp)) return base::Error{"token has no exp"};
-  if (now >= exp + leeway) return base::Error{"token expired"};
+  if (!numberField(p, "exp", exp))
+    return base::Error{"token has no exp"};
+  if (now >= exp + leeway)
+    return base::Error{"token expired"};
   if (p["nbf"].error() == simdjson::SUCCESS) {
-    if (!numberField(p, "nbf", nbf)) return base::Error{"bad nbf"};
-    if (now + leeway < nbf) return base::Error{"token not valid yet"};
+    if (!numberField(p, "nbf", nbf))
+      return base::Error{"bad nbf"};
+    if (now + leeway < nbf)
+      return base::Error{"token not valid yet"};
   }
   if (p["iat"].error() == simdjson::SUCCESS) {
-    if (!numberField(p, "iat", iat)) return base::Error{"bad iat"};
-    if (iat > now + leeway) return base::Error{"token issued in the future"};
+    if (!numberField(p, "iat", iat))
+      return base::Error{"bad iat"};
+    if (iat > now + leeway)
+      return base::Error{"token issued in the future"};
   }
   if (!policy.issuer.empty()) {
     std::string iss;
-    if (!stringField(p, "iss", iss) || iss != policy.issuer) return base::Error{"wrong issuer"};
+    if (!stringField(p, "iss", iss) || iss != policy.issuer)
+      return base::Error{"wrong issuer"};
   }
   if (!policy.audiences.empty()) {
     bool ok = false;
@@ -370,20 +408,24 @@ base::Result<Identity> verifyJwt(std::string_view token, const JwtKeys& keys,
     } else if (p["aud"].get_array().get(arr) == simdjson::SUCCESS) {
       for (simdjson::dom::element a : arr) {
         std::string_view s;
-        if (a.get_string().get(s) == simdjson::SUCCESS) auds.emplace_back(s);
+        if (a.get_string().get(s) == simdjson::SUCCESS)
+          auds.emplace_back(s);
       }
     }
     for (const auto& a : auds) {
-      for (const auto& want_aud : policy.audiences) ok = ok || a == want_aud;
+      for (const auto& want_aud : policy.audiences)
+        ok = ok || a == want_aud;
     }
-    if (!ok) return base::Error{"wrong audience"};
+    if (!ok)
+      return base::Error{"wrong audience"};
   }
   Identity id;
   id.method = "jwt";
   if (!stringField(p, policy.identity_claim, id.id) || id.id.empty()) {
     return base::Error{fmt::format("token has no {} claim", policy.identity_claim)};
   }
-  if (!policy.tenant_claim.empty()) stringField(p, policy.tenant_claim, id.tenant);
+  if (!policy.tenant_claim.empty())
+    stringField(p, policy.tenant_claim, id.tenant);
   return id;
 }
 

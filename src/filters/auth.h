@@ -55,7 +55,7 @@ struct Jwk {
   enum class Type { Rsa, Ec, Oct };
   Type type = Type::Rsa;
   std::string kid;
-  std::string alg;  // optional in the JWKS; when set, the token's alg must equal it
+  std::string alg;             // optional in the JWKS; when set, the token's alg must equal it
   std::shared_ptr<void> pkey;  // EVP_PKEY for RSA and EC
   std::string secret;          // oct (HS256)
 };
@@ -77,8 +77,8 @@ struct JwtPolicy {
   std::string issuer;                  // "" = not checked
   std::vector<std::string> audiences;  // empty = not checked; else aud must contain one
   std::string identity_claim = "sub";
-  std::string tenant_claim;            // "" = none
-  std::chrono::seconds leeway{60};     // clock skew allowed on exp, nbf and iat
+  std::string tenant_claim;         // "" = none
+  std::chrono::seconds leeway{60};  // clock skew allowed on exp, nbf and iat
 };
 
 // Verifies a compact JWS. `now` is unix seconds. The error says what failed, never echoing

@@ -9,9 +9,12 @@
 namespace sluice::filters {
 
 std::optional<AuthMode> parseAuthMode(std::string_view text) {
-  if (text == "off") return AuthMode::Off;
-  if (text == "optional") return AuthMode::Optional;
-  if (text == "required") return AuthMode::Required;
+  if (text == "off")
+    return AuthMode::Off;
+  if (text == "optional")
+    return AuthMode::Optional;
+  if (text == "required")
+    return AuthMode::Required;
   return std::nullopt;
 }
 
@@ -19,7 +22,8 @@ namespace {
 
 std::optional<std::string> readFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
+  if (!in)
+    return std::nullopt;
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -39,15 +43,19 @@ std::string_view bearer(std::string_view authorization) {
     bool match = true;
     for (size_t i = 0; i < kBearer.size(); ++i) {
       char c = authorization[i];
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+      if (c >= 'A' && c <= 'Z')
+        c = static_cast<char>(c - 'A' + 'a');
       char k = kBearer[i];
-      if (k >= 'A' && k <= 'Z') k = static_cast<char>(k - 'A' + 'a');
+      if (k >= 'A' && k <= 'Z')
+        k = static_cast<char>(k - 'A' + 'a');
       match = match && c == k;
     }
     if (match) {
       std::string_view v = authorization.substr(kBearer.size());
-      while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-      while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+      while (!v.empty() && v.front() == ' ')
+        v.remove_prefix(1);
+      while (!v.empty() && v.back() == ' ')
+        v.remove_suffix(1);
       return v;
     }
   }
@@ -76,15 +84,15 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
         continue;
       }
     } else {
-      const auto* obj =
-          objects ? objects->find(fmt::format("Secret/{}/{}", k.secret.ns, k.secret.name))
-                  : nullptr;
+      const auto* obj = objects
+                            ? objects->find(fmt::format("Secret/{}/{}", k.secret.ns, k.secret.name))
+                            : nullptr;
       const auto* secret = obj ? std::get_if<config::Secret>(&obj->spec) : nullptr;
       auto it = secret ? secret->data.find(k.secret.key) : decltype(secret->data.end()){};
       if (secret == nullptr || it == secret->data.end() || it->second.empty()) {
         errors.push_back(fmt::format(
-            "auth.api_keys[{}].secret: Secret {}/{} with key {} not found (the key is disabled)",
-            i, k.secret.ns, k.secret.name, k.secret.key));
+            "auth.api_keys[{}].secret: Secret {}/{} with key {} not found (the key is disabled)", i,
+            k.secret.ns, k.secret.name, k.secret.key));
         continue;
       }
       e.hash = sha256(it->second);  // only the hash is kept
@@ -114,7 +122,8 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
         errors.push_back(
             fmt::format("auth.jwt.hs256_secret_file: cannot read {}", j.hs256_secret_file));
       } else {
-        while (!text->empty() && (text->back() == '\n' || text->back() == '\r')) text->pop_back();
+        while (!text->empty() && (text->back() == '\n' || text->back() == '\r'))
+          text->pop_back();
         chain->jwt_keys_.addHmac(std::move(*text));
       }
     }
@@ -147,15 +156,17 @@ bool FilterChain::reserve(Admission& a, BucketCache& cache, const std::string& p
       {spec.input_tokens, Admission::Reservation::Kind::Input, req.input_tokens, "input tokens"},
       {spec.output_tokens, Admission::Reservation::Kind::Output, req.output_tokens,
        "output tokens"},
-      {spec.total_tokens, Admission::Reservation::Kind::Total,
-       req.input_tokens + req.output_tokens, "tokens"},
+      {spec.total_tokens, Admission::Reservation::Kind::Total, req.input_tokens + req.output_tokens,
+       "tokens"},
   };
   for (const auto& w : wants) {
-    if (w.limit == 0) continue;
-    std::string key = fmt::format("{}|{}|{}/{}", prefix, static_cast<int>(w.kind), w.limit,
-                                  spec.unit);
+    if (w.limit == 0)
+      continue;
+    std::string key =
+        fmt::format("{}|{}|{}/{}", prefix, static_cast<int>(w.kind), w.limit, spec.unit);
     auto& slot = cache[key];
-    if (!slot) slot = registry_->get(key, w.limit, unit);
+    if (!slot)
+      slot = registry_->get(key, w.limit, unit);
     int64_t wait = slot->take(req.now_ns, w.amount);
     if (wait != 0) {
       a.ok = false;
@@ -163,13 +174,14 @@ bool FilterChain::reserve(Admission& a, BucketCache& cache, const std::string& p
       a.code = "rate_limit_exceeded";
       a.limit = limit_name;
       if (wait == std::numeric_limits<int64_t>::max()) {
-        a.message = fmt::format("rate limit {}: this request needs {} {}, more than the limit of "
-                                "{} per {}",
-                                limit_name, w.amount, w.what, w.limit, spec.unit);
+        a.message = fmt::format(
+            "rate limit {}: this request needs {} {}, more than the limit of "
+            "{} per {}",
+            limit_name, w.amount, w.what, w.limit, spec.unit);
         a.retry_after_s = 0;
       } else {
-        a.message = fmt::format("rate limit {} exceeded: {} {} per {}", limit_name, w.limit,
-                                w.what, spec.unit);
+        a.message = fmt::format("rate limit {} exceeded: {} {} per {}", limit_name, w.limit, w.what,
+                                spec.unit);
         a.retry_after_s = std::max<int64_t>(1, (wait + 999'999'999) / 1'000'000'000);
       }
       return false;
@@ -194,8 +206,7 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
     if (jwt_enabled_ && looksLikeJwt(credential)) {
       auto id = verifyJwt(credential, jwt_keys_, jwt_policy_, req.unix_s);
       if (!id) {
-        return refuse(std::move(a), 401, "invalid_api_key",
-                      "invalid token: " + id.error().message);
+        return refuse(std::move(a), 401, "invalid_api_key", "invalid token: " + id.error().message);
       }
       a.identity = std::move(*id);
     } else {
@@ -218,7 +229,8 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
   }
   // Rate limits: every bucket is reserved, or none is.
   auto undo = [&]() {
-    for (auto& r : a.reservations) r.bucket->refund(r.reserved);
+    for (auto& r : a.reservations)
+      r.bucket->refund(r.reserved);
     a.reservations.clear();
   };
   if (key != nullptr && key->limits != SIZE_MAX) {
@@ -234,8 +246,8 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
     spec.input_tokens = req.route_limit->input_tokens_per_unit;
     spec.output_tokens = req.route_limit->output_tokens_per_unit;
     spec.unit = req.route_limit->unit;
-    if (spec.any() && !reserve(a, cache, fmt::format("route|{}|{}", req.gateway, req.route),
-                               spec, req, std::string(req.route))) {
+    if (spec.any() && !reserve(a, cache, fmt::format("route|{}|{}", req.gateway, req.route), spec,
+                               req, std::string(req.route))) {
       undo();
       return a;
     }
@@ -244,11 +256,16 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
     std::string prefix = "limit|" + l.name;
     for (const auto& dim : l.per) {
       prefix += '|';
-      if (dim == "identity") prefix += a.identity.id;
-      if (dim == "tenant") prefix += a.identity.tenant;
-      if (dim == "model") prefix += req.model;
-      if (dim == "gateway") prefix += req.gateway;
-      if (dim == "route") prefix += req.route;
+      if (dim == "identity")
+        prefix += a.identity.id;
+      if (dim == "tenant")
+        prefix += a.identity.tenant;
+      if (dim == "model")
+        prefix += req.model;
+      if (dim == "gateway")
+        prefix += req.gateway;
+      if (dim == "route")
+        prefix += req.route;
     }
     if (!reserve(a, cache, prefix, l.spec, req, l.name)) {
       undo();
@@ -264,10 +281,17 @@ void FilterChain::complete(Admission& a, bool usage_known, bool served, uint64_t
   for (auto& r : a.reservations) {
     uint64_t actual = r.reserved;
     switch (r.kind) {
-      case Kind::Requests: continue;  // a request is a request
-      case Kind::Input: actual = usage_known ? input : (served ? r.reserved : 0); break;
-      case Kind::Output: actual = usage_known ? output : (served ? r.reserved : 0); break;
-      case Kind::Total: actual = usage_known ? input + output : (served ? r.reserved : 0); break;
+      case Kind::Requests:
+        continue;  // a request is a request
+      case Kind::Input:
+        actual = usage_known ? input : (served ? r.reserved : 0);
+        break;
+      case Kind::Output:
+        actual = usage_known ? output : (served ? r.reserved : 0);
+        break;
+      case Kind::Total:
+        actual = usage_known ? input + output : (served ? r.reserved : 0);
+        break;
     }
     if (actual < r.reserved) {
       r.bucket->refund(r.reserved - actual);

@@ -38,19 +38,19 @@ struct FilterRequest {
   std::string_view gateway;        // ns/name ("" for the default listener)
   std::string_view route;          // "HTTPRoute/ns/name", "ModelRoute/ns/name" or ""
   const config::ModelRoute::RateLimit* route_limit = nullptr;  // a ModelRoute's rateLimit
-  uint64_t input_tokens = 0;   // estimated
-  uint64_t output_tokens = 0;  // the request's maximum
-  int64_t now_ns = 0;          // steady clock, for buckets
-  int64_t unix_s = 0;          // wall clock, for token times
+  uint64_t input_tokens = 0;                                   // estimated
+  uint64_t output_tokens = 0;                                  // the request's maximum
+  int64_t now_ns = 0;                                          // steady clock, for buckets
+  int64_t unix_s = 0;                                          // wall clock, for token times
 };
 
 struct Admission {
   bool ok = true;
-  int status = 200;       // 401, 403 or 429 when refused
-  std::string code;       // OpenAI error code
-  std::string message;    // safe to show the client: never echoes a credential
+  int status = 200;     // 401, 403 or 429 when refused
+  std::string code;     // OpenAI error code
+  std::string message;  // safe to show the client: never echoes a credential
   int64_t retry_after_s = 0;
-  std::string limit;      // the limit that refused (for logs and metrics)
+  std::string limit;  // the limit that refused (for logs and metrics)
   Identity identity;
   bool credentials_present = false;
   struct Reservation {

@@ -35,8 +35,8 @@ void Bucket::refund(uint64_t n) {
 void Bucket::charge(int64_t now_ns, uint64_t n) {
   const int64_t cost = static_cast<int64_t>(n) * interval_ns_;
   int64_t tat = tat_.load(std::memory_order_relaxed);
-  while (!tat_.compare_exchange_weak(tat, std::max(tat, now_ns) + cost,
-                                     std::memory_order_relaxed)) {
+  while (
+      !tat_.compare_exchange_weak(tat, std::max(tat, now_ns) + cost, std::memory_order_relaxed)) {
   }
 }
 
@@ -57,11 +57,16 @@ size_t BucketRegistry::size() const {
 
 std::chrono::nanoseconds unitDuration(std::string_view unit) {
   using namespace std::chrono;
-  if (unit == "second") return seconds(1);
-  if (unit == "minute") return minutes(1);
-  if (unit == "hour") return hours(1);
-  if (unit == "day") return hours(24);
-  if (unit == "month") return hours(24 * 30);
+  if (unit == "second")
+    return seconds(1);
+  if (unit == "minute")
+    return minutes(1);
+  if (unit == "hour")
+    return hours(1);
+  if (unit == "day")
+    return hours(24);
+  if (unit == "month")
+    return hours(24 * 30);
   return seconds(0);
 }
 

@@ -187,7 +187,7 @@ std::string Registry::renderPrometheus() const {
   int64_t active_connections = 0, active_requests = 0;
   uint64_t connections_total = 0, connections_rejected = 0, up_opened = 0, up_reused = 0,
            ejections = 0, mirrors_sent = 0, mirrors_dropped = 0, rej_401 = 0, rej_403 = 0,
-           rej_429 = 0;
+           rej_429 = 0, flow_queued = 0, flow_shed = 0, flow_expired = 0;
   for (const auto& shard : shards_) {
     active_connections += shard->active_connections.load(std::memory_order_relaxed);
     active_requests += shard->active_requests.load(std::memory_order_relaxed);
@@ -201,6 +201,9 @@ std::string Registry::renderPrometheus() const {
     rej_401 += shard->rejected_unauthorized.load(std::memory_order_relaxed);
     rej_403 += shard->rejected_forbidden.load(std::memory_order_relaxed);
     rej_429 += shard->rejected_rate_limited.load(std::memory_order_relaxed);
+    flow_queued += shard->flow_queued.load(std::memory_order_relaxed);
+    flow_shed += shard->flow_shed.load(std::memory_order_relaxed);
+    flow_expired += shard->flow_expired.load(std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(shard->mu_);
     for (const auto& [address, n] : shard->picks_) {
       picks[address] += n->load(std::memory_order_relaxed);
@@ -327,6 +330,12 @@ std::string Registry::renderPrometheus() const {
   out += fmt::format("sluice_filter_rejections_total{{reason=\"unauthorized\"}} {}\n", rej_401);
   out += fmt::format("sluice_filter_rejections_total{{reason=\"forbidden\"}} {}\n", rej_403);
   out += fmt::format("sluice_filter_rejections_total{{reason=\"rate_limited\"}} {}\n", rej_429);
+  appendHeader(out, "sluice_flow_control_total", "counter",
+               "Flow control under saturation: requests queued, shed (429), expired in the queue "
+               "(503).");
+  out += fmt::format("sluice_flow_control_total{{outcome=\"queued\"}} {}\n", flow_queued);
+  out += fmt::format("sluice_flow_control_total{{outcome=\"shed\"}} {}\n", flow_shed);
+  out += fmt::format("sluice_flow_control_total{{outcome=\"expired\"}} {}\n", flow_expired);
   appendHeader(out, "sluice_config_reloads_total", "counter", "Configuration snapshots published.");
   out += fmt::format("sluice_config_reloads_total {}\n", config_reloads.load());
   appendHeader(out, "sluice_config_reload_errors_total", "counter",

@@ -101,6 +101,9 @@ class Shard {
   std::atomic<uint64_t> rejected_unauthorized{0};  // filters: 401
   std::atomic<uint64_t> rejected_forbidden{0};     // filters: 403
   std::atomic<uint64_t> rejected_rate_limited{0};  // filters: 429
+  std::atomic<uint64_t> flow_queued{0};            // requests that waited in a flow queue
+  std::atomic<uint64_t> flow_shed{0};              // refused under saturation (429)
+  std::atomic<uint64_t> flow_expired{0};           // waited past the queue TTL (503)
 
  private:
   friend class Registry;

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "base/clock.h"
+#include "filters/flow_control.h"
 #include "metrics/access_log.h"
 #include "metrics/metrics.h"
 #include "scheduler/scheduler.h"
@@ -19,6 +20,7 @@ struct ServerContext {
   scheduler::Scheduler* scheduler;
   std::atomic<bool> draining{false};
   std::atomic<int64_t> connections{0};  // open client connections, all workers
+  filters::FlowRegistry flows;          // flow-control queues by backend, across reloads
 };
 
 }  // namespace sluice::server

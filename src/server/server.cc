@@ -229,7 +229,7 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
   access_log_ = std::make_unique<metrics::AccessLog>(config_.access_log.path, worker_count_,
                                                      registry_->access_log_dropped);
   scheduler_ = std::make_unique<scheduler::Scheduler>(std::make_shared<scheduler::PrefixIndex>());
-  ctx_.reset(new ServerContext{time_, *registry_, *access_log_, scheduler_.get()});
+  ctx_.reset(new ServerContext{time_, *registry_, *access_log_, scheduler_.get(), {}, {}, {}});
   registry_->extra = [this](std::string& out) {
     const auto st = scheduler_->index().stats();
     out += fmt::format(

@@ -81,7 +81,35 @@ struct Exchange {
   bool strip_credentials = false;  // auth consumed them; they do not go upstream
   bool served = false;             // an upstream produced the response
   std::string identity_tag;
+  // Flow control: the queue this request holds a slot in, released when it ends.
+  std::shared_ptr<filters::FlowQueue> flow;
+  std::shared_ptr<const router::Snapshot> flow_snapshot;
+  const router::Backend* flow_backend = nullptr;
 };
+
+// Flow-control capacity of a backend: max_in_flight_per_endpoint for each live endpoint whose
+// engine metrics do not say it is full.
+int64_t flowCapacity(const router::Backend& b, const config::RouterConfig::FlowControl& fc,
+                     const backends::MetricsView* view, int64_t now_ns) {
+  int64_t cap = 0;
+  for (const auto& ep : b.endpoints) {
+    if (ep.state->ejected(now_ns)) {
+      continue;
+    }
+    if (view != nullptr && (fc.max_waiting_per_endpoint > 0 || fc.max_kv_usage > 0)) {
+      if (const auto* m = view->find(ep.address); m != nullptr && m->scraped) {
+        if (fc.max_waiting_per_endpoint > 0 && m->waiting >= fc.max_waiting_per_endpoint) {
+          continue;
+        }
+        if (fc.max_kv_usage > 0 && m->kv_usage >= fc.max_kv_usage) {
+          continue;
+        }
+      }
+    }
+    cap += fc.max_in_flight_per_endpoint;
+  }
+  return cap;
+}
 
 // Where routing sent a request and what the route asks to be done on the way.
 struct RouteChoice {
@@ -1160,6 +1188,92 @@ void startMirrors(Exchange& x, const router::RouteAction& action,
   }
 }
 
+// Flow control: admitted at once when the backend has room and nobody waits; otherwise shed
+// (negative priority), refused (queue full) or queued until a slot frees or the TTL passes.
+// Returns false when a response was written.
+awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snapshot>& snapshot,
+                          const router::Backend& backend) {
+  const auto& fc = snapshot->config.flow_control;
+  if (!fc.enabled() || backend.endpoints.empty()) {
+    co_return true;
+  }
+  Worker& w = x.session.worker;
+  auto& time = w.context().time;
+  auto queue = w.context().flows.get(backend.model);
+  auto capacity = [&] {
+    return flowCapacity(backend, fc, w.metricsView(),
+                        time.monotonicNow().time_since_epoch().count());
+  };
+  auto admitted = [&] {
+    x.flow = queue;
+    x.flow_snapshot = snapshot;
+    x.flow_backend = &backend;
+  };
+  if (queue->tryAdmit(capacity())) {
+    admitted();
+    co_return true;
+  }
+  if (x.priority < 0) {
+    w.shard().flow_shed.fetch_add(1, std::memory_order_relaxed);
+    co_await writeError(x, ErrorKind::RateLimited,
+                        "the backend is saturated; sheddable request (negative priority) dropped",
+                        "Retry-After: 1\r\n");
+    co_return false;
+  }
+  if (queue->queued() >= fc.max_queued) {
+    w.shard().flow_shed.fetch_add(1, std::memory_order_relaxed);
+    co_await writeError(x, ErrorKind::RateLimited, "the backend is saturated and its queue is full",
+                        "Retry-After: 1\r\n");
+    co_return false;
+  }
+  w.shard().flow_queued.fetch_add(1, std::memory_order_relaxed);
+  auto waiter = std::make_shared<filters::FlowWaiter>();
+  waiter->priority = x.priority;
+  if (auto it = x.req.find("x-gateway-inference-fairness-id"); it != x.req.end()) {
+    waiter->flow = std::string(it->value());
+  } else if (!x.admission.identity.id.empty()) {
+    waiter->flow = x.admission.identity.id;
+  } else {
+    waiter->flow = "default-flow";
+  }
+  waiter->enqueued_ns = time.monotonicNow().time_since_epoch().count();
+  // The timer is shared with the wake-up, which may run after this coroutine moved on.
+  auto timer = std::make_shared<asio::steady_timer>(x.session.stream.get_executor());
+  waiter->wake = [timer, ex = x.session.stream.get_executor()] {
+    asio::post(ex, [timer] { timer->cancel(); });
+  };
+  queue->enqueue(waiter);
+  const auto deadline = time.monotonicNow() + fc.queue_ttl;
+  while (true) {
+    if (waiter->state.load() == filters::FlowWaiter::State::Dispatched) {
+      admitted();
+      co_return true;
+    }
+    const auto now = time.monotonicNow();
+    if (now >= deadline) {
+      if (!queue->cancel(waiter)) {
+        admitted();  // dispatched just now: it owns a slot
+        co_return true;
+      }
+      w.shard().flow_expired.fetch_add(1, std::memory_order_relaxed);
+      co_await writeError(x, ErrorKind::Unavailable,
+                          fmt::format("the request waited {} ms in the saturated backend's queue",
+                                      fc.queue_ttl.count()));
+      co_return false;
+    }
+    // Re-check now and then: capacity also returns when engine metrics recover, not only when
+    // one of our requests ends.
+    queue->dispatch(capacity());
+    if (waiter->state.load() == filters::FlowWaiter::State::Dispatched) {
+      continue;
+    }
+    timer->expires_after(
+        std::min<std::chrono::nanoseconds>(std::chrono::milliseconds(25), deadline - now));
+    error_code ignored;
+    co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
+}
+
 awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listener) {
   Worker& w = x.session.worker;
   const auto snapshot = w.snapshot();
@@ -1374,6 +1488,9 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     x.model_label = route.backend->model;
   }
   x.series = &w.shard().model(x.model_label);
+  if (!co_await admitFlow(x, snapshot, *route.backend)) {
+    co_return;
+  }
   co_await proxy(x, route, peek);
 }
 
@@ -1416,6 +1533,12 @@ void finishExchange(Exchange& x) {
   metrics::ModelSeries& series = x.series ? *x.series : w.shard().model(x.model_label);
   series.countRequest(x.status, seconds);
   series.input_tokens.fetch_add(x.usage.input_tokens, std::memory_order_relaxed);
+  if (x.flow) {
+    // Free the slot and hand it to the best waiter.
+    x.flow->release();
+    x.flow->dispatch(flowCapacity(*x.flow_backend, x.flow_snapshot->config.flow_control,
+                                  w.metricsView(), now.time_since_epoch().count()));
+  }
   if (x.filters && !x.admission.reservations.empty()) {
     // Reconcile the rate-limit reservations with what was really used.
     const bool usage_known = x.usage.input_tokens > 0 || x.usage.output_tokens > 0;

@@ -2,8 +2,10 @@
 // requests to simulated engines chosen by the rules, and rewriting the directory under load
 // loses no request.
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -357,6 +359,110 @@ spec:
   auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
   ASSERT_TRUE(m);
   EXPECT_THAT(m->body, HasSubstr("sluice_mirror_requests_total{outcome=\"sent\"} 1"));
+}
+
+// Flow control on a saturated pool: sheddable requests get 429, queued ones are served by
+// priority (InferenceObjective) when the slot frees, and a request that waits past the TTL
+// gets 503.
+TEST_F(ManifestsTest, FlowControlPriorityShedAndTtl) {
+  write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0}) + R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]}]
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: premium, namespace: default}
+spec: {priority: 10, poolRef: {name: pool}}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: batch, namespace: default}
+spec: {priority: -1, poolRef: {name: pool}}
+)");
+  auto c = testing::loopbackConfig({});
+  c.models.clear();
+  c.manifests = dir_.string();
+  c.flow_control.max_in_flight_per_endpoint = 1;
+  c.flow_control.queue_ttl = std::chrono::seconds(10);
+  router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 7);
+  ASSERT_TRUE(router_->start());
+  auto queued = [&]() -> int {
+    auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
+    if (!m)
+      return -1;
+    auto pos = m->body.find("sluice_flow_control_total{outcome=\"queued\"} ");
+    return pos == std::string::npos ? -1 : std::atoi(m->body.c_str() + pos + 44);
+  };
+  // A stream holds the only slot.
+  fleet_.sims[0]->control().hold_after_first = true;
+  testing::TestConnection held(gw_port_);
+  held.send(testing::postRequest("/v1/chat/completions", chatBody("base-model", true)));
+  ASSERT_TRUE(held.readHead());
+  ASSERT_TRUE(held.readUntil("data:"));
+  // Sheddable: refused at once.
+  auto r = chat(gw_port_, "base-model", "/v1/chat/completions",
+                "x-gateway-inference-objective: batch\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 429) << r->body;
+  // A normal request queues first, then a premium one; the premium one is served first.
+  std::mutex mu;
+  std::vector<std::string> order;
+  std::thread normal([&] {
+    auto x = chat(gw_port_, "base-model");
+    std::lock_guard<std::mutex> lock(mu);
+    order.push_back(x && x->status == 200 ? "normal" : "normal-failed");
+  });
+  ASSERT_TRUE(waitFor([&] { return queued() == 1; }));
+  std::thread premium([&] {
+    auto x = chat(gw_port_, "base-model", "/v1/chat/completions",
+                  "x-gateway-inference-objective: premium\r\n");
+    std::lock_guard<std::mutex> lock(mu);
+    order.push_back(x && x->status == 200 ? "premium" : "premium-failed");
+  });
+  ASSERT_TRUE(waitFor([&] { return queued() == 2; }));
+  EXPECT_TRUE(order.empty());
+  fleet_.sims[0]->release();
+  ASSERT_TRUE(held.readUntil("[DONE]"));
+  normal.join();
+  premium.join();
+  EXPECT_EQ(order, (std::vector<std::string>{"premium", "normal"}));
+}
+
+TEST_F(ManifestsTest, FlowControlQueueTtl) {
+  write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0}) + R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]}]
+)");
+  auto c = testing::loopbackConfig({});
+  c.models.clear();
+  c.manifests = dir_.string();
+  c.flow_control.max_in_flight_per_endpoint = 1;
+  c.flow_control.queue_ttl = std::chrono::milliseconds(200);
+  router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 7);
+  ASSERT_TRUE(router_->start());
+  fleet_.sims[0]->control().hold_after_first = true;
+  testing::TestConnection held(gw_port_);
+  held.send(testing::postRequest("/v1/chat/completions", chatBody("base-model", true)));
+  ASSERT_TRUE(held.readHead());
+  ASSERT_TRUE(held.readUntil("data:"));
+  auto r = chat(gw_port_, "base-model");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503) << r->body;
+  EXPECT_THAT(r->body, HasSubstr("waited 200 ms"));
+  fleet_.sims[0]->release();
+  ASSERT_TRUE(held.readUntil("[DONE]"));
+  // The slot is free again.
+  r = chat(gw_port_, "base-model");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
 }
 
 // ModelServer trafficPolicy: retry.attempts bounds the attempts, retryInterval spaces them,

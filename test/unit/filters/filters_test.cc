@@ -1,11 +1,10 @@
 // Security and accounting tests for the filters: JWTs (every way a token can be wrong), API
 // keys, GCRA buckets, and the chain's reserve-then-reconcile.
+#include <gtest/gtest.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rsa.h>
-
-#include <gtest/gtest.h>
 
 #include "filters/auth.h"
 #include "filters/filter_chain.h"
@@ -28,7 +27,8 @@ std::string b64url(std::string_view in) {
       out.push_back(kAlphabet[(acc >> bits) & 63]);
     }
   }
-  if (bits > 0) out.push_back(kAlphabet[(acc << (6 - bits)) & 63]);
+  if (bits > 0)
+    out.push_back(kAlphabet[(acc << (6 - bits)) & 63]);
   return out;
 }
 
@@ -52,9 +52,9 @@ struct Keys {
     EVP_PKEY_get_bn_param(rsa, "e", &e);
     EVP_PKEY_get_bn_param(ec, "qx", &x);
     EVP_PKEY_get_bn_param(ec, "qy", &y);
-    jwks = R"({"keys":[{"kty":"RSA","kid":"rsa1","use":"sig","n":")" + bnB64(n) +
-           R"(","e":")" + bnB64(e) + R"("},{"kty":"EC","kid":"ec1","crv":"P-256","x":")" +
-           bnB64(x, 32) + R"(","y":")" + bnB64(y, 32) + R"("}]})";
+    jwks = R"({"keys":[{"kty":"RSA","kid":"rsa1","use":"sig","n":")" + bnB64(n) + R"(","e":")" +
+           bnB64(e) + R"("},{"kty":"EC","kid":"ec1","crv":"P-256","x":")" + bnB64(x, 32) +
+           R"(","y":")" + bnB64(y, 32) + R"("}]})";
     BN_free(n);
     BN_free(e);
     BN_free(x);
@@ -139,9 +139,9 @@ class JwtTest : public ::testing::Test {
 TEST_F(JwtTest, ValidTokensOfEachAlgorithm) {
   EXPECT_EQ(verify(sign("RS256", R"({"alg":"RS256","kid":"rsa1"})", claims())), "ok:alice");
   EXPECT_EQ(verify(sign("ES256", R"({"alg":"ES256","kid":"ec1"})", claims())), "ok:alice");
-  EXPECT_EQ(verify(sign("HS256", R"({"alg":"HS256"})", claims(),
-                        "shared-secret-of-32-bytes-length!")),
-            "ok:alice");
+  EXPECT_EQ(
+      verify(sign("HS256", R"({"alg":"HS256"})", claims(), "shared-secret-of-32-bytes-length!")),
+      "ok:alice");
   // No kid: any key of the right type may verify it.
   EXPECT_EQ(verify(sign("RS256", R"({"alg":"RS256"})", claims())), "ok:alice");
 }
@@ -153,9 +153,10 @@ TEST_F(JwtTest, RefusesEveryBadToken) {
   EXPECT_EQ(verify("a.b.c.d"), "malformed token");
   EXPECT_EQ(verify("!!!.@@@.###"), "malformed token encoding");
   EXPECT_EQ(verify(sign("RS256", h, claims(kNow - 61))), "token expired");  // beyond leeway
-  EXPECT_EQ(verify(sign("RS256", h, claims(kNow - 30))), "ok:alice");      // within leeway
-  EXPECT_EQ(verify(sign("RS256", h, R"({"sub":"alice","iss":"https://issuer.test","aud":"sluice"})")),
-            "token has no exp");
+  EXPECT_EQ(verify(sign("RS256", h, claims(kNow - 30))), "ok:alice");       // within leeway
+  EXPECT_EQ(
+      verify(sign("RS256", h, R"({"sub":"alice","iss":"https://issuer.test","aud":"sluice"})")),
+      "token has no exp");
   EXPECT_EQ(verify(sign("RS256", h, claims(kNow + 600, R"(,"nbf":)" + std::to_string(kNow + 300)))),
             "token not valid yet");
   EXPECT_EQ(verify(sign("RS256", h, claims(kNow + 600, R"(,"iat2":1)"))), "ok:alice");
@@ -170,10 +171,11 @@ TEST_F(JwtTest, RefusesEveryBadToken) {
   // Tampered: the claims changed after signing.
   std::string good = sign("RS256", h, claims());
   size_t d1 = good.find('.'), d2 = good.rfind('.');
-  std::string tampered = good.substr(0, d1 + 1) +
-                         b64url(R"({"sub":"mallory","iss":"https://issuer.test","aud":"sluice","exp":)" +
-                                std::to_string(kNow + 600) + "}") +
-                         good.substr(d2);
+  std::string tampered =
+      good.substr(0, d1 + 1) +
+      b64url(R"({"sub":"mallory","iss":"https://issuer.test","aud":"sluice","exp":)" +
+             std::to_string(kNow + 600) + "}") +
+      good.substr(d2);
   EXPECT_EQ(verify(tampered), "bad token signature");
   // alg none, with or without a signature.
   std::string none = b64url(R"({"alg":"none"})") + "." + b64url(claims()) + ".";
@@ -218,15 +220,17 @@ TEST(Bucket, GcraAdmitsTheLimitPerUnitAndRefills) {
   const int64_t sec = 1'000'000'000;
   Bucket b(10, std::chrono::seconds(1));
   int64_t now = 100 * sec;
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(b.take(now, 1), 0) << i;
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(b.take(now, 1), 0) << i;
   int64_t wait = b.take(now, 1);
   EXPECT_GT(wait, 0);
   EXPECT_LE(wait, sec / 10);
-  EXPECT_EQ(b.take(now + sec / 10, 1), 0);  // one token refilled
+  EXPECT_EQ(b.take(now + sec / 10, 1), 0);                          // one token refilled
   EXPECT_EQ(b.take(now, 11), std::numeric_limits<int64_t>::max());  // can never fit
   // Refund gives capacity back; charge takes it without asking.
   b.refund(5);
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(b.take(now + sec / 10, 1), 0) << i;
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(b.take(now + sec / 10, 1), 0) << i;
   EXPECT_GT(b.take(now + sec / 10, 1), 0);
   b.charge(now + 2 * sec, 10);  // the bucket had fully refilled; now it is empty again
   EXPECT_GT(b.take(now + 2 * sec, 1), 0);
