@@ -240,10 +240,11 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   }
   Parser p(errors);
   try {
-    if (!p.mapWithKeys(root, "",
-                       {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
-                        "metrics_fetcher", "scheduler", "access_log", "models", "manifests",
-                        "manifests_debounce", "auth", "rate_limits", "flow_control"})) {
+    if (!p.mapWithKeys(
+            root, "",
+            {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
+             "metrics_fetcher", "scheduler", "access_log", "models", "manifests",
+             "manifests_debounce", "auth", "rate_limits", "flow_control", "redis_timeout"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -252,6 +253,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     p.uint(root, "workers", "", config.workers, 0, 256);
     p.string(root, "manifests", "", config.manifests);
     p.duration(root, "manifests_debounce", "", config.manifests_debounce);
+    p.duration(root, "redis_timeout", "", config.redis_timeout);
 
     if (auto n = root["limits"]) {
       if (p.mapWithKeys(n, "limits", {"max_header_bytes", "max_body_bytes", "max_connections"})) {
@@ -694,7 +696,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
           const auto& r = list[i];
           if (!p.mapWithKeys(r, path,
                              {"name", "per", "requests", "input_tokens", "output_tokens",
-                              "total_tokens", "unit"})) {
+                              "total_tokens", "unit", "global"})) {
             continue;
           }
           RouterConfig::RateLimit rl;
@@ -714,6 +716,23 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
               p.error(fmt::format("{}.per[{}]", path, j),
                       fmt::format("must be identity, tenant, model, gateway or route; got \"{}\"",
                                   rl.per[j]));
+            }
+          }
+          if (auto g = r["global"]) {
+            std::string gpath = path + ".global";
+            if (p.mapWithKeys(g, gpath, {"redis", "lease", "fail"})) {
+              p.string(g, "redis", gpath, rl.global.redis);
+              p.uint(g, "lease", gpath, rl.global.lease, 0, 1'000'000'000);
+              std::string fail = "open";
+              p.string(g, "fail", gpath, fail);
+              if (fail != "open" && fail != "closed") {
+                p.error(gpath + ".fail", fmt::format("must be open or closed; got \"{}\"", fail));
+              }
+              rl.global.fail_open = fail == "open";
+              if (!base::parseHostPort(rl.global.redis)) {
+                p.error(gpath + ".redis",
+                        fmt::format("must be host:port; got \"{}\"", rl.global.redis));
+              }
             }
           }
           YAML::Node spec(YAML::NodeType::Map);

@@ -138,7 +138,13 @@ struct RouterConfig {
     std::string name;
     std::vector<std::string> per;  // identity, tenant, model, gateway, route
     LimitSpec spec;
+    struct Global {
+      std::string redis;      // host:port; empty = a local limit (per router)
+      uint64_t lease = 0;     // units a router takes from Redis at a time; 0 = limit / 20
+      bool fail_open = true;  // when Redis is unreachable: pass (open) or 503 (closed)
+    } global;
   };
+  milliseconds redis_timeout{200};  // connect and command timeout for global limits
   std::vector<RateLimit> rate_limits;
 
   // Queueing under saturation (docs/filters.md). Off unless max_in_flight_per_endpoint is set.

@@ -67,9 +67,12 @@ std::string_view bearer(std::string_view authorization) {
 std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig& config,
                                                       const config::ObjectStore* objects,
                                                       std::shared_ptr<BucketRegistry> registry,
+                                                      std::shared_ptr<RedisRegistry> redis,
                                                       std::vector<std::string>& errors) {
   auto chain = std::make_shared<FilterChain>();
   chain->registry_ = std::move(registry);
+  chain->redis_ = std::move(redis);
+  chain->redis_timeout_ = config.redis_timeout;
   const auto& a = config.auth;
   chain->default_mode_ = parseAuthMode(a.mode).value_or(AuthMode::Off);
   chain->forward_credentials_ = a.forward_credentials;
@@ -134,7 +137,11 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
     chain->jwt_policy_.leeway = std::chrono::duration_cast<std::chrono::seconds>(j.leeway);
   }
   for (const auto& rl : config.rate_limits) {
-    chain->limits_.push_back({rl.name, rl.per, rl.spec});
+    Limit l{rl.name, rl.per, rl.spec, rl.global, nullptr};
+    if (!rl.global.redis.empty() && chain->redis_) {
+      l.limiter = chain->redis_->get(rl.global.redis, config.redis_timeout);
+    }
+    chain->limits_.push_back(std::move(l));
   }
   chain->active_ = chain->default_mode_ != AuthMode::Off || chain->keys_.size() > 0 ||
                    chain->jwt_enabled_ || !chain->limits_.empty();
@@ -143,7 +150,7 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
 
 bool FilterChain::reserve(Admission& a, BucketCache& cache, const std::string& prefix,
                           const config::RouterConfig::LimitSpec& spec, const FilterRequest& req,
-                          const std::string& limit_name) const {
+                          const std::string& limit_name, const Limit* global) const {
   const auto unit = unitDuration(spec.unit);
   struct Want {
     uint64_t limit;
@@ -164,7 +171,14 @@ bool FilterChain::reserve(Admission& a, BucketCache& cache, const std::string& p
       continue;
     std::string key =
         fmt::format("{}|{}|{}/{}", prefix, static_cast<int>(w.kind), w.limit, spec.unit);
-    auto& slot = cache[key];
+    if (global != nullptr && global->limiter) {
+      if (!takeGlobal(a, cache, key, w.limit, unit, w.amount, w.kind, w.what, spec.unit, *global,
+                      req, limit_name)) {
+        return false;
+      }
+      continue;
+    }
+    auto& slot = cache.buckets[key];
     if (!slot)
       slot = registry_->get(key, w.limit, unit);
     int64_t wait = slot->take(req.now_ns, w.amount);
@@ -186,9 +200,73 @@ bool FilterChain::reserve(Admission& a, BucketCache& cache, const std::string& p
       }
       return false;
     }
-    a.reservations.push_back({slot, w.kind, w.amount});
+    a.reservations.push_back({slot, nullptr, w.kind, w.amount});
   }
   return true;
+}
+
+bool FilterChain::takeGlobal(Admission& a, BucketCache& cache, const std::string& key,
+                             uint64_t limit, std::chrono::nanoseconds unit, uint64_t amount,
+                             Admission::Reservation::Kind kind, const char* what,
+                             const std::string& unit_name, const Limit& l, const FilterRequest& req,
+                             const std::string& limit_name) const {
+  auto& slot = cache.leases[key];
+  if (!slot) {
+    uint64_t size = l.global.lease > 0 ? l.global.lease : std::max<uint64_t>(1, limit / 20);
+    slot = l.limiter->lease("sluice:rl:" + key, limit, unit, size);
+  }
+  Lease& lease = *slot;
+  a.limit = limit_name;
+  if (amount > limit) {
+    a.ok = false;
+    a.status = 429;
+    a.code = "rate_limit_exceeded";
+    a.message = fmt::format(
+        "rate limit {}: this request needs {} {}, more than the limit of {} "
+        "per {}",
+        limit_name, amount, what, limit, unit_name);
+    return false;
+  }
+  if (l.limiter->down(req.now_ns)) {
+    if (l.global.fail_open) {
+      return true;  // counted nowhere: Redis is the only shared truth
+    }
+    a.ok = false;
+    a.status = 503;
+    a.code = "service_unavailable";
+    a.message = fmt::format("rate limit {} cannot be checked right now", limit_name);
+    return false;
+  }
+  int64_t have = lease.units.load(std::memory_order_relaxed);
+  while (have >= static_cast<int64_t>(amount)) {
+    if (lease.units.compare_exchange_weak(have, have - static_cast<int64_t>(amount),
+                                          std::memory_order_relaxed)) {
+      a.reservations.push_back({nullptr, slot, kind, amount});
+      if (have - static_cast<int64_t>(amount) < static_cast<int64_t>(lease.lease_size / 2)) {
+        l.limiter->refill(slot);  // prefetch: the next requests find units waiting
+      }
+      a.limit.clear();
+      return true;
+    }
+  }
+  const int64_t denied_until = lease.denied_until_ns.load(std::memory_order_relaxed);
+  if (denied_until > req.now_ns) {
+    a.ok = false;
+    a.status = 429;
+    a.code = "rate_limit_exceeded";
+    a.message =
+        fmt::format("rate limit {} exceeded: {} {} per {}", limit_name, limit, what, unit_name);
+    a.retry_after_s =
+        std::max<int64_t>(1, (denied_until - req.now_ns + 999'999'999) / 1'000'000'000);
+    return false;
+  }
+  // The lease is empty: ask Redis and let the caller wait for the answer.
+  a.wait_for = slot;
+  a.wait_generation = lease.generation.load();
+  l.limiter->refill(slot);
+  a.ok = false;
+  a.status = 0;
+  return false;
 }
 
 Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const {
@@ -229,8 +307,13 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
   }
   // Rate limits: every bucket is reserved, or none is.
   auto undo = [&]() {
-    for (auto& r : a.reservations)
-      r.bucket->refund(r.reserved);
+    for (auto& r : a.reservations) {
+      if (r.lease) {
+        r.lease->units.fetch_add(static_cast<int64_t>(r.reserved));
+      } else {
+        r.bucket->refund(r.reserved);
+      }
+    }
     a.reservations.clear();
   };
   if (key != nullptr && key->limits != SIZE_MAX) {
@@ -246,8 +329,17 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
     spec.input_tokens = req.route_limit->input_tokens_per_unit;
     spec.output_tokens = req.route_limit->output_tokens_per_unit;
     spec.unit = req.route_limit->unit;
+    // rateLimit.global.redis.address: shared through Redis (fail open, as Kthena does).
+    Limit global{std::string(req.route), {}, spec, {}, nullptr};
+    if (!req.route_limit->redis_address.empty() && redis_) {
+      auto& limiter = cache.limiters[req.route_limit->redis_address];
+      if (!limiter)
+        limiter = redis_->get(req.route_limit->redis_address, redis_timeout_);
+      global.global.redis = req.route_limit->redis_address;
+      global.limiter = limiter;
+    }
     if (spec.any() && !reserve(a, cache, fmt::format("route|{}|{}", req.gateway, req.route), spec,
-                               req, std::string(req.route))) {
+                               req, std::string(req.route), global.limiter ? &global : nullptr)) {
       undo();
       return a;
     }
@@ -267,7 +359,7 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
       if (dim == "route")
         prefix += req.route;
     }
-    if (!reserve(a, cache, prefix, l.spec, req, l.name)) {
+    if (!reserve(a, cache, prefix, l.spec, req, l.name, &l)) {
       undo();
       return a;
     }
@@ -292,6 +384,11 @@ void FilterChain::complete(Admission& a, bool usage_known, bool served, uint64_t
       case Kind::Total:
         actual = usage_known ? input + output : (served ? r.reserved : 0);
         break;
+    }
+    if (r.lease) {
+      // Global: the difference stays in (or comes out of) this router's lease.
+      r.lease->units.fetch_add(static_cast<int64_t>(r.reserved) - static_cast<int64_t>(actual));
+      continue;
     }
     if (actual < r.reserved) {
       r.bucket->refund(r.reserved - actual);

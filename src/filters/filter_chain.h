@@ -19,6 +19,7 @@
 #include "config/router_config.h"
 #include "filters/auth.h"
 #include "filters/rate_limit.h"
+#include "filters/redis_limits.h"
 
 namespace sluice::filters {
 
@@ -27,8 +28,12 @@ enum class AuthMode { Off, Optional, Required };
 std::optional<AuthMode> parseAuthMode(std::string_view text);
 inline constexpr std::string_view kAuthAnnotation = "sluice.dev/auth";
 
-// A worker's cache of bucket pointers (the registry's mutex is taken on a miss only).
-using BucketCache = std::unordered_map<std::string, std::shared_ptr<Bucket>>;
+// A worker's cache of bucket and lease pointers (the registries' mutexes are taken on a miss).
+struct BucketCache {
+  std::unordered_map<std::string, std::shared_ptr<Bucket>> buckets;
+  std::unordered_map<std::string, std::shared_ptr<Lease>> leases;
+  std::unordered_map<std::string, std::shared_ptr<RedisLimiter>> limiters;  // by address
+};
 
 struct FilterRequest {
   AuthMode mode = AuthMode::Off;
@@ -46,15 +51,20 @@ struct FilterRequest {
 
 struct Admission {
   bool ok = true;
-  int status = 200;     // 401, 403 or 429 when refused
+  int status = 200;     // 401, 403, 429 or 503 when refused; 0 = wait for `wait_for`
   std::string code;     // OpenAI error code
   std::string message;  // safe to show the client: never echoes a credential
   int64_t retry_after_s = 0;
   std::string limit;  // the limit that refused (for logs and metrics)
   Identity identity;
   bool credentials_present = false;
+  // A global limit's lease is empty and a refill from Redis is on its way: wait until its
+  // generation moves past `wait_generation`, then admit again.
+  std::shared_ptr<Lease> wait_for;
+  uint64_t wait_generation = 0;
   struct Reservation {
-    std::shared_ptr<Bucket> bucket;
+    std::shared_ptr<Bucket> bucket;  // a local limit, or:
+    std::shared_ptr<Lease> lease;    // a global one
     enum class Kind { Requests, Input, Output, Total } kind;
     uint64_t reserved = 0;
   };
@@ -68,6 +78,7 @@ class FilterChain {
   static std::shared_ptr<const FilterChain> build(const config::RouterConfig& config,
                                                   const config::ObjectStore* objects,
                                                   std::shared_ptr<BucketRegistry> registry,
+                                                  std::shared_ptr<RedisRegistry> redis,
                                                   std::vector<std::string>& errors);
 
   AuthMode defaultMode() const { return default_mode_; }
@@ -86,10 +97,17 @@ class FilterChain {
     std::string name;
     std::vector<std::string> per;  // identity, tenant, model, gateway, route
     config::RouterConfig::LimitSpec spec;
+    config::RouterConfig::RateLimit::Global global;
+    std::shared_ptr<RedisLimiter> limiter;  // global limits
   };
   bool reserve(Admission& a, BucketCache& cache, const std::string& key_prefix,
                const config::RouterConfig::LimitSpec& spec, const FilterRequest& req,
-               const std::string& limit_name) const;
+               const std::string& limit_name, const Limit* global = nullptr) const;
+
+  bool takeGlobal(Admission& a, BucketCache& cache, const std::string& key, uint64_t limit,
+                  std::chrono::nanoseconds unit, uint64_t amount, Admission::Reservation::Kind kind,
+                  const char* what, const std::string& unit_name, const Limit& l,
+                  const FilterRequest& req, const std::string& limit_name) const;
 
   AuthMode default_mode_ = AuthMode::Off;
   bool forward_credentials_ = false;
@@ -101,6 +119,8 @@ class FilterChain {
   JwtPolicy jwt_policy_;
   std::vector<Limit> limits_;
   std::shared_ptr<BucketRegistry> registry_;
+  std::shared_ptr<RedisRegistry> redis_;
+  std::chrono::milliseconds redis_timeout_{200};
 };
 
 }  // namespace sluice::filters

@@ -74,7 +74,8 @@ std::shared_ptr<FlowWaiter> FlowQueue::popLocked() {
     band.order.pop_front();
     auto fit = band.flows.find(flow);
     if (fit == band.flows.end() || fit->second.empty()) {
-      if (fit != band.flows.end()) band.flows.erase(fit);
+      if (fit != band.flows.end())
+        band.flows.erase(fit);
       continue;
     }
     auto w = fit->second.front();
@@ -93,7 +94,9 @@ std::shared_ptr<FlowWaiter> FlowQueue::popLocked() {
   return nullptr;
 }
 
-void FlowQueue::release() { admitted_.fetch_sub(1, std::memory_order_relaxed); }
+void FlowQueue::release() {
+  admitted_.fetch_sub(1, std::memory_order_relaxed);
+}
 
 void FlowQueue::dispatch(int64_t capacity) {
   if (queued_.load(std::memory_order_relaxed) == 0) {
@@ -111,7 +114,9 @@ void FlowQueue::dispatch(int64_t capacity) {
   }
 }
 
-size_t FlowQueue::queued() const { return queued_.load(std::memory_order_relaxed); }
+size_t FlowQueue::queued() const {
+  return queued_.load(std::memory_order_relaxed);
+}
 
 std::shared_ptr<FlowQueue> FlowRegistry::get(const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);

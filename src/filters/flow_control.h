@@ -30,7 +30,7 @@ struct FlowWaiter {
   int64_t enqueued_ns = 0;
   enum class State { Queued, Dispatched, Gone };
   std::atomic<State> state{State::Queued};  // changed under the queue's mutex
-  std::function<void()> wake;         // posts to the waiter's worker
+  std::function<void()> wake;               // posts to the waiter's worker
 };
 
 class FlowQueue {
@@ -70,7 +70,8 @@ class FlowRegistry {
   template <class F>
   void forEach(F f) const {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [key, q] : queues_) f(key, *q);
+    for (const auto& [key, q] : queues_)
+      f(key, *q);
   }
 
  private:

@@ -401,9 +401,10 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   }
   if (!buckets_) {
     buckets_ = std::make_shared<filters::BucketRegistry>();
+    redis_ = std::make_shared<filters::RedisRegistry>();
   }
   std::vector<std::string> filter_errors;
-  filters_ = filters::FilterChain::build(config, objects_.get(), buckets_, filter_errors);
+  filters_ = filters::FilterChain::build(config, objects_.get(), buckets_, redis_, filter_errors);
   for (const auto& e : filter_errors) {
     SLUICE_LOG(Error, "config", "{}", e);
   }

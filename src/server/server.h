@@ -33,6 +33,7 @@ class ManifestDirectory;
 }  // namespace sluice::config
 namespace sluice::filters {
 class BucketRegistry;
+class RedisRegistry;
 class FilterChain;
 }  // namespace sluice::filters
 namespace sluice::server {
@@ -118,6 +119,7 @@ class Server {
   std::vector<std::pair<std::string, uint16_t>> listening_;
   std::shared_ptr<const TlsConfig> tls_;  // contexts of HTTPS listeners, with each snapshot
   std::shared_ptr<filters::BucketRegistry> buckets_;  // rate-limit state across reloads
+  std::shared_ptr<filters::RedisRegistry> redis_;     // global limits' Redis clients
   std::shared_ptr<const filters::FilterChain> filters_;
   uint16_t listener_port_ = 0;
   uint16_t admin_port_ = 0;

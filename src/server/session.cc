@@ -1430,6 +1430,26 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
                     w.context().time.systemNow().time_since_epoch())
                     .count();
     x.admission = chain->admit(fr, w.buckets());
+    // A global limit whose local lease is empty: Redis is being asked; wait for its answer
+    // (bounded), then admit again. Most requests never get here.
+    for (int round = 0; !x.admission.ok && x.admission.wait_for && round < 3; ++round) {
+      auto lease = x.admission.wait_for;
+      const auto generation = x.admission.wait_generation;
+      const auto until =
+          w.context().time.monotonicNow() + 2 * x.session.worker.snapshot()->config.redis_timeout;
+      asio::steady_timer pause(x.session.stream.get_executor());
+      while (lease->generation.load() == generation && w.context().time.monotonicNow() < until) {
+        pause.expires_after(std::chrono::milliseconds(1));
+        error_code ignored;
+        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+      }
+      fr.now_ns = w.context().time.monotonicNow().time_since_epoch().count();
+      x.admission = chain->admit(fr, w.buckets());
+    }
+    if (!x.admission.ok && x.admission.status == 0) {
+      x.admission.status = 503;
+      x.admission.message = "a global rate limit could not be checked in time";
+    }
     x.filters = chain;
     x.identity_tag = filters::identityTag(x.admission.identity.id);
     x.strip_credentials = fr.mode != filters::AuthMode::Off && x.admission.credentials_present &&
@@ -1450,6 +1470,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
       std::string message = x.admission.message;
       ErrorKind kind = status == 401   ? ErrorKind::Unauthorized
                        : status == 403 ? ErrorKind::Forbidden
+                       : status == 503 ? ErrorKind::Unavailable
                                        : ErrorKind::RateLimited;
       co_await writeError(x, kind, message, extra);
       co_return;

@@ -256,7 +256,7 @@ TEST(FilterChain, AuthModesKeysAndReserveReconcile) {
   c.rate_limits.push_back(per_model);
   std::vector<std::string> errors;
   auto registry = std::make_shared<BucketRegistry>();
-  auto chain = FilterChain::build(c, nullptr, registry, errors);
+  auto chain = FilterChain::build(c, nullptr, registry, nullptr, errors);
   ASSERT_TRUE(errors.empty()) << errors[0];
   BucketCache cache;
   FilterRequest req;
@@ -313,7 +313,7 @@ TEST(FilterChain, AuthModesKeysAndReserveReconcile) {
 TEST(FilterChain, ModelRouteLimitsAreKeyedByGateway) {
   config::RouterConfig c;
   std::vector<std::string> errors;
-  auto chain = FilterChain::build(c, nullptr, std::make_shared<BucketRegistry>(), errors);
+  auto chain = FilterChain::build(c, nullptr, std::make_shared<BucketRegistry>(), nullptr, errors);
   config::ModelRoute::RateLimit rl;
   rl.input_tokens_per_unit = 100;
   rl.unit = "minute";
