@@ -111,14 +111,13 @@ bool RedisLimiter::ask(Lease& lease) {
   const auto unit_ms = std::chrono::duration_cast<std::chrono::milliseconds>(lease.unit).count();
   std::string limit = std::to_string(lease.limit), unit = std::to_string(unit_ms),
               wanted = std::to_string(want);
-  const char* argv[] = {"EVAL", kScript, "1", lease.key.c_str(), limit.c_str(), unit.c_str(),
-                        wanted.c_str()};
+  const char* argv[] = {"EVAL",        kScript,      "1",           lease.key.c_str(),
+                        limit.c_str(), unit.c_str(), wanted.c_str()};
   auto* reply = static_cast<redisReply*>(redisCommandArgv(c, 7, argv, nullptr));
   round_trips_.fetch_add(1);
   if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
     if (reply != nullptr) {
-      SLUICE_LOG(Warn, "ratelimit", "redis {}: unexpected reply (type {})", address_,
-                 reply->type);
+      SLUICE_LOG(Warn, "ratelimit", "redis {}: unexpected reply (type {})", address_, reply->type);
       freeReplyObject(reply);
     }
     redisFree(c);

@@ -76,12 +76,12 @@ class RedisLimiter {
 // Limiters by Redis address, kept across configuration snapshots.
 class RedisRegistry {
  public:
-  std::shared_ptr<RedisLimiter> get(const std::string& address,
-                                    std::chrono::milliseconds timeout);
+  std::shared_ptr<RedisLimiter> get(const std::string& address, std::chrono::milliseconds timeout);
   template <class F>
   void forEach(F f) const {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [_, l] : limiters_) f(*l);
+    for (const auto& [_, l] : limiters_)
+      f(*l);
   }
 
  private:

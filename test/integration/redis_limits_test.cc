@@ -37,10 +37,10 @@ class RedisServer {
   ~RedisServer() { stop(); }
   bool start() {
     std::string port = std::to_string(port_);
-    const char* argv[] = {"redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
-                          "--save", "", "--appendonly", "no", nullptr};
-    if (posix_spawnp(&pid_, "redis-server", nullptr, nullptr, const_cast<char**>(argv),
-                     environ) != 0) {
+    const char* argv[] = {"redis-server", "--port", port.c_str(),   "--bind", "127.0.0.1",
+                          "--save",       "",       "--appendonly", "no",     nullptr};
+    if (posix_spawnp(&pid_, "redis-server", nullptr, nullptr, const_cast<char**>(argv), environ) !=
+        0) {
       pid_ = -1;
       return false;
     }
