@@ -242,6 +242,27 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
         "sluice_prefix_index_evictions_total {}\n",
         st.entries, st.blocks, st.evictions);
     scheduler_->appendMetrics(out);
+    // Flow control: requests waiting now, over every backend.
+    size_t queued = 0;
+    ctx_->flows.forEach(
+        [&](const std::string&, const filters::FlowQueue& q) { queued += q.queued(); });
+    out += fmt::format(
+        "# HELP sluice_flow_control_queued Requests waiting in flow-control queues.\n"
+        "# TYPE sluice_flow_control_queued gauge\nsluice_flow_control_queued {}\n",
+        queued);
+    if (auto redis = redis_) {
+      out +=
+          "# HELP sluice_redis_round_trips_total Lease refills sent to Redis for global limits.\n"
+          "# TYPE sluice_redis_round_trips_total counter\n"
+          "# HELP sluice_redis_errors_total Failed Redis exchanges (the fail mode applied).\n"
+          "# TYPE sluice_redis_errors_total counter\n";
+      redis->forEach([&](const filters::RedisLimiter& l) {
+        out += fmt::format("sluice_redis_round_trips_total{{address=\"{}\"}} {}\n", l.address(),
+                           l.roundTrips());
+        out += fmt::format("sluice_redis_errors_total{{address=\"{}\"}} {}\n", l.address(),
+                           l.errors());
+      });
+    }
   };
   control_ = std::make_unique<ControlPlane>(*this);
   if (config_.metrics_fetcher.enabled) {

@@ -120,6 +120,10 @@ TEST(RedisLimits, SharedAcrossRoutersWithFailModes) {
   redis.stop();
   EXPECT_EQ(post(a, "other"), 503);
   EXPECT_EQ(post(b, "other"), 200);
+  auto m = testing::request(a.metricsPort(), "GET", "/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_THAT(m->body, ::testing::HasSubstr("sluice_redis_errors_total{address=\"127.0.0.1:" +
+                                            std::to_string(redis_port) + "\"} 1"));
   // Phase 3: Redis comes back (empty); the limit works again without restarting the routers.
   ASSERT_TRUE(redis.start());
   EXPECT_TRUE(testing::waitFor([&] { return post(a, "other") == 200; }));
