@@ -43,6 +43,9 @@ void formatAccessRecord(const AccessRecord& r, std::string& out) {
   }
   out += ",\"client\":";
   quoted(r.client);
+  if (r.queue_ms >= 0) {
+    fmt::format_to(std::back_inserter(out), ",\"queue_ms\":{:.3f}", r.queue_ms);
+  }
   if (!r.identity.empty()) {
     out += ",\"identity\":";
     quoted(r.identity);

@@ -33,6 +33,7 @@ struct AccessRecord {
   std::string_view decision;  // opt-in: why the endpoint was chosen
   std::string_view identity;  // a hash tag of the authenticated identity, never the credential
   std::string_view limit;     // the rate limit that refused the request
+  double queue_ms = -1;       // time waited in a flow-control queue (< 0: did not wait)
   bool stream = false;
   int64_t unix_ms = 0;
 };

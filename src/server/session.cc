@@ -85,6 +85,7 @@ struct Exchange {
   std::shared_ptr<filters::FlowQueue> flow;
   std::shared_ptr<const router::Snapshot> flow_snapshot;
   const router::Backend* flow_backend = nullptr;
+  double queue_ms = -1;  // waited in a flow-control queue
 };
 
 // Flow-control capacity of a backend: max_in_flight_per_endpoint for each live endpoint whose
@@ -1244,7 +1245,9 @@ awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snaps
   };
   queue->enqueue(waiter);
   const auto deadline = time.monotonicNow() + fc.queue_ttl;
+  const auto queued_at = time.monotonicNow();
   while (true) {
+    x.queue_ms = base::secondsBetween(queued_at, time.monotonicNow()) * 1e3;
     if (waiter->state.load() == filters::FlowWaiter::State::Dispatched) {
       admitted();
       co_return true;
@@ -1586,6 +1589,7 @@ void finishExchange(Exchange& x) {
     r.decision = x.decision;
     r.identity = x.identity_tag;
     r.limit = x.admission.limit;
+    r.queue_ms = x.queue_ms;
     r.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     ctx.time.systemNow().time_since_epoch())
                     .count();
