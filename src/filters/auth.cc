@@ -169,8 +169,16 @@ bool numberField(simdjson::dom::object obj, std::string_view key, int64_t& out) 
 }  // namespace
 
 Sha256 sha256(std::string_view data) {
+  // The digest is fetched once and a context kept per thread: OpenSSL 3's one-shot SHA256()
+  // looks the algorithm up on every call.
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  thread_local std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(),
+                                                                      EVP_MD_CTX_free);
   Sha256 out{};
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data());
+  unsigned int len = 0;
+  EVP_DigestInit_ex(ctx.get(), md, nullptr);
+  EVP_DigestUpdate(ctx.get(), data.data(), data.size());
+  EVP_DigestFinal_ex(ctx.get(), out.data(), &len);
   return out;
 }
 

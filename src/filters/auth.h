@@ -22,6 +22,7 @@ struct Identity {
   std::string id;      // user or key name; "" = anonymous
   std::string tenant;  // optional
   std::string method;  // "api-key" | "jwt" | ""
+  std::string tag;     // identityTag(id), for logs
 };
 
 using Sha256 = std::array<uint8_t, 32>;
@@ -36,6 +37,8 @@ struct ApiKeyEntry {
   Identity identity;
   std::vector<std::string> models;  // allowed; empty = every model
   size_t limits = SIZE_MAX;         // index into the chain's key limits, if any
+  std::string limit_prefix;         // bucket key prefix for its limits
+  std::string limit_name;           // "key <id>", in refusals
 };
 
 class ApiKeyStore {

@@ -1,6 +1,7 @@
 #include "filters/filter_chain.h"
 
 #include <algorithm>
+#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -79,7 +80,9 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
   for (size_t i = 0; i < a.api_keys.size(); ++i) {
     const auto& k = a.api_keys[i];
     ApiKeyEntry e;
-    e.identity = {k.id, k.tenant, "api-key"};
+    e.identity = {k.id, k.tenant, "api-key", identityTag(k.id)};
+    e.limit_prefix = "key|" + k.id;
+    e.limit_name = "key " + k.id;
     e.models = k.models;
     if (!k.key_sha256.empty()) {
       if (!parseSha256Hex(k.key_sha256, e.hash)) {
@@ -148,7 +151,7 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
   return chain;
 }
 
-bool FilterChain::reserve(Admission& a, BucketCache& cache, const std::string& prefix,
+bool FilterChain::reserve(Admission& a, BucketCache& cache, std::string_view prefix,
                           const config::RouterConfig::LimitSpec& spec, const FilterRequest& req,
                           const std::string& limit_name, const Limit* global) const {
   const auto unit = unitDuration(spec.unit);
@@ -169,8 +172,19 @@ bool FilterChain::reserve(Admission& a, BucketCache& cache, const std::string& p
   for (const auto& w : wants) {
     if (w.limit == 0)
       continue;
-    std::string key =
-        fmt::format("{}|{}|{}/{}", prefix, static_cast<int>(w.kind), w.limit, spec.unit);
+    // The key names the limit, its dimensions, the kind, the value and the unit (a changed
+    // limit starts a fresh bucket). Built in a reused buffer: no allocation when cached.
+    thread_local std::string key;
+    key.assign(prefix);
+    key += '|';
+    key += static_cast<char>('0' + static_cast<int>(w.kind));
+    key += '|';
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), w.limit);
+    (void)ec;
+    key.append(digits, end);
+    key += '/';
+    key += spec.unit;
     if (global != nullptr && global->limiter) {
       if (!takeGlobal(a, cache, key, w.limit, unit, w.amount, w.kind, w.what, spec.unit, *global,
                       req, limit_name)) {
@@ -178,9 +192,11 @@ bool FilterChain::reserve(Admission& a, BucketCache& cache, const std::string& p
       }
       continue;
     }
-    auto& slot = cache.buckets[key];
-    if (!slot)
-      slot = registry_->get(key, w.limit, unit);
+    auto found = cache.buckets.find(key);
+    if (found == cache.buckets.end()) {
+      found = cache.buckets.emplace(key, registry_->get(key, w.limit, unit)).first;
+    }
+    auto& slot = found->second;
     int64_t wait = slot->take(req.now_ns, w.amount);
     if (wait != 0) {
       a.ok = false;
@@ -210,7 +226,11 @@ bool FilterChain::takeGlobal(Admission& a, BucketCache& cache, const std::string
                              Admission::Reservation::Kind kind, const char* what,
                              const std::string& unit_name, const Limit& l, const FilterRequest& req,
                              const std::string& limit_name) const {
-  auto& slot = cache.leases[key];
+  auto found = cache.leases.find(key);
+  if (found == cache.leases.end()) {
+    found = cache.leases.emplace(key, nullptr).first;
+  }
+  auto& slot = found->second;
   if (!slot) {
     uint64_t size = l.global.lease > 0 ? l.global.lease : std::max<uint64_t>(1, limit / 20);
     slot = l.limiter->lease("sluice:rl:" + key, limit, unit, size);
@@ -287,6 +307,7 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
         return refuse(std::move(a), 401, "invalid_api_key", "invalid token: " + id.error().message);
       }
       a.identity = std::move(*id);
+      a.identity.tag = identityTag(a.identity.id);
     } else {
       key = keys_.find(credential);
       if (key == nullptr) {
@@ -317,8 +338,7 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
     a.reservations.clear();
   };
   if (key != nullptr && key->limits != SIZE_MAX) {
-    if (!reserve(a, cache, "key|" + key->identity.id, key_limits_[key->limits], req,
-                 "key " + key->identity.id)) {
+    if (!reserve(a, cache, key->limit_prefix, key_limits_[key->limits], req, key->limit_name)) {
       undo();
       return a;
     }
@@ -345,7 +365,9 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
     }
   }
   for (const auto& l : limits_) {
-    std::string prefix = "limit|" + l.name;
+    thread_local std::string prefix;
+    prefix.assign("limit|");
+    prefix += l.name;
     for (const auto& dim : l.per) {
       prefix += '|';
       if (dim == "identity")

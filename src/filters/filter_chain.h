@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <boost/container/small_vector.hpp>
+
 #include "config/object_store.h"
 #include "config/router_config.h"
 #include "filters/auth.h"
@@ -68,7 +70,7 @@ struct Admission {
     enum class Kind { Requests, Input, Output, Total } kind;
     uint64_t reserved = 0;
   };
-  std::vector<Reservation> reservations;
+  boost::container::small_vector<Reservation, 4> reservations;  // no allocation for up to 4
 };
 
 class FilterChain {
@@ -100,7 +102,7 @@ class FilterChain {
     config::RouterConfig::RateLimit::Global global;
     std::shared_ptr<RedisLimiter> limiter;  // global limits
   };
-  bool reserve(Admission& a, BucketCache& cache, const std::string& key_prefix,
+  bool reserve(Admission& a, BucketCache& cache, std::string_view key_prefix,
                const config::RouterConfig::LimitSpec& spec, const FilterRequest& req,
                const std::string& limit_name, const Limit* global = nullptr) const;
 

@@ -1200,7 +1200,7 @@ awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snaps
   }
   Worker& w = x.session.worker;
   auto& time = w.context().time;
-  auto queue = w.context().flows.get(backend.model);
+  auto queue = w.flowQueue(backend.model);
   auto capacity = [&] {
     return flowCapacity(backend, fc, w.metricsView(),
                         time.monotonicNow().time_since_epoch().count());
@@ -1454,7 +1454,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
       x.admission.message = "a global rate limit could not be checked in time";
     }
     x.filters = chain;
-    x.identity_tag = filters::identityTag(x.admission.identity.id);
+    x.identity_tag = x.admission.identity.tag;
     x.strip_credentials = fr.mode != filters::AuthMode::Off && x.admission.credentials_present &&
                           !chain->forwardCredentials();
     if (!x.admission.ok) {

@@ -53,6 +53,14 @@ class Worker {
   void publishFilters(std::shared_ptr<const filters::FilterChain> chain);
   const std::shared_ptr<const filters::FilterChain>& filters() const { return filters_; }
   filters::BucketCache& buckets() { return buckets_; }
+  // The flow-control queue of a backend (the registry's mutex only on this worker's first use).
+  const std::shared_ptr<filters::FlowQueue>& flowQueue(const std::string& backend_key) {
+    auto it = flow_queues_.find(backend_key);
+    if (it == flow_queues_.end()) {
+      it = flow_queues_.emplace(backend_key, ctx_.flows.get(backend_key)).first;
+    }
+    return it->second;
+  }
   // Posts the TLS contexts of HTTPS listeners (built with each snapshot).
   void publishTls(std::shared_ptr<const TlsConfig> tls);
   const std::shared_ptr<const TlsConfig>& tls() const { return tls_; }
@@ -98,6 +106,7 @@ class Worker {
   std::shared_ptr<const TlsConfig> tls_;
   std::shared_ptr<const filters::FilterChain> filters_;
   filters::BucketCache buckets_;
+  std::unordered_map<std::string, std::shared_ptr<filters::FlowQueue>> flow_queues_;
   backends::UpstreamPool pool_;
   base::Xoshiro random_;
   metrics::Shard& shard_;

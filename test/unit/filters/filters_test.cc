@@ -201,7 +201,7 @@ TEST(ApiKeys, HashedAndExact) {
   ApiKeyStore store;
   ApiKeyEntry e;
   e.hash = sha256("sk-alice-123");
-  e.identity = {"alice", "acme", "api-key"};
+  e.identity = {"alice", "acme", "api-key", ""};
   store.add(e);
   ASSERT_NE(store.find("sk-alice-123"), nullptr);
   EXPECT_EQ(store.find("sk-alice-123")->identity.id, "alice");
