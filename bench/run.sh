@@ -14,5 +14,7 @@ echo "== simulator capacity: 16 engines"
 bash bench/sim_capacity.sh 16 64 "${BENCH_SECONDS:-10}"
 echo "== scheduling quality: every preset on a simulated fleet"
 bash bench/scheduling.sh
+echo "== filters: every filter on against every filter off"
+bash bench/filters_overhead.sh "${BENCH_SECONDS:-10}" "${BENCH_CONNECTIONS:-32}" "${BENCH_ROUNDS:-3}"
 echo "== overhead against nginx"
 bash bench/overhead.sh "${BENCH_SECONDS:-10}" "${BENCH_CONNECTIONS:-32}" "${BENCH_ROUNDS:-3}"
