@@ -642,19 +642,26 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
         if (auto j = n["jwt"]) {
           auto& jwt = a.jwt;
           if (p.mapWithKeys(j, "auth.jwt",
-                            {"issuer", "audiences", "jwks_file", "hs256_secret_file",
-                             "identity_claim", "tenant_claim", "leeway"})) {
+                            {"issuer", "audiences", "jwks_file", "jwks_url", "jwks_refresh",
+                             "hs256_secret_file", "identity_claim", "tenant_claim", "leeway"})) {
             p.string(j, "issuer", "auth.jwt", jwt.issuer);
             if (auto aud = j["audiences"]) {
               stringList(aud, "auth.jwt.audiences", jwt.audiences);
             }
             p.string(j, "jwks_file", "auth.jwt", jwt.jwks_file);
+            p.string(j, "jwks_url", "auth.jwt", jwt.jwks_url);
+            p.duration(j, "jwks_refresh", "auth.jwt", jwt.jwks_refresh);
+            if (!jwt.jwks_url.empty() && jwt.jwks_url.rfind("https://", 0) != 0 &&
+                jwt.jwks_url.rfind("http://127.", 0) != 0 &&
+                jwt.jwks_url.rfind("http://localhost", 0) != 0) {
+              p.error("auth.jwt.jwks_url", "must be an https:// URL (http only on loopback)");
+            }
             p.string(j, "hs256_secret_file", "auth.jwt", jwt.hs256_secret_file);
             p.string(j, "identity_claim", "auth.jwt", jwt.identity_claim);
             p.string(j, "tenant_claim", "auth.jwt", jwt.tenant_claim);
             p.duration(j, "leeway", "auth.jwt", jwt.leeway);
             if (!jwt.enabled()) {
-              p.error("auth.jwt", "needs jwks_file or hs256_secret_file");
+              p.error("auth.jwt", "needs jwks_file, jwks_url or hs256_secret_file");
             }
             if (jwt.identity_claim.empty()) {
               p.error("auth.jwt.identity_claim", "must not be empty");

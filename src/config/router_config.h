@@ -126,12 +126,16 @@ struct RouterConfig {
     struct Jwt {
       std::string issuer;
       std::vector<std::string> audiences;
-      std::string jwks_file;          // read at each (re)load
-      std::string hs256_secret_file;  // optional shared secret
+      std::string jwks_file;               // read at each (re)load
+      std::string jwks_url;                // fetched in the background (https, or http on loopback)
+      milliseconds jwks_refresh{600'000};  // how often the URL is fetched again
+      std::string hs256_secret_file;       // optional shared secret
       std::string identity_claim = "sub";
       std::string tenant_claim;
       milliseconds leeway{60'000};
-      bool enabled() const { return !jwks_file.empty() || !hs256_secret_file.empty(); }
+      bool enabled() const {
+        return !jwks_file.empty() || !jwks_url.empty() || !hs256_secret_file.empty();
+      }
     } jwt;
   } auth;
   struct RateLimit {

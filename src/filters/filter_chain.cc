@@ -69,7 +69,8 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
                                                       const config::ObjectStore* objects,
                                                       std::shared_ptr<BucketRegistry> registry,
                                                       std::shared_ptr<RedisRegistry> redis,
-                                                      std::vector<std::string>& errors) {
+                                                      std::vector<std::string>& errors,
+                                                      const std::string* fetched_jwks) {
   auto chain = std::make_shared<FilterChain>();
   chain->registry_ = std::move(registry);
   chain->redis_ = std::move(redis);
@@ -120,6 +121,14 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
         errors.push_back(fmt::format("auth.jwt.jwks_file: {}", keys.error().message));
       } else {
         chain->jwt_keys_ = std::move(*keys);
+      }
+    }
+    if (fetched_jwks != nullptr && !fetched_jwks->empty()) {
+      if (auto keys = JwtKeys::fromJwks(*fetched_jwks); !keys) {
+        errors.push_back(fmt::format("auth.jwt.jwks_url: {}", keys.error().message));
+      } else {
+        for (const auto& k : keys->keys())
+          chain->jwt_keys_.add(k);
       }
     }
     if (!j.hs256_secret_file.empty()) {

@@ -81,7 +81,8 @@ class FilterChain {
                                                   const config::ObjectStore* objects,
                                                   std::shared_ptr<BucketRegistry> registry,
                                                   std::shared_ptr<RedisRegistry> redis,
-                                                  std::vector<std::string>& errors);
+                                                  std::vector<std::string>& errors,
+                                                  const std::string* fetched_jwks = nullptr);
 
   AuthMode defaultMode() const { return default_mode_; }
   bool forwardCredentials() const { return forward_credentials_; }

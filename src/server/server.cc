@@ -19,6 +19,7 @@
 #include "filters/filter_chain.h"
 #include "router/route_table.h"
 #include "server/context.h"
+#include "server/jwks_fetcher.h"
 #include "server/tls.h"
 #include "server/worker.h"
 
@@ -353,6 +354,9 @@ Server::~Server() {
   if (source_) {
     source_->stop();
   }
+  if (jwks_fetcher_) {
+    jwks_fetcher_->stop();
+  }
   stopAll();
   fetcher_.reset();
   control_.reset();
@@ -383,6 +387,24 @@ void Server::applyObjects(const config::ObjectStore& objects) {
   }
   SLUICE_LOG(Info, "config", "manifests applied: {} objects, {} errors, rebuilt in {:.1f} ms",
              objects_->objects().size(), objects_->errorCount(), ms);
+}
+
+void Server::applyJwks(const std::string& jwks) {
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  jwks_ = jwks;
+  if (!snapshot_) {
+    return;
+  }
+  std::vector<std::string> errors;
+  filters_ = filters::FilterChain::build(snapshot_->config, objects_.get(), buckets_, redis_,
+                                         errors, &jwks_);
+  for (const auto& e : errors) {
+    SLUICE_LOG(Error, "config", "{}", e);
+  }
+  for (auto& w : workers_) {
+    w->publishFilters(filters_);
+  }
+  SLUICE_LOG(Info, "auth", "JWKS from {} applied", snapshot_->config.auth.jwt.jwks_url);
 }
 
 std::string Server::statusJson() const {
@@ -425,7 +447,8 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
     redis_ = std::make_shared<filters::RedisRegistry>();
   }
   std::vector<std::string> filter_errors;
-  filters_ = filters::FilterChain::build(config, objects_.get(), buckets_, redis_, filter_errors);
+  filters_ =
+      filters::FilterChain::build(config, objects_.get(), buckets_, redis_, filter_errors, &jwks_);
   for (const auto& e : filter_errors) {
     SLUICE_LOG(Error, "config", "{}", e);
   }
@@ -492,6 +515,16 @@ base::Result<void> Server::start() {
       }
     }
   }
+  if (const auto& url = config_.auth.jwt.jwks_url; !url.empty()) {
+    // The first keys before serving (bounded); then refreshed in the background.
+    auto body = JwksFetcher::fetch(url, std::chrono::milliseconds(2000));
+    if (body) {
+      jwks_ = *body;
+    } else {
+      SLUICE_LOG(Error, "auth", "JWKS {}: {}; tokens are refused until it loads", url,
+                 body.error().message);
+    }
+  }
   if (auto r = reload(config_); !r) {
     return r;
   }
@@ -534,6 +567,12 @@ base::Result<void> Server::start() {
   }
   control_->start();
   started_ = true;
+  if (const auto& url = config_.auth.jwt.jwks_url; !url.empty()) {
+    jwks_fetcher_ = std::make_unique<JwksFetcher>(
+        url, config_.auth.jwt.jwks_refresh, std::chrono::milliseconds(5000),
+        [this](const std::string& jwks) { applyJwks(jwks); });
+    jwks_fetcher_->start();
+  }
   if (source_) {
     auto r =
         source_->start([this](const config::ObjectStore& store,

@@ -22,6 +22,7 @@ namespace sluice::server {
 
 class Worker;
 class ControlPlane;
+class JwksFetcher;
 struct TlsConfig;
 }  // namespace sluice::server
 namespace sluice::backends {
@@ -60,6 +61,8 @@ class Server {
   // Replaces the Kubernetes objects (a manifest directory changed) and republishes. Runs on
   // the config source's thread; the workers only ever see the finished snapshot.
   void applyObjects(const config::ObjectStore& objects);
+  // A new JWKS arrived from auth.jwt.jwks_url: the filters are rebuilt with it.
+  void applyJwks(const std::string& jwks);
   // Status of every object (admin /debug/status).
   std::string statusJson() const;
   // Used by SIGHUP: re-reads this file.
@@ -121,6 +124,8 @@ class Server {
   std::shared_ptr<filters::BucketRegistry> buckets_;  // rate-limit state across reloads
   std::shared_ptr<filters::RedisRegistry> redis_;     // global limits' Redis clients
   std::shared_ptr<const filters::FilterChain> filters_;
+  std::string jwks_;  // the last JWKS fetched from auth.jwt.jwks_url (guarded by snapshot_mu_)
+  std::unique_ptr<JwksFetcher> jwks_fetcher_;
   uint16_t listener_port_ = 0;
   uint16_t admin_port_ = 0;
   uint16_t metrics_port_ = 0;

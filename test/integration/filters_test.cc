@@ -1,7 +1,15 @@
 // The filters on the request path: authentication modes, credential hygiene, model access,
 // rate limits with Retry-After, and reconciliation against real usage from the engines.
+#include <atomic>
+#include <mutex>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <openssl/hmac.h>
 
 #include "fakes/sim_fleet.h"
 #include "fakes/test_client.h"
@@ -138,6 +146,128 @@ TEST_F(FiltersTest, TokenLimitReservesThenReconciles) {
   }
   EXPECT_EQ(last, 429);
   EXPECT_FALSE(retry_after.empty());
+}
+
+// A JWKS endpoint for tests: answers every request with the current document.
+class JwksServer {
+ public:
+  JwksServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(fd_, 16);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      while (true) {
+        int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0)
+          return;
+        char buf[4096];
+        std::string req;
+        while (req.find("\r\n\r\n") == std::string::npos) {
+          ssize_t n = ::read(c, buf, sizeof(buf));
+          if (n <= 0)
+            break;
+          req.append(buf, static_cast<size_t>(n));
+        }
+        std::string body;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          body = body_;
+        }
+        fetches_.fetch_add(1);
+        std::string resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                           std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+        ssize_t w = ::write(c, resp.data(), resp.size());
+        (void)w;
+        ::close(c);
+      }
+    });
+  }
+  ~JwksServer() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  void set(std::string body) {
+    std::lock_guard<std::mutex> lock(mu_);
+    body_ = std::move(body);
+  }
+  uint16_t port() const { return port_; }
+  int fetches() const { return fetches_.load(); }
+
+ private:
+  int fd_;
+  uint16_t port_ = 0;
+  std::mutex mu_;
+  std::string body_;
+  std::atomic<int> fetches_{0};
+  std::thread thread_;
+};
+
+std::string b64url(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char ch : in) {
+    acc = (acc << 8) | ch;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kAlphabet[(acc >> bits) & 63]);
+    }
+  }
+  if (bits > 0)
+    out.push_back(kAlphabet[(acc << (6 - bits)) & 63]);
+  return out;
+}
+
+std::string hs256(const std::string& kid, const std::string& secret) {
+  std::string signing = b64url(R"({"alg":"HS256","kid":")" + kid + R"("})") + "." +
+                        b64url(R"({"sub":"carol","exp":4102444800})");
+  unsigned char mac[32];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(signing.data()), signing.size(), mac, &len);
+  return signing + "." + b64url(std::string(reinterpret_cast<char*>(mac), len));
+}
+
+std::string jwks(const std::string& kid, const std::string& secret) {
+  return R"({"keys":[{"kty":"oct","kid":")" + kid + R"(","k":")" + b64url(secret) + R"("}]})";
+}
+
+// Keys come from a JWKS URL, fetched before serving and refreshed in the background: a
+// rotated key set takes over without a restart.
+TEST_F(FiltersTest, JwksUrlFetchedAndRotated) {
+  JwksServer jwks_server;
+  jwks_server.set(jwks("k1", "first-secret-0123456789abcdef"));
+  start([&](config::RouterConfig& c) {
+    c.auth.mode = "required";
+    c.auth.jwt.jwks_url = "http://127.0.0.1:" + std::to_string(jwks_server.port()) + "/jwks";
+    c.auth.jwt.jwks_refresh = std::chrono::milliseconds(50);
+  });
+  const std::string t1 = hs256("k1", "first-secret-0123456789abcdef");
+  const std::string t2 = hs256("k2", "second-secret-0123456789abcdef");
+  auto r = post("m", "Authorization: Bearer " + t1 + "\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  r = post("m", "Authorization: Bearer " + t2 + "\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  jwks_server.set(jwks("k2", "second-secret-0123456789abcdef"));
+  EXPECT_TRUE(testing::waitFor([&] {
+    auto x = post("m", "Authorization: Bearer " + t2 + "\r\n");
+    return x && x->status == 200;
+  }));
+  r = post("m", "Authorization: Bearer " + t1 + "\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
 }
 
 }  // namespace
