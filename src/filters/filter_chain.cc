@@ -374,6 +374,16 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
     }
   }
   for (const auto& l : limits_) {
+    if (!req.limit_selection.empty()) {
+      if (req.limit_selection == "none")
+        break;
+      thread_local std::string needle;
+      needle.assign(",");
+      needle += l.name;
+      needle += ',';
+      if (req.limit_selection.find(needle) == std::string_view::npos)
+        continue;
+    }
     thread_local std::string prefix;
     prefix.assign("limit|");
     prefix += l.name;

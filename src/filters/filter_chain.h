@@ -45,10 +45,12 @@ struct FilterRequest {
   std::string_view gateway;        // ns/name ("" for the default listener)
   std::string_view route;          // "HTTPRoute/ns/name", "ModelRoute/ns/name" or ""
   const config::ModelRoute::RateLimit* route_limit = nullptr;  // a ModelRoute's rateLimit
-  uint64_t input_tokens = 0;                                   // estimated
-  uint64_t output_tokens = 0;                                  // the request's maximum
-  int64_t now_ns = 0;                                          // steady clock, for buckets
-  int64_t unix_s = 0;                                          // wall clock, for token times
+  // Which configured rate_limits apply: "" = all, "none", or ",a,b," (sluice.dev/rate-limits).
+  std::string_view limit_selection;
+  uint64_t input_tokens = 0;   // estimated
+  uint64_t output_tokens = 0;  // the request's maximum
+  int64_t now_ns = 0;          // steady clock, for buckets
+  int64_t unix_s = 0;          // wall clock, for token times
 };
 
 struct Admission {

@@ -654,6 +654,7 @@ class Builder {
       table_->has_gateways = true;
       GatewayInfo info{o, &gw, {}, {}, std::make_shared<ModelSpace>(), {}};
       const std::string gw_auth = authAnnotation(*o);
+      const std::string gw_limits = rateLimitAnnotation(*o);
       auto& st = status(o->key());
       std::map<uint16_t, std::string> protocol_by_port;
       std::set<std::pair<uint16_t, std::string>> hosts;
@@ -737,6 +738,7 @@ class Builder {
         lr->space = info.space;
         lr->tls = l.protocol == "HTTPS";
         lr->auth_mode = gw_auth;
+        lr->rate_limits = gw_limits;
         lr->cert_pem = std::move(cert_pem);
         lr->key_pem = std::move(key_pem);
         info.listeners.push_back(lr);
@@ -793,6 +795,28 @@ class Builder {
                      "(ignored)",
                      it->second)});
     return "";
+  }
+
+  // `sluice.dev/rate-limits` on a Gateway, HTTPRoute or ModelRoute: which configured
+  // rate_limits apply ("a,b"), or "none".
+  std::string rateLimitAnnotation(const Object& o) {
+    auto it = o.meta.annotations.find("sluice.dev/rate-limits");
+    if (it == o.meta.annotations.end())
+      return "";
+    if (it->second == "none")
+      return "none";
+    for (const auto& name : base::splitList(it->second)) {
+      if (std::find(options_.rate_limits.begin(), options_.rate_limits.end(), name) ==
+          options_.rate_limits.end()) {
+        status(o.key()).conditions.push_back(
+            {"Accepted", false, "InvalidRateLimitAnnotation",
+             fmt::format("annotation sluice.dev/rate-limits: no rate limit named \"{}\" "
+                         "(ignored: every limit applies)",
+                         name)});
+        return "";
+      }
+    }
+    return "," + it->second + ",";  // delimited, for a cheap membership test
   }
 
   // `sluice.dev/scheduler` on a pool or ModelServer picks its scheduling profile.
@@ -1208,6 +1232,7 @@ class Builder {
       auto& st = status(o->key());
       const std::string route_key = o->meta.ns + "/" + o->meta.name;
       const std::string route_auth = authAnnotation(*o);
+      const std::string route_limits = rateLimitAnnotation(*o);
       // Actions and match entries, shared by every listener the route attaches to.
       std::string ref_reason, ref_message;
       std::vector<std::vector<MatchEntry*>> rule_entries;
@@ -1220,6 +1245,7 @@ class Builder {
         action->request_timeout = rule.request_timeout;
         action->backend_timeout = rule.backend_timeout;
         action->auth_mode = route_auth;
+        action->rate_limits = route_limits;
         for (const auto& ref : rule.backend_refs) {
           RouteAction::Target t;
           t.weight = ref.weight;
@@ -1360,6 +1386,7 @@ class Builder {
       entry->seq = o->meta.seq;
       entry->rate_limit = mr.rate_limit;
       entry->auth_mode = authAnnotation(*o);
+      entry->rate_limits = rateLimitAnnotation(*o);
       std::string ref_reason, ref_message;
       for (const auto& rule : mr.rules) {
         ModelRouteEntry::Rule r;

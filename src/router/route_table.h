@@ -100,7 +100,8 @@ struct RouteAction {
   std::vector<Mirror> mirrors;
   std::chrono::milliseconds request_timeout{0};
   std::chrono::milliseconds backend_timeout{0};
-  std::string auth_mode;  // annotation sluice.dev/auth on the HTTPRoute; "" = inherit
+  std::string auth_mode;    // annotation sluice.dev/auth on the HTTPRoute; "" = inherit
+  std::string rate_limits;  // annotation sluice.dev/rate-limits; "" = inherit
 };
 
 // One HTTPRoute match, flattened, with everything needed to rank it.
@@ -195,7 +196,8 @@ struct ModelRouteEntry {
   };
   std::vector<Rule> rules;
   std::optional<config::ModelRoute::RateLimit> rate_limit;
-  std::string auth_mode;  // annotation sluice.dev/auth; "" = inherit
+  std::string auth_mode;    // annotation sluice.dev/auth; "" = inherit
+  std::string rate_limits;  // annotation sluice.dev/rate-limits; "" = inherit
 };
 
 // The model names one Gateway serves: its ModelRoutes by name and by LoRA adapter.
@@ -221,7 +223,8 @@ struct ListenerRoutes {
   std::vector<std::pair<std::string, RuleSet>> wildcard_hosts;  // suffix ".example.com", longest
   RuleSet any_host;
   std::shared_ptr<const ModelSpace> space;
-  std::string auth_mode;  // annotation sluice.dev/auth on the Gateway; "" = the global mode
+  std::string auth_mode;    // annotation sluice.dev/auth on the Gateway; "" = the global mode
+  std::string rate_limits;  // annotation sluice.dev/rate-limits on the Gateway; "" = all
 };
 
 struct Matched {
@@ -267,6 +270,7 @@ struct RouteBuildOptions {
   uint16_t default_port = 8080;
   std::vector<std::string> config_models;  // models: names, listed on every listener
   std::vector<std::string> profiles;       // scheduler presets and configured profiles
+  std::vector<std::string> rate_limits;    // names of the configured rate_limits
 };
 
 // Translates the objects (the store's current contents) into a route table, with the status

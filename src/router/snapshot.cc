@@ -119,6 +119,9 @@ base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::Router
   for (const auto& p : config.scheduler.profiles) {
     options.profiles.push_back(p.name);
   }
+  for (const auto& l : config.rate_limits) {
+    options.rate_limits.push_back(l.name);
+  }
   static const config::ObjectStore kEmpty;
   snap->routes = buildRouteTable(objects ? *objects : kEmpty, options, registry);
   return std::shared_ptr<const Snapshot>(std::move(snap));

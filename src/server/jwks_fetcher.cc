@@ -84,7 +84,8 @@ awaitable<void> get(const Url& u, asio::ssl::context& ctx, std::string& body, st
     tls.set_verify_callback(asio::ssl::host_name_verification(u.host));
     co_await tls.async_handshake(asio::ssl::stream_base::client,
                                  asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec) co_await bhttp::async_write(tls, req, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec)
+      co_await bhttp::async_write(tls, req, asio::redirect_error(asio::use_awaitable, ec));
     if (!ec) {
       co_await bhttp::async_read(tls, buffer, parser,
                                  asio::redirect_error(asio::use_awaitable, ec));
@@ -113,7 +114,9 @@ JwksFetcher::JwksFetcher(std::string url, std::chrono::milliseconds refresh,
                          std::chrono::milliseconds timeout, OnKeys on_keys)
     : url_(std::move(url)), refresh_(refresh), timeout_(timeout), on_keys_(std::move(on_keys)) {}
 
-JwksFetcher::~JwksFetcher() { stop(); }
+JwksFetcher::~JwksFetcher() {
+  stop();
+}
 
 base::Result<std::string> JwksFetcher::fetch(const std::string& url,
                                              std::chrono::milliseconds timeout) {
@@ -129,7 +132,8 @@ base::Result<std::string> JwksFetcher::fetch(const std::string& url,
   bool done = false;
   asio::co_spawn(ioc, get(*u, ctx, body, error), [&](std::exception_ptr e) {
     done = true;
-    if (e) error = "internal error";
+    if (e)
+      error = "internal error";
   });
   ioc.run_for(timeout);
   if (!done) {
@@ -153,8 +157,7 @@ void JwksFetcher::start() {
       }
       std::unique_lock<std::mutex> lock(mu_);
       // After a failure, try again sooner (a tenth of the interval, at least a second).
-      auto wait = body ? refresh_
-                       : std::max(std::chrono::milliseconds(1000), refresh_ / 10);
+      auto wait = body ? refresh_ : std::max(std::chrono::milliseconds(1000), refresh_ / 10);
       if (cv_.wait_for(lock, wait, [&] { return stop_; })) {
         return;
       }

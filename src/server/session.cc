@@ -1405,6 +1405,15 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     if (mode_text.empty() && listener != nullptr && !listener->auth_mode.empty()) {
       mode_text = listener->auth_mode;
     }
+    // Which configured limits apply: the route's annotation, else the Gateway's, else all.
+    std::string_view limit_selection;
+    if (model_route_hit != nullptr && !model_route_hit->rate_limits.empty()) {
+      limit_selection = model_route_hit->rate_limits;
+    } else if (route.action != nullptr && !route.action->rate_limits.empty()) {
+      limit_selection = route.action->rate_limits;
+    } else if (listener != nullptr) {
+      limit_selection = listener->rate_limits;
+    }
     filters::FilterRequest fr;
     fr.mode = mode_text.empty() ? chain->defaultMode()
                                 : filters::parseAuthMode(mode_text).value_or(chain->defaultMode());
@@ -1415,6 +1424,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
       fr.api_key = it->value();
     }
     fr.model = peek.model;
+    fr.limit_selection = limit_selection;
     if (listener != nullptr)
       fr.gateway = listener->gateway;
     std::string route_name;

@@ -310,6 +310,34 @@ TEST(FilterChain, AuthModesKeysAndReserveReconcile) {
   EXPECT_EQ(chain->admit(req, cache).status, 401);
 }
 
+// sluice.dev/rate-limits: a route or Gateway picks which configured limits apply.
+TEST(FilterChain, LimitSelection) {
+  config::RouterConfig c;
+  for (const char* name : {"a", "b"}) {
+    config::RouterConfig::RateLimit rl;
+    rl.name = name;
+    rl.spec.requests = 1;
+    rl.spec.unit = "hour";
+    c.rate_limits.push_back(rl);
+  }
+  std::vector<std::string> errors;
+  auto chain = FilterChain::build(c, nullptr, std::make_shared<BucketRegistry>(), nullptr, errors);
+  BucketCache cache;
+  FilterRequest req;
+  req.model = "m";
+  req.limit_selection = ",b,";
+  auto first = chain->admit(req, cache);
+  ASSERT_TRUE(first.ok);
+  EXPECT_EQ(first.reservations.size(), 1u);
+  EXPECT_EQ(chain->admit(req, cache).limit, "b");  // b is used up; a was never touched
+  req.limit_selection = ",a,";
+  EXPECT_TRUE(chain->admit(req, cache).ok);
+  req.limit_selection = "none";
+  auto none = chain->admit(req, cache);
+  EXPECT_TRUE(none.ok);
+  EXPECT_TRUE(none.reservations.empty());
+}
+
 TEST(FilterChain, ModelRouteLimitsAreKeyedByGateway) {
   config::RouterConfig c;
   std::vector<std::string> errors;

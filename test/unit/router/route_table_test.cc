@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "base/random.h"
@@ -720,6 +721,53 @@ spec: {selector: {matchLabels: {app: a}}, targetPorts: [{number: 8000}]}
   EXPECT_EQ(by_name["app/p"], "random");
   EXPECT_EQ(by_name["app/q"], "");
   EXPECT_EQ(cond("InferencePool/app/q", "ResolvedRefs"), "False/UnknownSchedulingProfile");
+}
+
+TEST_F(RouteTableTest, FilterAnnotations) {
+  options.rate_limits = {"per-user"};
+  load(R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra, annotations: {sluice.dev/auth: required, sluice.dev/rate-limits: per-user}}
+spec:
+  gatewayClassName: sluice
+  listeners: [{name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: open, namespace: app, annotations: {sluice.dev/auth: "off", sluice.dev/rate-limits: none}}
+spec:
+  parentRefs: [{name: gw, namespace: infra}]
+  rules: [{backendRefs: [{name: s, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: typo, namespace: app, annotations: {sluice.dev/auth: maybe, sluice.dev/rate-limits: nope}}
+spec:
+  parentRefs: [{name: gw, namespace: infra}]
+  rules: [{matches: [{path: {value: /typo}}], backendRefs: [{name: s, port: 80}]}]
+)");
+  ASSERT_TRUE(errors.empty()) << errors[0];
+  const auto* l = table->listenerFor(8080, "h");
+  EXPECT_EQ(l->auth_mode, "required");
+  EXPECT_EQ(l->rate_limits, ",per-user,");
+  RequestView req;
+  req.method = "GET";
+  req.path = "/";
+  const auto* open = RouteTable::matchHttp(*l, req).action;
+  EXPECT_EQ(open->auth_mode, "off");
+  EXPECT_EQ(open->rate_limits, "none");
+  req.path = "/typo";
+  const auto* typo = RouteTable::matchHttp(*l, req).action;
+  EXPECT_EQ(typo->auth_mode, "");
+  EXPECT_EQ(typo->rate_limits, "");
+  const auto* st = status("HTTPRoute/app/typo");
+  ASSERT_NE(st, nullptr);
+  std::string reasons;
+  for (const auto& c : st->conditions)
+    reasons += c.reason + " ";
+  EXPECT_THAT(reasons, ::testing::HasSubstr("InvalidAuthAnnotation"));
+  EXPECT_THAT(reasons, ::testing::HasSubstr("InvalidRateLimitAnnotation"));
 }
 
 TEST(RewritePath, PrefixAndFull) {
