@@ -674,7 +674,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
       auto& fc = config.flow_control;
       if (p.mapWithKeys(n, "flow_control",
                         {"max_in_flight_per_endpoint", "max_waiting_per_endpoint", "max_kv_usage",
-                         "queue_ttl", "max_queued"})) {
+                         "queue_ttl", "max_queued", "max_queued_bytes"})) {
         p.uint(n, "max_in_flight_per_endpoint", "flow_control", fc.max_in_flight_per_endpoint, 0,
                1'000'000);
         p.uint(n, "max_waiting_per_endpoint", "flow_control", fc.max_waiting_per_endpoint, 0,
@@ -691,6 +691,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
         }
         p.duration(n, "queue_ttl", "flow_control", fc.queue_ttl);
         p.uint(n, "max_queued", "flow_control", fc.max_queued, 1, 10'000'000);
+        p.bytes(n, "max_queued_bytes", "flow_control", fc.max_queued_bytes, 1024);
       }
     }
     if (auto list = root["rate_limits"]) {

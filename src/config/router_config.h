@@ -158,6 +158,7 @@ struct RouterConfig {
     double max_kv_usage = 0;                // engine KV usage at which it is full; 0 = ignore
     milliseconds queue_ttl{30'000};         // then 503
     uint32_t max_queued = 10'000;           // per backend; beyond it 429
+    uint64_t max_queued_bytes = 256ULL << 20;  // request bodies held per backend; beyond it 429
     bool enabled() const { return max_in_flight_per_endpoint > 0; }
   } flow_control;
 

@@ -26,6 +26,7 @@ void FlowQueue::enqueue(const std::shared_ptr<FlowWaiter>& w) {
   }
   flow.push_back(w);
   queued_.fetch_add(1, std::memory_order_relaxed);
+  queued_bytes_.fetch_add(w->bytes, std::memory_order_relaxed);
 }
 
 bool FlowQueue::cancel(const std::shared_ptr<FlowWaiter>& w) {
@@ -46,6 +47,7 @@ bool FlowQueue::cancel(const std::shared_ptr<FlowWaiter>& w) {
         if (*it == w) {
           dq.erase(it);
           queued_.fetch_sub(1, std::memory_order_relaxed);
+          queued_bytes_.fetch_sub(w->bytes, std::memory_order_relaxed);
           break;
         }
       }
@@ -89,6 +91,7 @@ std::shared_ptr<FlowWaiter> FlowQueue::popLocked() {
       bands_.erase(bit);
     }
     queued_.fetch_sub(1, std::memory_order_relaxed);
+    queued_bytes_.fetch_sub(w->bytes, std::memory_order_relaxed);
     return w;
   }
   return nullptr;

@@ -28,6 +28,7 @@ struct FlowWaiter {
   int32_t priority = 0;
   std::string flow;
   int64_t enqueued_ns = 0;
+  uint64_t bytes = 0;  // the request body it holds while waiting
   enum class State { Queued, Dispatched, Gone };
   std::atomic<State> state{State::Queued};  // changed under the queue's mutex
   std::function<void()> wake;               // posts to the waiter's worker
@@ -47,6 +48,7 @@ class FlowQueue {
   // Dispatches waiters while there is room (called on release and by the workers' tick).
   void dispatch(int64_t capacity);
   size_t queued() const;
+  uint64_t queuedBytes() const { return queued_bytes_.load(std::memory_order_relaxed); }
   int64_t admitted() const { return admitted_.load(std::memory_order_relaxed); }
 
  private:
@@ -54,6 +56,7 @@ class FlowQueue {
 
   std::atomic<int64_t> admitted_{0};
   std::atomic<size_t> queued_{0};
+  std::atomic<uint64_t> queued_bytes_{0};
   mutable std::mutex mu_;
   struct Band {
     std::deque<std::string> order;  // flows with waiters, round robin

@@ -1221,7 +1221,8 @@ awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snaps
                         "Retry-After: 1\r\n");
     co_return false;
   }
-  if (queue->queued() >= fc.max_queued) {
+  const uint64_t bytes = x.req.body().view().size();
+  if (queue->queued() >= fc.max_queued || queue->queuedBytes() + bytes > fc.max_queued_bytes) {
     w.shard().flow_shed.fetch_add(1, std::memory_order_relaxed);
     co_await writeError(x, ErrorKind::RateLimited, "the backend is saturated and its queue is full",
                         "Retry-After: 1\r\n");
@@ -1230,6 +1231,7 @@ awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snaps
   w.shard().flow_queued.fetch_add(1, std::memory_order_relaxed);
   auto waiter = std::make_shared<filters::FlowWaiter>();
   waiter->priority = x.priority;
+  waiter->bytes = bytes;
   if (auto it = x.req.find("x-gateway-inference-fairness-id"); it != x.req.end()) {
     waiter->flow = std::string(it->value());
   } else if (!x.admission.identity.id.empty()) {

@@ -8,6 +8,7 @@
 
 #include "filters/auth.h"
 #include "filters/filter_chain.h"
+#include "filters/flow_control.h"
 #include "filters/rate_limit.h"
 
 namespace sluice::filters {
@@ -336,6 +337,44 @@ TEST(FilterChain, LimitSelection) {
   auto none = chain->admit(req, cache);
   EXPECT_TRUE(none.ok);
   EXPECT_TRUE(none.reservations.empty());
+}
+
+// Strict priority bands, round robin between flows in a band, FCFS within a flow.
+TEST(FlowQueue, PriorityRoundRobinAndFcfs) {
+  FlowQueue q;
+  std::vector<std::string> order;
+  auto waiter = [&](int32_t prio, const std::string& flow, const std::string& name) {
+    auto w = std::make_shared<FlowWaiter>();
+    w->priority = prio;
+    w->flow = flow;
+    w->bytes = 100;
+    w->wake = [&order, name] { order.push_back(name); };
+    q.enqueue(w);
+    return w;
+  };
+  ASSERT_TRUE(q.tryAdmit(1));   // the one slot
+  EXPECT_FALSE(q.tryAdmit(1));  // full
+  waiter(0, "a", "a1");
+  waiter(0, "a", "a2");
+  waiter(0, "a", "a3");
+  waiter(0, "b", "b1");
+  auto gone = waiter(0, "c", "c1");
+  waiter(5, "z", "z1");
+  waiter(-1, "s", "s1");
+  EXPECT_EQ(q.queued(), 7u);
+  EXPECT_EQ(q.queuedBytes(), 700u);
+  EXPECT_TRUE(q.cancel(gone));  // gave up: never dispatched
+  EXPECT_EQ(q.queuedBytes(), 600u);
+  for (int i = 0; i < 6; ++i) {
+    q.release();
+    q.dispatch(1);
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"z1", "a1", "b1", "a2", "a3", "s1"}));
+  EXPECT_EQ(q.queued(), 0u);
+  EXPECT_EQ(q.admitted(), 1);
+  // Nobody waits and there is room: admitted at once.
+  q.release();
+  EXPECT_TRUE(q.tryAdmit(1));
 }
 
 TEST(FilterChain, ModelRouteLimitsAreKeyedByGateway) {
