@@ -34,4 +34,8 @@ std::vector<std::string> splitList(std::string_view s);
 void appendJsonEscaped(std::string& out, std::string_view s);
 std::string jsonQuote(std::string_view s);
 
+// Base64 (standard or URL alphabet, padding optional). `lenient` also skips whitespace and
+// '=' anywhere (Kubernetes Secret data); strict mode refuses them and impossible lengths (JWT).
+std::optional<std::string> base64Decode(std::string_view in, bool lenient);
+
 }  // namespace sluice::base

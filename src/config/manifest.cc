@@ -219,41 +219,6 @@ std::optional<int64_t> parseTimestamp(std::string_view s) {
   return t;
 }
 
-std::optional<std::string> base64Decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z')
-      return c - 'A';
-    if (c >= 'a' && c <= 'z')
-      return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-      return c - '0' + 52;
-    if (c == '+' || c == '-')
-      return 62;
-    if (c == '/' || c == '_')
-      return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    if (c == '=' || c == '\n' || c == '\r' || c == ' ') {
-      continue;
-    }
-    int v = value(c);
-    if (v < 0) {
-      return std::nullopt;
-    }
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return out;
-}
-
 // A YAML node with the path that reached it; every accessor reports problems under that path.
 class Field {
  public:
@@ -1405,7 +1370,7 @@ Secret parseSecret(const Field& obj) {
   Secret s;
   Field data = obj["data"];
   for (const auto& [k, v] : data.stringMap(1024, false)) {
-    auto decoded = base64Decode(v);
+    auto decoded = base::base64Decode(v, true);
     if (!decoded) {
       data[k].error("is not valid base64");
       continue;

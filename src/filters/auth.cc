@@ -11,6 +11,8 @@
 #include <openssl/sha.h>
 #include <simdjson.h>
 
+#include "base/strings.h"
+
 namespace sluice::filters {
 
 namespace {
@@ -18,37 +20,7 @@ namespace {
 constexpr size_t kMaxTokenBytes = 16 * 1024;
 
 std::optional<std::string> base64UrlDecode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z')
-      return c - 'A';
-    if (c >= 'a' && c <= 'z')
-      return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-      return c - '0' + 52;
-    if (c == '-')
-      return 62;
-    if (c == '_')
-      return 63;
-    return -1;
-  };
-  if (in.size() % 4 == 1)
-    return std::nullopt;
-  std::string out;
-  out.reserve(in.size() * 3 / 4);
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = value(c);
-    if (v < 0)
-      return std::nullopt;
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return out;
+  return base::base64Decode(in, false);
 }
 
 struct PkeyDeleter {

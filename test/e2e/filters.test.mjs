@@ -2,37 +2,22 @@
 // the official `openai` client against real sluice-sim engines.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import OpenAI from 'openai';
+import { Processes, waitForFile } from './helpers.mjs';
 
 const bin = process.env.SLUICE_BIN_DIR;
 assert.ok(bin, 'SLUICE_BIN_DIR must point at build/bin');
 const dir = mkdtempSync(join(tmpdir(), 'sluice-e2e-filters-'));
-const procs = [];
+const processes = new Processes(bin);
+const start = (cmd, args) => processes.start(cmd, args);
 let base;
 
-function start(cmd, args) {
-  const p = spawn(join(bin, cmd), args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  p.stderr.on('data', (d) => { stderr += d; });
-  p.stderrText = () => stderr;
-  procs.push(p);
-  return p;
-}
 
-async function waitForFile(path, proc) {
-  for (let i = 0; i < 1000; i++) {
-    if (existsSync(path)) return readFileSync(path, 'utf8');
-    if (proc.exitCode !== null) throw new Error(`${proc.spawnfile} exited: ${proc.stderrText()}`);
-    await delay(10);
-  }
-  throw new Error(`timed out waiting for ${path}`);
-}
 
 const sha = (s) => createHash('sha256').update(s).digest('hex');
 
@@ -69,8 +54,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of procs) p.kill('SIGTERM');
-  await Promise.all(procs.map((p) => (p.exitCode !== null ? null : new Promise((r) => p.on('exit', r)))));
+  await processes.stopAll();
   rmSync(dir, { recursive: true, force: true });
 });
 

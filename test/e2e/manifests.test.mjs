@@ -4,49 +4,27 @@
 // directory validates; a directory change opens a new Gateway listener.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, readdirSync, existsSync, rmSync, renameSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, readdirSync, rmSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import OpenAI from 'openai';
+import { Processes, waitForFile, freePort } from './helpers.mjs';
 
 const bin = process.env.SLUICE_BIN_DIR;
 assert.ok(bin, 'SLUICE_BIN_DIR must point at build/bin');
 const examples = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples');
 const dir = mkdtempSync(join(tmpdir(), 'sluice-e2e-manifests-'));
 const manifests = join(dir, 'manifests');
-const procs = [];
+const processes = new Processes(bin);
+const start = (cmd, args) => processes.start(cmd, args);
 let gwPort;
 let admin;
 
-function start(cmd, args) {
-  const p = spawn(join(bin, cmd), args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  p.stderr.on('data', (d) => { stderr += d; });
-  p.stderrText = () => stderr;
-  procs.push(p);
-  return p;
-}
 
-async function waitForFile(path, proc) {
-  for (let i = 0; i < 1000; i++) {
-    if (existsSync(path)) return readFileSync(path, 'utf8');
-    if (proc.exitCode !== null) throw new Error(`${proc.spawnfile} exited: ${proc.stderrText()}`);
-    await delay(10);
-  }
-  throw new Error(`timed out waiting for ${path}`);
-}
 
-function freePort(host) {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, host, () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
 
 // Polls `fn` until it returns true (bounded): for changes applied by the file watcher.
 async function eventually(fn, what) {
@@ -81,8 +59,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of procs) p.kill('SIGTERM');
-  await Promise.all(procs.map((p) => (p.exitCode !== null ? null : new Promise((r) => p.on('exit', r)))));
+  await processes.stopAll();
   rmSync(dir, { recursive: true, force: true });
 });
 

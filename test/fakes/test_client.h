@@ -61,6 +61,9 @@ std::string postRequest(const std::string& path, const std::string& body,
                         const std::string& extra_headers = "");
 
 // Polls `pred` until it holds or the timeout passes; for waiting on another thread's effect.
+// A loopback port free right now (for listeners a test configures by number).
+uint16_t freePort();
+
 bool waitFor(const std::function<bool()>& pred,
              std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
