@@ -94,10 +94,16 @@ void LoraAffinityFilter::filter(const RequestInfo& req, CycleState&,
   if (req.lora.empty()) {
     return;
   }
+  // Only engines that can serve the adapter at all (it is in their /v1/models, or running or
+  // waiting); then those that already hold it; else those with a free adapter slot. A step that
+  // would leave nobody is skipped (keepIf): the set never empties here.
   auto active = [&](const Candidate& c) {
     return c.metrics && (contains(c.metrics->running_loras, req.lora) ||
                          contains(c.metrics->waiting_loras, req.lora));
   };
+  keepIf(cands, [&](const Candidate& c) {
+    return active(c) || (c.metrics && contains(c.metrics->adapters, req.lora));
+  });
   if (std::any_of(cands.begin(), cands.end(), active)) {
     keepIf(cands, active);
     return;

@@ -119,6 +119,7 @@ struct RouteChoice {
   const router::RouteAction* action = nullptr;  // the HTTPRoute rule, when one matched
   const router::MatchEntry* entry = nullptr;
   std::string rewritten_path;  // URLRewrite, with the query kept
+  bool lora = false;           // the model is a LoRA adapter (a ModelRoute's loraAdapters)
 };
 
 // Request headers for route matching, by lower-case name.
@@ -716,6 +717,19 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   info.model = route.upstream_model.empty() ? std::string_view(peek.model)
                                             : std::string_view(route.upstream_model);
   info.prompt_tokens = std::max<uint64_t>(1, peek.prompt.length / 4);
+  // A LoRA adapter: named so by a ModelRoute, or listed as one by an endpoint's /v1/models.
+  if (route.lora) {
+    info.lora = info.model;
+  } else if (const auto* view = w.metricsView(); view != nullptr && !info.model.empty()) {
+    for (const auto& ep : backend.endpoints) {
+      const auto* m = view->find(ep.address);
+      if (m != nullptr && !m->adapters.empty() &&
+          std::find(m->adapters.begin(), m->adapters.end(), info.model) != m->adapters.end()) {
+        info.lora = info.model;
+        break;
+      }
+    }
+  }
   info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
   std::vector<uint64_t> prefix_hashes;
   if (scheduler::usesPrefix(profile) && peek.prompt.valid()) {
@@ -1323,6 +1337,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
         route_error = mt.target->error;
       } else {
         route.backend = mt.target->backend.get();
+        route.lora = mt.lora;
         if (!mt.lora && !route.backend->upstream_model.empty()) {
           route.upstream_model = route.backend->upstream_model;
         }

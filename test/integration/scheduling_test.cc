@@ -183,6 +183,41 @@ models:
   EXPECT_GE(all.size(), 2u);  // six sessions do not all land on one engine
 }
 
+// LoRA requests go where the adapter can be served: only one of three engines has the adapter;
+// the router learns it from the engines' /v1/models and never sends the adapter elsewhere.
+TEST(SchedulingLora, AdapterRequestsGoWhereTheAdapterIs) {
+  testing::SimFleet with_adapter, without;
+  sim::SimOptions lora;
+  lora.engine.lora_adapters = {"sql-lora"};
+  with_adapter.start(1, lora, {"m"});
+  without.start(2, {}, {"m"});
+  std::vector<base::HostPort> endpoints = with_adapter.endpoints();
+  for (const auto& ep : without.endpoints())
+    endpoints.push_back(ep);
+  config::RouterConfig c = testing::loopbackConfig(endpoints);
+  c.models[0].name = "sql-lora";  // clients ask for the adapter by name
+  c.metrics_fetcher.enabled = true;
+  c.metrics_fetcher.interval = std::chrono::milliseconds(20);
+  c.metrics_fetcher.models_interval = std::chrono::milliseconds(20);
+  c.scheduler.preset = "sluice-default";
+  server::Server router(c, base::RealTimeSource::instance(), 11);
+  ASSERT_TRUE(router.start());
+  // Wait until the fetcher has read the adapter list.
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto r = testing::request(router.adminPort(), "GET", "/debug/endpoints");
+    return r && r->body.find("sql-lora") != std::string::npos;
+  }));
+  for (int i = 0; i < 12; ++i) {
+    auto r = testing::request(router.listenerPort(), "POST", "/v1/completions",
+                              R"({"model":"sql-lora","prompt":"select","max_tokens":1})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+  EXPECT_EQ(with_adapter.sims[0]->control().requests.load(), 12);
+  EXPECT_EQ(without.sims[0]->control().requests.load() + without.sims[1]->control().requests.load(),
+            0);
+}
+
 TEST_F(SchedulingTest, RandomPresetStillServes) {
   start(3, "random");
   for (int i = 0; i < 6; ++i) {
