@@ -886,6 +886,24 @@ HTTPRoute parseHttpRoute(const Field& spec) {
           t["backendRequest"].error("must not exceed timeouts.request");
         }
       }
+      if (Field rt = rf["retry"]; rt.mapping({"codes", "attempts", "backoff"})) {
+        HttpRouteRule::Retry retry;
+        Field codes = rt["codes"];
+        if (codes.list(16)) {
+          for (size_t j = 0; j < codes.size(); ++j) {
+            if (auto c = codes.at(j).integer(400, 599)) {
+              retry.codes.push_back(static_cast<int>(*c));
+            }
+          }
+        }
+        if (auto a = rt["attempts"].integer(0, 100)) {
+          retry.attempts = static_cast<uint32_t>(*a);
+        }
+        if (auto d = rt["backoff"].duration()) {
+          retry.backoff = *d;
+        }
+        rule.retry = std::move(retry);
+      }
       r.rules.push_back(std::move(rule));
     }
   }

@@ -175,6 +175,13 @@ struct HttpRouteRule {
   std::vector<BackendRef> backend_refs;
   std::chrono::milliseconds request_timeout{0};  // 0 = none
   std::chrono::milliseconds backend_timeout{0};
+  // retry (Gateway API, experimental): extra attempts for these response codes.
+  struct Retry {
+    std::vector<int> codes;  // empty = 500, 502, 503, 504
+    std::optional<uint32_t> attempts;
+    std::chrono::milliseconds backoff{0};
+  };
+  std::optional<Retry> retry;
 };
 
 struct HTTPRoute {

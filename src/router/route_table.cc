@@ -1246,6 +1246,7 @@ class Builder {
         action->backend_timeout = rule.backend_timeout;
         action->auth_mode = route_auth;
         action->rate_limits = route_limits;
+        action->retry = rule.retry;
         for (const auto& ref : rule.backend_refs) {
           RouteAction::Target t;
           t.weight = ref.weight;

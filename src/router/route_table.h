@@ -102,6 +102,7 @@ struct RouteAction {
   std::chrono::milliseconds backend_timeout{0};
   std::string auth_mode;    // annotation sluice.dev/auth on the HTTPRoute; "" = inherit
   std::string rate_limits;  // annotation sluice.dev/rate-limits; "" = inherit
+  std::optional<config::HttpRouteRule::Retry> retry;  // the rule's retry, if set
 };
 
 // One HTTPRoute match, flattened, with everything needed to rank it.

@@ -754,7 +754,18 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   scheduler::CycleState cycle;
   const bool explain = cfg.scheduler.decisions > 0 || cfg.access_log.decisions;
   scheduler::Decision decision;
-  const uint32_t retries = backend.retry_attempts ? *backend.retry_attempts : cfg.upstream.retries;
+  // Extra attempts: the HTTPRoute rule's retry, else the ModelServer's trafficPolicy, else the
+  // router's default; the pause between attempts likewise.
+  const auto* route_retry = route.action && route.action->retry ? &*route.action->retry : nullptr;
+  const uint32_t retries = route_retry && route_retry->attempts ? *route_retry->attempts
+                           : backend.retry_attempts             ? *backend.retry_attempts
+                                                                : cfg.upstream.retries;
+  const auto retry_pause = route_retry && route_retry->backoff.count() > 0 ? route_retry->backoff
+                                                                           : backend.retry_interval;
+  static const std::vector<int> kDefaultRetryCodes = {500, 502, 503, 504};
+  const std::vector<int>& retry_codes =
+      route_retry ? (route_retry->codes.empty() ? kDefaultRetryCodes : route_retry->codes)
+                  : cfg.upstream.retry_on_status;
   const size_t list = std::min<size_t>(cfg.scheduler.candidates, retries + 1);
   const auto schedule_start = w.context().time.monotonicNow();
   w.scheduler().pick(profile, info, backend, w.metricsView(), schedule_start, w.random(), list,
@@ -815,10 +826,15 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     if (i > 0 && x.series) {
       x.series->retries.fetch_add(1, std::memory_order_relaxed);
     }
-    if (i > 0 && backend.retry_interval.count() > 0) {
-      // ModelServer trafficPolicy.retry.retryInterval: a pause before the next attempt
-      // (never past the request's deadline; a client that leaves ends it early).
-      auto pause = backend.retry_interval;
+    if (i > 0 && x.deadline && w.context().time.monotonicNow() >= *x.deadline) {
+      failure = ErrorKind::UpstreamTimeout;
+      failure_message = "the request's deadline passed before another attempt";
+      break;  // no retry past the request's deadline
+    }
+    if (i > 0 && retry_pause.count() > 0) {
+      // The retry backoff: a pause before the next attempt (never past the request's
+      // deadline).
+      auto pause = retry_pause;
       if (x.deadline) {
         pause = std::min(pause, std::chrono::duration_cast<std::chrono::milliseconds>(
                                     *x.deadline - w.context().time.monotonicNow()));
@@ -907,8 +923,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     if (answered) {
       int status = static_cast<int>(parser->get().result_int());
       bool retriable =
-          std::find(cfg.upstream.retry_on_status.begin(), cfg.upstream.retry_on_status.end(),
-                    status) != cfg.upstream.retry_on_status.end();
+          std::find(retry_codes.begin(), retry_codes.end(), status) != retry_codes.end();
       if (status >= 500) {
         failed(ep);
       } else {

@@ -296,6 +296,47 @@ spec:
   EXPECT_EQ(r->header("x-sim-engine"), "sim-0");  // the HTTPRoute's pool
 }
 
+// HTTPRoute retry: attempts and codes bound the retries down the fallback list.
+TEST_F(ManifestsTest, HttpRouteRetry) {
+  write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0, 1, 2}) + R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /v1/chat}}]
+    backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]
+    retry: {codes: [503], attempts: 1}
+  - matches: [{path: {value: /v1/completions}}]
+    backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]
+    retry: {codes: [500], attempts: 2}
+)");
+  auto c = testing::loopbackConfig({});
+  c.models.clear();
+  c.manifests = dir_.string();
+  c.upstream.eject_after_failures = 0;
+  router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 3);
+  ASSERT_TRUE(router_->start());
+  for (auto& sim : fleet_.sims)
+    sim->control().setFault(sim::Fault::Status503);
+  auto total = [&] {
+    int n = 0;
+    for (auto& sim : fleet_.sims)
+      n += sim->control().requests.load();
+    return n;
+  };
+  auto r = chat(gw_port_, "base-model");  // 503 is retried once: two attempts
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(total(), 2);
+  r = testing::request(gw_port_, "POST", "/v1/completions",
+                       R"({"model":"base-model","prompt":"x","max_tokens":1})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);  // 503 is not in this rule's codes: no retry
+  EXPECT_EQ(total(), 3);
+}
+
 TEST_F(ManifestsTest, RequestTimeoutFromHttpRoute) {
   write("gw.yaml", gateway(gw_port_) + poolAndPod("slow", {0}) + R"(
 apiVersion: gateway.networking.k8s.io/v1
