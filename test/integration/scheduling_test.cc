@@ -83,14 +83,27 @@ TEST_F(SchedulingTest, ABurstOfColdRequestsSpreadsInsteadOfHerding) {
   sim::SimOptions o;
   o.engine.step_overhead_ms = 10;
   start(4, "sluice-default", o);
+  // Every stream is held after its first event until all 64 are in flight, so the spread
+  // depends on the router's load accounting only, not on how fast this machine is.
+  for (auto& sim : sims_)
+    sim->control().hold_after_first = true;
   std::vector<std::unique_ptr<TestConnection>> clients;
   for (int i = 0; i < 64; ++i) {
     clients.push_back(std::make_unique<TestConnection>(router_->listenerPort()));
     // 64 different prompts arriving together: no engine has any of them cached.
-    ASSERT_TRUE(clients.back()->send(postRequest(
-        "/v1/chat/completions",
-        chat(std::string(600, static_cast<char>('A' + i % 26)) + std::to_string(i), "q", 20))));
+    std::string body =
+        chat(std::string(600, static_cast<char>('A' + i % 26)) + std::to_string(i), "q", 20);
+    body.insert(1, R"("stream":true,)");
+    ASSERT_TRUE(clients.back()->send(postRequest("/v1/chat/completions", body)));
   }
+  ASSERT_TRUE(testing::waitFor([&] {
+    int n = 0;
+    for (auto& sim : sims_)
+      n += sim->control().requests.load();
+    return n == 64;
+  }));
+  for (auto& sim : sims_)
+    sim->release();
   std::map<std::string, int> engines;
   for (auto& c : clients) {
     auto r = c->readResponse();
