@@ -1,4 +1,5 @@
 // Scheduling end to end: the router in-process, in front of simulated engines.
+#include <algorithm>
 #include <map>
 #include <set>
 #include <thread>
@@ -116,6 +117,43 @@ TEST_F(SchedulingTest, ABurstOfColdRequestsSpreadsInsteadOfHerding) {
     EXPECT_GE(n, 10) << engine << " got too few of 64";
     EXPECT_LE(n, 22) << engine << " got too many of 64";
   }
+}
+
+// Affinity lets go of a saturated warm endpoint: same-prefix streams stay on the engine that
+// has the prefix until the tokens in flight there pass sluice-default's threshold, then the
+// next ones go elsewhere. Streams are held open so the load is exact.
+TEST_F(SchedulingTest, ASaturatedWarmEndpointIsReleased) {
+  start(4, "sluice-default");
+  for (auto& sim : sims_)
+    sim->control().hold_after_first = true;
+  const std::string system(4000, 'S');
+  std::vector<std::unique_ptr<TestConnection>> clients;
+  std::vector<std::string> engines;
+  for (int i = 0; i < 24; ++i) {
+    clients.push_back(std::make_unique<TestConnection>(router_->listenerPort()));
+    // Each reserves its prompt (~1,000 tokens) plus 3,000 output tokens while it runs.
+    std::string body = chat(system, "question " + std::to_string(i), 3000);
+    body.insert(1, R"("stream":true,)");
+    ASSERT_TRUE(clients.back()->send(postRequest("/v1/chat/completions", body)));
+    auto head = clients.back()->readHead();
+    ASSERT_TRUE(head);
+    ASSERT_EQ(head->status, 200);
+    engines.push_back(head->header("x-sim-engine"));
+  }
+  // The first ones stay together on the warm engine...
+  for (int i = 1; i < 6; ++i) {
+    EXPECT_EQ(engines[i], engines[0]) << "request " << i;
+  }
+  // ...and once it carries ~32k tokens more than the others, new ones go elsewhere.
+  int elsewhere = 0;
+  for (const auto& e : engines)
+    elsewhere += e != engines[0];
+  EXPECT_GE(elsewhere, 4);
+  EXPECT_LE(std::count(engines.begin(), engines.end(), engines[0]), 12);
+  // The clients hang up; the router cancels the streams upstream.
+  clients.clear();
+  for (auto& sim : sims_)
+    sim->release();
 }
 
 TEST_F(SchedulingTest, AFailingEndpointIsRetriedAroundAndEjected) {
