@@ -113,8 +113,10 @@ bool RedisLimiter::ask(Lease& lease) {
               wanted = std::to_string(want);
   const char* argv[] = {"EVAL",        kScript,      "1",           lease.key.c_str(),
                         limit.c_str(), unit.c_str(), wanted.c_str()};
+  const int64_t started = nowNs();
   auto* reply = static_cast<redisReply*>(redisCommandArgv(c, 7, argv, nullptr));
   round_trips_.fetch_add(1);
+  latency_ns_.fetch_add(static_cast<uint64_t>(nowNs() - started));
   if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
     if (reply != nullptr) {
       SLUICE_LOG(Warn, "ratelimit", "redis {}: unexpected reply (type {})", address_, reply->type);

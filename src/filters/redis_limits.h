@@ -53,6 +53,8 @@ class RedisLimiter {
 
   uint64_t roundTrips() const { return round_trips_.load(); }
   uint64_t errors() const { return errors_.load(); }
+  // Time spent on lease refills (successful exchanges), for a latency summary.
+  double latencySumSeconds() const { return static_cast<double>(latency_ns_.load()) * 1e-9; }
 
  private:
   void run();
@@ -70,6 +72,7 @@ class RedisLimiter {
   std::atomic<int64_t> down_until_ns_{0};
   std::atomic<uint64_t> round_trips_{0};
   std::atomic<uint64_t> errors_{0};
+  std::atomic<uint64_t> latency_ns_{0};
   std::thread thread_;
 };
 

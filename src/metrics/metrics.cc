@@ -136,7 +136,8 @@ ModelSeries::ModelSeries()
       ttft(ttftBounds()),
       itl(itlBounds()),
       schedule(scheduleBounds()),
-      prefix_ratio(ratioBounds()) {}
+      prefix_ratio(ratioBounds()),
+      queue_wait(durationBounds()) {}
 
 std::atomic<uint64_t>& Shard::picks(const std::string& address) {
   auto it = picks_.find(address);  // only this worker inserts
@@ -178,7 +179,7 @@ Registry::Registry(size_t shards) {
 std::string Registry::renderPrometheus() const {
   struct Merged {
     std::map<int, uint64_t> by_status;
-    HistogramSnapshot duration, ttft, itl, schedule, prefix_ratio;
+    HistogramSnapshot duration, ttft, itl, schedule, prefix_ratio, queue_wait;
     uint64_t input_tokens = 0, output_tokens = 0, retries = 0;
     std::array<uint64_t, static_cast<size_t>(UpstreamError::kCount)> errors{};
   };
@@ -221,6 +222,7 @@ std::string Registry::renderPrometheus() const {
       m.itl.add(series->itl);
       m.schedule.add(series->schedule);
       m.prefix_ratio.add(series->prefix_ratio);
+      m.queue_wait.add(series->queue_wait);
       m.input_tokens += series->input_tokens.load(std::memory_order_relaxed);
       m.output_tokens += series->output_tokens.load(std::memory_order_relaxed);
       m.retries += series->retries.load(std::memory_order_relaxed);
@@ -253,6 +255,12 @@ std::string Registry::renderPrometheus() const {
   for (const auto& [name, m] : models) {
     appendHistogram(out, "sluice_time_to_first_token_seconds",
                     fmt::format("model=\"{}\"", escapeLabel(name)), m.ttft);
+  }
+  appendHeader(out, "sluice_flow_control_wait_seconds", "histogram",
+               "Time requests waited in a flow-control queue (only those that waited).");
+  for (const auto& [name, m] : models) {
+    appendHistogram(out, "sluice_flow_control_wait_seconds",
+                    fmt::format("model=\"{}\"", escapeLabel(name)), m.queue_wait);
   }
   appendHeader(out, "sluice_inter_token_latency_seconds", "histogram",
                "Gap between two consecutive streamed events.");

@@ -70,6 +70,7 @@ struct ModelSeries {
   Histogram itl;
   Histogram schedule;      // seconds spent choosing endpoints
   Histogram prefix_ratio;  // share of the prompt the chosen endpoint was expected to hold
+  Histogram queue_wait;    // seconds waited in a flow-control queue (requests that waited)
   std::atomic<uint64_t> input_tokens{0};
   std::atomic<uint64_t> output_tokens{0};
   std::atomic<uint64_t> retries{0};

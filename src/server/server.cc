@@ -256,10 +256,15 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
           "# HELP sluice_redis_round_trips_total Lease refills sent to Redis for global limits.\n"
           "# TYPE sluice_redis_round_trips_total counter\n"
           "# HELP sluice_redis_errors_total Failed Redis exchanges (the fail mode applied).\n"
-          "# TYPE sluice_redis_errors_total counter\n";
+          "# TYPE sluice_redis_errors_total counter\n"
+          "# HELP sluice_redis_latency_seconds_total Time spent in lease refills (divide by round "
+          "trips for the mean).\n"
+          "# TYPE sluice_redis_latency_seconds_total counter\n";
       redis->forEach([&](const filters::RedisLimiter& l) {
         out += fmt::format("sluice_redis_round_trips_total{{address=\"{}\"}} {}\n", l.address(),
                            l.roundTrips());
+        out += fmt::format("sluice_redis_latency_seconds_total{{address=\"{}\"}} {:.6f}\n",
+                           l.address(), l.latencySumSeconds());
         out += fmt::format("sluice_redis_errors_total{{address=\"{}\"}} {}\n", l.address(),
                            l.errors());
       });

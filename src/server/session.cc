@@ -1281,6 +1281,8 @@ awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snaps
     x.queue_ms = base::secondsBetween(queued_at, time.monotonicNow()) * 1e3;
     if (waiter->state.load() == filters::FlowWaiter::State::Dispatched) {
       admitted();
+      if (x.series)
+        x.series->queue_wait.observe(x.queue_ms / 1e3);
       co_return true;
     }
     const auto now = time.monotonicNow();
@@ -1290,6 +1292,8 @@ awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snaps
         co_return true;
       }
       w.shard().flow_expired.fetch_add(1, std::memory_order_relaxed);
+      if (x.series)
+        x.series->queue_wait.observe(x.queue_ms / 1e3);
       co_await writeError(x, ErrorKind::Unavailable,
                           fmt::format("the request waited {} ms in the saturated backend's queue",
                                       fc.queue_ttl.count()));

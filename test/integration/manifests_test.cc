@@ -460,6 +460,12 @@ spec: {priority: -1, poolRef: {name: pool}}
   normal.join();
   premium.join();
   EXPECT_EQ(order, (std::vector<std::string>{"premium", "normal"}));
+  auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_THAT(
+      m->body,
+      HasSubstr("sluice_flow_control_wait_seconds_count{model=\"InferencePool/default/pool\"} 2"));
+  EXPECT_THAT(m->body, HasSubstr("sluice_flow_control_total{outcome=\"shed\"} 1"));
 }
 
 TEST_F(ManifestsTest, FlowControlQueueTtl) {
