@@ -240,11 +240,11 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   }
   Parser p(errors);
   try {
-    if (!p.mapWithKeys(
-            root, "",
-            {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
-             "metrics_fetcher", "scheduler", "access_log", "models", "manifests",
-             "manifests_debounce", "auth", "rate_limits", "flow_control", "redis_timeout"})) {
+    if (!p.mapWithKeys(root, "",
+                       {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
+                        "metrics_fetcher", "scheduler", "access_log", "models", "manifests",
+                        "manifests_debounce", "auth", "rate_limits", "flow_control",
+                        "redis_timeout", "stop_streams_over_budget"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -254,6 +254,14 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     p.string(root, "manifests", "", config.manifests);
     p.duration(root, "manifests_debounce", "", config.manifests_debounce);
     p.duration(root, "redis_timeout", "", config.redis_timeout);
+    if (auto b = root["stop_streams_over_budget"]) {
+      auto v = p.scalar(b, "stop_streams_over_budget");
+      if (v && (*v == "true" || *v == "false")) {
+        config.stop_streams_over_budget = *v == "true";
+      } else if (v) {
+        p.error("stop_streams_over_budget", "must be true or false");
+      }
+    }
 
     if (auto n = root["limits"]) {
       if (p.mapWithKeys(n, "limits", {"max_header_bytes", "max_body_bytes", "max_connections"})) {

@@ -149,6 +149,9 @@ struct RouterConfig {
     } global;
   };
   milliseconds redis_timeout{200};  // connect and command timeout for global limits
+  // End a stream with an SSE error once it has sent more events (about one token each) than the
+  // output tokens its rate limits reserved (engines that ignore max_tokens, or none was given).
+  bool stop_streams_over_budget = false;
   std::vector<RateLimit> rate_limits;
 
   // Queueing under saturation (docs/filters.md). Off unless max_in_flight_per_endpoint is set.

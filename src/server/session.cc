@@ -85,7 +85,9 @@ struct Exchange {
   std::shared_ptr<filters::FlowQueue> flow;
   std::shared_ptr<const router::Snapshot> flow_snapshot;
   const router::Backend* flow_backend = nullptr;
-  double queue_ms = -1;  // waited in a flow-control queue
+  double queue_ms = -1;        // waited in a flow-control queue
+  uint64_t output_budget = 0;  // stop_streams_over_budget: events allowed; 0 = unlimited
+  bool over_budget = false;
 };
 
 // Flow-control capacity of a backend: max_in_flight_per_endpoint for each live endpoint whose
@@ -489,7 +491,7 @@ struct ChunkWriter {
 
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
-enum class RelayEnd { Complete, UpstreamFailed, ClientGone };
+enum class RelayEnd { Complete, UpstreamFailed, ClientGone, OverBudget };
 
 // The model name to write back into responses when the request's was rewritten.
 struct ModelWriteBack {
@@ -527,6 +529,7 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
   bool usage_copy_ok = !sse;
   base::MonoTime last_event{};
   bool first_event = true;
+  uint64_t events = 0;
   // Taken per response from the worker's pool, not held per connection, so idle keep-alive
   // connections stay small.
   RelayBuffer relay(s.worker);
@@ -548,6 +551,12 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
         out.append(event);  // comments and keep-alives pass untimed
         return;
       }
+      if (x.output_budget > 0 && data != "[DONE]" && ++events > x.output_budget) {
+        x.over_budget = true;  // this event and the rest are not sent
+      }
+    }
+    if (x.over_budget) {
+      return;
     }
     const auto now = time.monotonicNow();
     if (first_event) {
@@ -610,6 +619,19 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
       out.clear();
       splitter.feed(data, onEvent);
       data = out;
+      if (x.over_budget) {
+        if (!data.empty() || !head.empty()) {
+          auto& bufs = writer.frame(data);
+          if (!head.empty()) {
+            bufs.insert(bufs.begin(), asio::buffer(head));
+          }
+          if (!co_await writeClient(s, bufs, cfg.timeouts.client_write)) {
+            co_return RelayEnd::ClientGone;
+          }
+          head.clear();
+        }
+        co_return RelayEnd::OverBudget;
+      }
     } else if (write_back != nullptr && !written_back) {
       // A JSON body names its model once, near the start.
       rewritten.clear();
@@ -1016,11 +1038,20 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
       x.keep_alive = false;
       break;
     case RelayEnd::UpstreamFailed:
+    case RelayEnd::OverBudget:
       x.keep_alive = false;
+      if (end == RelayEnd::OverBudget) {
+        x.error_type = "output_budget_exceeded";
+      }
       if (sse && chunked) {
         // The client already has a 200: end the stream with an SSE error event, then close.
-        std::string msg = openai::errorBody(ErrorKind::UpstreamUnavailable,
-                                            "the upstream stream broke before it finished");
+        std::string msg =
+            end == RelayEnd::OverBudget
+                ? openai::errorBody(ErrorKind::RateLimited,
+                                    "the stream exceeded the output tokens its rate limit "
+                                    "reserved and was stopped")
+                : openai::errorBody(ErrorKind::UpstreamUnavailable,
+                                    "the upstream stream broke before it finished");
         std::string event = "event: error\ndata: " + msg + "\n\n";
         ChunkWriter writer(true);
         if (co_await writeClient(s, writer.frame(event), cfg.timeouts.client_write)) {
@@ -1501,6 +1532,14 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     }
     x.filters = chain;
     x.identity_tag = x.admission.identity.tag;
+    if (x.admission.ok && w.snapshot()->config.stop_streams_over_budget) {
+      for (const auto& r : x.admission.reservations) {
+        using Kind = filters::Admission::Reservation::Kind;
+        if (r.kind == Kind::Output || r.kind == Kind::Total) {
+          x.output_budget = std::max<uint64_t>(1, fr.output_tokens);
+        }
+      }
+    }
     x.strip_credentials = fr.mode != filters::AuthMode::Off && x.admission.credentials_present &&
                           !chain->forwardCredentials();
     if (!x.admission.ok) {

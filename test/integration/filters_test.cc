@@ -15,6 +15,7 @@
 #include "fakes/test_client.h"
 #include "filters/auth.h"
 #include "server/server.h"
+#include "sim/sim_server.h"
 
 namespace sluice {
 namespace {
@@ -28,8 +29,8 @@ std::string body(const std::string& model, int max_tokens = 4) {
 
 class FiltersTest : public ::testing::Test {
  protected:
-  void start(const std::function<void(config::RouterConfig&)>& edit) {
-    fleet_.start(1, {}, {"m", "other"});
+  void start(const std::function<void(config::RouterConfig&)>& edit, sim::SimOptions o = {}) {
+    fleet_.start(1, o, {"m", "other"});
     auto c = testing::loopbackConfig(fleet_.endpoints());
     config::RouterConfig::Model other = c.models[0];
     other.name = "other";
@@ -146,6 +147,42 @@ TEST_F(FiltersTest, TokenLimitReservesThenReconciles) {
   }
   EXPECT_EQ(last, 429);
   EXPECT_FALSE(retry_after.empty());
+}
+
+// stop_streams_over_budget: a stream that goes on past the output tokens its limit reserved
+// (here: no max_tokens, so 256 are reserved, and the engine writes 400) is ended with an SSE
+// error event.
+TEST_F(FiltersTest, StreamStoppedOverItsOutputBudget) {
+  sim::SimOptions o;
+  o.default_max_tokens = 400;
+  start(
+      [](config::RouterConfig& c) {
+        c.stop_streams_over_budget = true;
+        config::RouterConfig::RateLimit rl;
+        rl.name = "output";
+        rl.spec.output_tokens = 1'000'000;
+        rl.spec.unit = "hour";
+        c.rate_limits.push_back(rl);
+      },
+      o);
+  testing::TestConnection conn(router_->listenerPort());
+  conn.send(testing::postRequest(
+      "/v1/chat/completions",
+      R"({"model":"m","stream":true,"messages":[{"role":"user","content":"go on"}]})"));
+  auto head = conn.readHead();
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  auto text = conn.readUntil("event: error");
+  ASSERT_TRUE(text);
+  size_t events = 0;
+  for (size_t pos = 0; (pos = text->find("data: {\"id\"", pos)) != std::string::npos; ++pos) {
+    ++events;
+  }
+  EXPECT_LE(events, 256u);
+  EXPECT_GE(events, 200u);
+  auto rest = conn.readUntil("\r\n0\r\n\r\n");
+  ASSERT_TRUE(rest);
+  EXPECT_THAT(*rest, HasSubstr("exceeded the output tokens"));
 }
 
 // A JWKS endpoint for tests: answers every request with the current document.
