@@ -468,6 +468,62 @@ spec: {priority: -1, poolRef: {name: pool}}
   EXPECT_THAT(m->body, HasSubstr("sluice_flow_control_total{outcome=\"shed\"} 1"));
 }
 
+// Fairness within a priority band: a tenant's flood cannot starve another tenant; flows are
+// served in turn (x-gateway-inference-fairness-id).
+TEST_F(ManifestsTest, FlowControlFloodDoesNotStarveAnotherTenant) {
+  write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0}) + R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]}]
+)");
+  auto c = testing::loopbackConfig({});
+  c.models.clear();
+  c.manifests = dir_.string();
+  c.flow_control.max_in_flight_per_endpoint = 1;
+  router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 7);
+  ASSERT_TRUE(router_->start());
+  auto queued = [&]() -> int {
+    auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
+    if (!m)
+      return -1;
+    auto pos = m->body.find("\nsluice_flow_control_queued ");
+    return pos == std::string::npos ? -1 : std::atoi(m->body.c_str() + pos + 28);
+  };
+  fleet_.sims[0]->control().hold_after_first = true;
+  testing::TestConnection held(gw_port_);
+  held.send(testing::postRequest("/v1/chat/completions", chatBody("base-model", true)));
+  ASSERT_TRUE(held.readHead());
+  ASSERT_TRUE(held.readUntil("data:"));
+  std::mutex mu;
+  std::vector<std::string> order;
+  std::vector<std::thread> threads;
+  auto send = [&](const std::string& tenant, int n) {
+    threads.emplace_back([&, tenant, n] {
+      auto x = chat(gw_port_, "base-model", "/v1/chat/completions",
+                    "x-gateway-inference-fairness-id: " + tenant + "\r\n");
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(x && x->status == 200 ? tenant + std::to_string(n) : "failed");
+    });
+  };
+  for (int i = 0; i < 6; ++i) {
+    send("flood", i);
+    ASSERT_TRUE(waitFor([&] { return queued() == i + 1; }));
+  }
+  send("quiet", 0);
+  ASSERT_TRUE(waitFor([&] { return queued() == 7; }));
+  fleet_.sims[0]->release();
+  ASSERT_TRUE(held.readUntil("[DONE]"));
+  for (auto& t : threads)
+    t.join();
+  ASSERT_EQ(order.size(), 7u);
+  // The quiet tenant goes second, right after the flood's first request, not seventh.
+  EXPECT_EQ(order[0], "flood0");
+  EXPECT_EQ(order[1], "quiet0");
+}
+
 TEST_F(ManifestsTest, FlowControlQueueTtl) {
   write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0}) + R"(
 apiVersion: gateway.networking.k8s.io/v1
