@@ -107,6 +107,33 @@ class ManifestsTest : public ::testing::Test {
     return testing::request(port, "POST", path, chatBody(model), headers);
   }
 
+  // Flow control with one slot on a one-endpoint pool behind an HTTPRoute (plus `extra`).
+  void startFlowControl(std::chrono::milliseconds ttl, const std::string& extra = "") {
+    write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0}) + R"(
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]}]
+---
+)" + extra);
+    auto c = testing::loopbackConfig({});
+    c.models.clear();
+    c.manifests = dir_.string();
+    c.flow_control.max_in_flight_per_endpoint = 1;
+    c.flow_control.queue_ttl = ttl;
+    router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 7);
+    ASSERT_TRUE(router_->start());
+  }
+  // Holds the only slot with a stream that waits after its first event.
+  void holdTheSlot(testing::TestConnection& held) {
+    fleet_.sims[0]->control().hold_after_first = true;
+    held.send(testing::postRequest("/v1/chat/completions", chatBody("base-model", true)));
+    ASSERT_TRUE(held.readHead());
+    ASSERT_TRUE(held.readUntil("data:"));
+  }
+
   fs::path dir_;
   testing::SimFleet fleet_;
   std::unique_ptr<server::Server> router_;
@@ -395,14 +422,7 @@ spec:
 // priority (InferenceObjective) when the slot frees, and a request that waits past the TTL
 // gets 503.
 TEST_F(ManifestsTest, FlowControlPriorityShedAndTtl) {
-  write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0}) + R"(
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: default}
-spec:
-  parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]}]
----
+  startFlowControl(std::chrono::seconds(10), R"(
 apiVersion: inference.networking.x-k8s.io/v1alpha2
 kind: InferenceObjective
 metadata: {name: premium, namespace: default}
@@ -413,13 +433,6 @@ kind: InferenceObjective
 metadata: {name: batch, namespace: default}
 spec: {priority: -1, poolRef: {name: pool}}
 )");
-  auto c = testing::loopbackConfig({});
-  c.models.clear();
-  c.manifests = dir_.string();
-  c.flow_control.max_in_flight_per_endpoint = 1;
-  c.flow_control.queue_ttl = std::chrono::seconds(10);
-  router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 7);
-  ASSERT_TRUE(router_->start());
   auto queued = [&]() -> int {
     auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
     if (!m)
@@ -427,12 +440,8 @@ spec: {priority: -1, poolRef: {name: pool}}
     auto pos = m->body.find("sluice_flow_control_total{outcome=\"queued\"} ");
     return pos == std::string::npos ? -1 : std::atoi(m->body.c_str() + pos + 44);
   };
-  // A stream holds the only slot.
-  fleet_.sims[0]->control().hold_after_first = true;
   testing::TestConnection held(gw_port_);
-  held.send(testing::postRequest("/v1/chat/completions", chatBody("base-model", true)));
-  ASSERT_TRUE(held.readHead());
-  ASSERT_TRUE(held.readUntil("data:"));
+  holdTheSlot(held);
   // Sheddable: refused at once.
   auto r = chat(gw_port_, "base-model", "/v1/chat/completions",
                 "x-gateway-inference-objective: batch\r\n");
@@ -471,20 +480,7 @@ spec: {priority: -1, poolRef: {name: pool}}
 // Fairness within a priority band: a tenant's flood cannot starve another tenant; flows are
 // served in turn (x-gateway-inference-fairness-id).
 TEST_F(ManifestsTest, FlowControlFloodDoesNotStarveAnotherTenant) {
-  write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0}) + R"(
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: default}
-spec:
-  parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]}]
-)");
-  auto c = testing::loopbackConfig({});
-  c.models.clear();
-  c.manifests = dir_.string();
-  c.flow_control.max_in_flight_per_endpoint = 1;
-  router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 7);
-  ASSERT_TRUE(router_->start());
+  startFlowControl(std::chrono::seconds(30));
   auto queued = [&]() -> int {
     auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
     if (!m)
@@ -492,11 +488,8 @@ spec:
     auto pos = m->body.find("\nsluice_flow_control_queued ");
     return pos == std::string::npos ? -1 : std::atoi(m->body.c_str() + pos + 28);
   };
-  fleet_.sims[0]->control().hold_after_first = true;
   testing::TestConnection held(gw_port_);
-  held.send(testing::postRequest("/v1/chat/completions", chatBody("base-model", true)));
-  ASSERT_TRUE(held.readHead());
-  ASSERT_TRUE(held.readUntil("data:"));
+  holdTheSlot(held);
   std::mutex mu;
   std::vector<std::string> order;
   std::vector<std::thread> threads;
@@ -525,26 +518,9 @@ spec:
 }
 
 TEST_F(ManifestsTest, FlowControlQueueTtl) {
-  write("all.yaml", gateway(gw_port_) + poolAndPod("pool", {0}) + R"(
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r, namespace: default}
-spec:
-  parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]}]
-)");
-  auto c = testing::loopbackConfig({});
-  c.models.clear();
-  c.manifests = dir_.string();
-  c.flow_control.max_in_flight_per_endpoint = 1;
-  c.flow_control.queue_ttl = std::chrono::milliseconds(200);
-  router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 7);
-  ASSERT_TRUE(router_->start());
-  fleet_.sims[0]->control().hold_after_first = true;
+  startFlowControl(std::chrono::milliseconds(200));
   testing::TestConnection held(gw_port_);
-  held.send(testing::postRequest("/v1/chat/completions", chatBody("base-model", true)));
-  ASSERT_TRUE(held.readHead());
-  ASSERT_TRUE(held.readUntil("data:"));
+  holdTheSlot(held);
   auto r = chat(gw_port_, "base-model");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 503) << r->body;
