@@ -16,6 +16,8 @@ echo "== scheduling quality: every preset on a simulated fleet"
 bash bench/scheduling.sh
 echo "== filters: every filter on against every filter off"
 bash bench/filters_overhead.sh "${BENCH_SECONDS:-10}" "${BENCH_CONNECTIONS:-32}" "${BENCH_ROUNDS:-3}"
+echo "== large prompts: 220 KB bodies, direct and through the router"
+bash bench/large_prompt.sh 64
 echo "== memory: idle, 10k keep-alive connections, 1k streams"
 bash bench/memory.sh 10000 0
 bash bench/memory.sh 0 1000
