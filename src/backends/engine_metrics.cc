@@ -310,7 +310,7 @@ void EndpointTracker::onFailure(std::string error, uint32_t unhealthy_after) {
   }
 }
 
-std::vector<std::string> parseModelIds(std::string_view json) {
+std::vector<std::string> parseModelIds(std::string_view json, std::vector<std::string>* lora_ids) {
   namespace od = simdjson::ondemand;
   std::vector<std::string> ids;
   base::PaddedBuffer buf;
@@ -334,6 +334,11 @@ std::vector<std::string> parseModelIds(std::string_view json) {
     std::string_view id;
     if (item["id"].get_string().get(id) == simdjson::SUCCESS) {
       ids.emplace_back(id);
+      std::string_view parent;
+      if (lora_ids != nullptr && item["parent"].get_string().get(parent) == simdjson::SUCCESS &&
+          !parent.empty()) {
+        lora_ids->push_back(ids.back());
+      }
     }
   }
   return ids;

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "base/clock.h"
@@ -85,9 +86,10 @@ struct EndpointMetrics {
   int max_loras = -1;
   std::vector<std::string> running_loras;
   std::vector<std::string> waiting_loras;
-  std::vector<std::string> adapters;  // from /v1/models
-  bool scraped = false;               // at least one scrape succeeded
-  bool healthy = true;                // false after repeated failures, until one succeeds
+  std::vector<std::string> adapters;       // every model id from /v1/models
+  std::vector<std::string> lora_adapters;  // those with a "parent" (vLLM's mark of an adapter)
+  bool scraped = false;                    // at least one scrape succeeded
+  bool healthy = true;                     // false after repeated failures, until one succeeds
   uint32_t consecutive_failures = 0;
   base::MonoTime updated{};  // last successful scrape
   std::string last_error;
@@ -99,7 +101,10 @@ class EndpointTracker {
  public:
   void onScrape(const EngineSignals& s, base::MonoTime now);
   void onFailure(std::string error, uint32_t unhealthy_after);
-  void setAdapters(std::vector<std::string> adapters) { m_.adapters = std::move(adapters); }
+  void setAdapters(std::vector<std::string> adapters, std::vector<std::string> lora_adapters = {}) {
+    m_.adapters = std::move(adapters);
+    m_.lora_adapters = std::move(lora_adapters);
+  }
   const EndpointMetrics& metrics() const { return m_; }
 
  private:
@@ -115,12 +120,24 @@ class EndpointTracker {
 struct MetricsView {
   std::unordered_map<std::string, EndpointMetrics> endpoints;  // by "ip:port"
   base::MonoTime published{};
+  // LoRA adapters any endpoint serves (its /v1/models) or runs: built once per publication so
+  // the request path asks one set, not every endpoint.
+  std::unordered_set<std::string> lora_adapters;
   const EndpointMetrics* find(const std::string& address) const {
     auto it = endpoints.find(address);
     return it == endpoints.end() ? nullptr : &it->second;
   }
+  bool isLoraAdapter(std::string_view model) const {
+    if (lora_adapters.empty())
+      return false;
+    thread_local std::string key;
+    key.assign(model.data(), model.size());
+    return lora_adapters.count(key) > 0;
+  }
 };
 // Model ids from an OpenAI /v1/models body ("data":[{"id":...}]).
-std::vector<std::string> parseModelIds(std::string_view json);
+// With `lora_ids`, also the ids that name a "parent" model (LoRA adapters, vLLM's convention).
+std::vector<std::string> parseModelIds(std::string_view json,
+                                       std::vector<std::string>* lora_ids = nullptr);
 
 }  // namespace sluice::backends

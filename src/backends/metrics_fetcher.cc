@@ -81,7 +81,10 @@ void MetricsFetcher::publishNow() {
   view->published = time_.monotonicNow();
   view->endpoints.reserve(targets_.size());
   for (const auto& [address, t] : targets_) {
-    view->endpoints.emplace(address, t->tracker.metrics());
+    const auto& m = view->endpoints.emplace(address, t->tracker.metrics()).first->second;
+    view->lora_adapters.insert(m.lora_adapters.begin(), m.lora_adapters.end());
+    view->lora_adapters.insert(m.running_loras.begin(), m.running_loras.end());
+    view->lora_adapters.insert(m.waiting_loras.begin(), m.waiting_loras.end());
   }
   MetricsViewPtr ptr = std::move(view);
   {
@@ -189,7 +192,9 @@ awaitable<void> MetricsFetcher::scrape(std::shared_ptr<Target> target) {
     error_code models_ec;
     std::string models = co_await get(t, "/v1/models", models_ec, models_status);
     if (!models_ec && models_status == 200) {
-      t.tracker.setAdapters(parseModelIds(models));
+      std::vector<std::string> loras;
+      auto ids = parseModelIds(models, &loras);
+      t.tracker.setAdapters(std::move(ids), std::move(loras));
     }
   }
   t.in_flight = false;

@@ -739,18 +739,13 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   info.model = route.upstream_model.empty() ? std::string_view(peek.model)
                                             : std::string_view(route.upstream_model);
   info.prompt_tokens = std::max<uint64_t>(1, peek.prompt.length / 4);
-  // A LoRA adapter: named so by a ModelRoute, or listed as one by an endpoint's /v1/models.
+  // A LoRA adapter: named so by a ModelRoute, or served or run as one by an engine (one set
+  // lookup: the fetcher gathers the adapters when it publishes).
   if (route.lora) {
     info.lora = info.model;
-  } else if (const auto* view = w.metricsView(); view != nullptr && !info.model.empty()) {
-    for (const auto& ep : backend.endpoints) {
-      const auto* m = view->find(ep.address);
-      if (m != nullptr && !m->adapters.empty() &&
-          std::find(m->adapters.begin(), m->adapters.end(), info.model) != m->adapters.end()) {
-        info.lora = info.model;
-        break;
-      }
-    }
+  } else if (const auto* view = w.metricsView();
+             view != nullptr && view->isLoraAdapter(info.model)) {
+    info.lora = info.model;
   }
   info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
   std::vector<uint64_t> prefix_hashes;

@@ -236,6 +236,11 @@ TEST(ModelIds, FromV1Models) {
       parseModelIds(R"({"object":"list","data":[{"id":"base"},{"id":"lora-a","parent":"base"}]})"),
       ElementsAre("base", "lora-a"));
   EXPECT_TRUE(parseModelIds("not json").empty());
+  // Only ids with a parent are LoRA adapters: the base model is not one.
+  std::vector<std::string> loras;
+  parseModelIds(R"({"data":[{"id":"base","parent":null},{"id":"lora-a","parent":"base"}]})",
+                &loras);
+  EXPECT_THAT(loras, ElementsAre("lora-a"));
 }
 
 }  // namespace
