@@ -27,49 +27,47 @@ struct PkeyDeleter {
   void operator()(void* p) const { EVP_PKEY_free(static_cast<EVP_PKEY*>(p)); }
 };
 
-std::shared_ptr<void> rsaKey(const std::string& n, const std::string& e) {
-  BIGNUM* bn_n = BN_bin2bn(reinterpret_cast<const unsigned char*>(n.data()),
-                           static_cast<int>(n.size()), nullptr);
-  BIGNUM* bn_e = BN_bin2bn(reinterpret_cast<const unsigned char*>(e.data()),
-                           static_cast<int>(e.size()), nullptr);
+// A public key of `type` ("RSA", "EC") from the parameters `push` adds to a builder.
+template <class Push>
+std::shared_ptr<void> publicKey(const char* type, Push push) {
   OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
-  OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n);
-  OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e);
+  push(bld);
   OSSL_PARAM* params = OSSL_PARAM_BLD_to_param(bld);
-  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr);
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr);
   EVP_PKEY* pkey = nullptr;
-  if (ctx != nullptr && EVP_PKEY_fromdata_init(ctx) == 1) {
+  if (ctx != nullptr && params != nullptr && EVP_PKEY_fromdata_init(ctx) == 1) {
     EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params);
   }
   EVP_PKEY_CTX_free(ctx);
   OSSL_PARAM_free(params);
   OSSL_PARAM_BLD_free(bld);
-  BN_free(bn_n);
-  BN_free(bn_e);
   if (pkey == nullptr)
     return nullptr;
   return std::shared_ptr<void>(pkey, PkeyDeleter{});
+}
+
+std::shared_ptr<void> rsaKey(const std::string& n, const std::string& e) {
+  BIGNUM* bn_n = BN_bin2bn(reinterpret_cast<const unsigned char*>(n.data()),
+                           static_cast<int>(n.size()), nullptr);
+  BIGNUM* bn_e = BN_bin2bn(reinterpret_cast<const unsigned char*>(e.data()),
+                           static_cast<int>(e.size()), nullptr);
+  auto key = publicKey("RSA", [&](OSSL_PARAM_BLD* bld) {
+    OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n);
+    OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e);
+  });
+  BN_free(bn_n);
+  BN_free(bn_e);
+  return key;
 }
 
 std::shared_ptr<void> ecKey(const std::string& x, const std::string& y) {
   if (x.size() != 32 || y.size() != 32)
     return nullptr;
   std::string point = "\x04" + x + y;
-  OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
-  OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0);
-  OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size());
-  OSSL_PARAM* params = OSSL_PARAM_BLD_to_param(bld);
-  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr);
-  EVP_PKEY* pkey = nullptr;
-  if (ctx != nullptr && EVP_PKEY_fromdata_init(ctx) == 1) {
-    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params);
-  }
-  EVP_PKEY_CTX_free(ctx);
-  OSSL_PARAM_free(params);
-  OSSL_PARAM_BLD_free(bld);
-  if (pkey == nullptr)
-    return nullptr;
-  return std::shared_ptr<void>(pkey, PkeyDeleter{});
+  return publicKey("EC", [&](OSSL_PARAM_BLD* bld) {
+    OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0);
+    OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point.data(), point.size());
+  });
 }
 
 bool verifyDigest(EVP_PKEY* pkey, std::string_view signed_part, const std::string& der_sig) {

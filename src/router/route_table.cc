@@ -107,6 +107,20 @@ bool precedes(const MatchEntry* a, const MatchEntry* b) {
   return a->index < b->index;
 }
 
+// An index drawn in proportion to the weights; `total` is their sum and must be > 0.
+template <class Items, class Weight>
+size_t weightedIndex(const Items& items, uint64_t total, Weight weight, base::Random& random) {
+  uint64_t r = random.uniform(total);
+  size_t i = 0;
+  for (const auto& item : items) {
+    if (r < weight(item))
+      return i;
+    r -= weight(item);
+    ++i;
+  }
+  return items.size() - 1;
+}
+
 std::string stripSlash(std::string_view p) {
   while (p.size() > 1 && p.back() == '/') {
     p.remove_suffix(1);
@@ -337,18 +351,12 @@ ModelTarget RouteTable::matchModel(const ListenerRoutes& listener, const Request
         ok = *rule.body_model == req.model;
       if (!ok || rule.targets.empty())
         continue;
-      const ModelRouteEntry::Rule::Target* pick = &rule.targets[0];
+      size_t pick = 0;
       if (rule.targets.size() > 1 && rule.total_weight > 0) {
-        uint64_t r = random.uniform(rule.total_weight);
-        for (const auto& t : rule.targets) {
-          if (r < t.weight) {
-            pick = &t;
-            break;
-          }
-          r -= t.weight;
-        }
+        pick = weightedIndex(
+            rule.targets, rule.total_weight, [](const auto& t) { return t.weight; }, random);
       }
-      return {route.get(), pick, lora};
+      return {route.get(), &rule.targets[pick], lora};
     }
   }
   return {};
@@ -361,13 +369,8 @@ const RouteAction::Target* RouteTable::pickTarget(const RouteAction& action, bas
   if (action.targets.size() == 1) {
     return &action.targets[0];
   }
-  uint64_t r = random.uniform(action.total_weight);
-  for (const auto& t : action.targets) {
-    if (r < t.weight)
-      return &t;
-    r -= t.weight;
-  }
-  return &action.targets.back();
+  return &action.targets[weightedIndex(
+      action.targets, action.total_weight, [](const auto& t) { return t.weight; }, random)];
 }
 
 const ModelRewrite* RouteTable::rewriteFor(const Backend& backend, std::string_view model) {
@@ -387,13 +390,10 @@ std::string_view RouteTable::pickModel(const ModelRewrite& rewrite, base::Random
   if (rewrite.total_weight == 0) {
     return rewrite.targets[random.uniform(rewrite.targets.size())].first;
   }
-  uint64_t r = random.uniform(rewrite.total_weight);
-  for (const auto& [model, weight] : rewrite.targets) {
-    if (r < weight)
-      return model;
-    r -= weight;
-  }
-  return rewrite.targets.back().first;
+  return rewrite
+      .targets[weightedIndex(
+          rewrite.targets, rewrite.total_weight, [](const auto& t) { return t.second; }, random)]
+      .first;
 }
 
 std::string rewritePath(const config::HttpPathModifier& mod, const MatchEntry& entry,
