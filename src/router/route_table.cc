@@ -1241,6 +1241,7 @@ class Builder {
         const auto& rule = route.rules[ri];
         auto action = std::make_unique<RouteAction>();
         action->route = route_key;
+        action->qualified = "HTTPRoute/" + route_key;
         action->rule = ri;
         action->request_timeout = rule.request_timeout;
         action->backend_timeout = rule.backend_timeout;
@@ -1383,6 +1384,7 @@ class Builder {
       auto& st = status(o->key());
       auto entry = std::make_shared<ModelRouteEntry>();
       entry->key = o->meta.ns + "/" + o->meta.name;
+      entry->qualified = "ModelRoute/" + entry->key;
       entry->creation = o->meta.creation;
       entry->seq = o->meta.seq;
       entry->rate_limit = mr.rate_limit;

@@ -80,7 +80,8 @@ struct ObjectStatus {
 
 // What an HTTPRoute rule does once it matched.
 struct RouteAction {
-  std::string route;  // ns/name
+  std::string route;      // ns/name
+  std::string qualified;  // "HTTPRoute/ns/name": the filters' name for it
   size_t rule = 0;
   struct Target {
     std::shared_ptr<const Backend> backend;  // null: an invalid ref (500 for its share)
@@ -176,7 +177,8 @@ class RuleSet {
 };
 
 struct ModelRouteEntry {
-  std::string key;  // ns/name
+  std::string key;        // ns/name
+  std::string qualified;  // "ModelRoute/ns/name": the filters' name for it
   int64_t creation = 0;
   uint64_t seq = 0;
   std::string section;  // sectionName the route bound to on this gateway ("" = all)

@@ -1489,15 +1489,13 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     fr.limit_selection = limit_selection;
     if (listener != nullptr)
       fr.gateway = listener->gateway;
-    std::string route_name;
     if (model_route != nullptr) {
-      route_name = "ModelRoute/" + model_route->key;
+      fr.route = model_route->qualified;
       if (model_route->rate_limit)
         fr.route_limit = &*model_route->rate_limit;
     } else if (route.action != nullptr) {
-      route_name = "HTTPRoute/" + route.action->route;
+      fr.route = route.action->qualified;
     }
-    fr.route = route_name;
     fr.input_tokens = peek.prompt.valid() ? std::max<uint64_t>(1, peek.prompt.length / 4) : 0;
     fr.output_tokens = peek.model.empty() ? 0 : peek.max_tokens.value_or(kDefaultExpectedOutput);
     fr.now_ns = w.context().time.monotonicNow().time_since_epoch().count();
