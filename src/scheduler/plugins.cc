@@ -76,9 +76,14 @@ void HealthFilter::filter(const RequestInfo&, CycleState& state, std::vector<Can
 
 void SaturationFilter::filter(const RequestInfo&, CycleState&, std::vector<Candidate>& cands) {
   keepIf(cands, [&](const Candidate& c) {
-    if (!c.metrics || !c.metrics->scraped || c.metrics_age_s < 0 ||
-        c.metrics_age_s > stale_after_s_) {
-      return false;  // nothing fresh known: treat as saturated
+    if (!c.metrics || !c.metrics->scraped) {
+      // Never scraped yet (the router just started, or the endpoint just appeared): the
+      // router's own zero-lag accounting is all there is, and the load scorers use it. Dropping
+      // these would herd a cold start onto whichever engine answered its first scrape first.
+      return true;
+    }
+    if (c.metrics_age_s < 0 || c.metrics_age_s > stale_after_s_) {
+      return false;  // scraped once, nothing fresh since: treat as saturated
     }
     return waitingOf(c) < max_waiting_ &&
            (c.metrics->kv_usage < 0 || c.metrics->kv_usage < max_kv_);

@@ -97,7 +97,9 @@ std::unique_ptr<Profile> Scheduler::makePreset(std::string_view name) const {
     p->filters.push_back(std::make_unique<HealthFilter>());
     p->filters.push_back(std::make_unique<SaturationFilter>(16, 0.97, 5.0));
     p->filters.push_back(std::make_unique<LoraAffinityFilter>());
-    add(std::make_unique<PrefixCacheScorer>(index_, 32768), 3);
+    // Prefix weight 4 outweighs token load + queue + KV together (min-max normalised, one
+    // waiting request swings the queue score fully), so a near-full hit stays under the gate.
+    add(std::make_unique<PrefixCacheScorer>(index_, 32768), 4);
     add(std::make_unique<TokenLoadScorer>(), 2);
     add(std::make_unique<QueueScorer>(), 1);
     add(std::make_unique<KvCacheScorer>(), 1);

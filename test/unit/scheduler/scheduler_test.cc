@@ -197,6 +197,26 @@ TEST(Filters, SaturationDropsBusyAndStaleButNeverEmpties) {
   EXPECT_EQ(cands.size(), 3u);  // all saturated: keep all rather than none
 }
 
+// A cold start must not herd: endpoints not scraped yet stay candidates (their load is the
+// router's own count), next to the scraped idle one.
+TEST(Filters, SaturationKeepsEndpointsNotScrapedYet) {
+  Fleet f(3);
+  f.metrics(0).scraped = false;
+  f.view.endpoints.erase(f.ep(1).address);
+  SaturationFilter filter(16, 0.97, 5.0);
+  auto cands = f.candidates();
+  CycleState st;
+  filter.filter({}, st, cands);
+  EXPECT_EQ(cands.size(), 3u);
+  // Scraped once and stale since is another matter.
+  cands = f.candidates();
+  cands[2].metrics_age_s = 60;
+  filter.filter({}, st, cands);
+  ASSERT_EQ(cands.size(), 2u);
+  EXPECT_EQ(cands[0].endpoint, &f.ep(0));
+  EXPECT_EQ(cands[1].endpoint, &f.ep(1));
+}
+
 TEST(Filters, HealthAndLora) {
   Fleet f(3);
   f.metrics(1).healthy = false;
@@ -439,6 +459,15 @@ TEST(Presets, SluiceDefaultKeepsAPrefixTogetherUntilTheEndpointIsLoaded) {
   for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(pickOne(s, *p, f, system + "question " + std::to_string(i), rnd), first);
   }
+  // Moderately busier than the rest (more tokens in flight, a request waiting for the next
+  // engine step, more KV in use): a 98% prefix hit is still worth more than that, so it stays.
+  size_t warm = 0;
+  while (&f.ep(warm) != first)
+    ++warm;
+  first->state->in_flight_tokens = 8000;
+  f.metrics(warm).waiting = 1;
+  f.metrics(warm).kv_usage = 0.3;
+  EXPECT_EQ(pickOne(s, *p, f, system + "question six", rnd), first);
   // The warm endpoint now carries far more tokens than the rest: affinity lets go.
   first->state->in_flight_tokens = 100000;
   const router::Endpoint* next = pickOne(s, *p, f, system + "another", rnd);
