@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Router overhead: the same wrk load against a fast upstream (nginx returning a fixed OpenAI
-# response) directly, through nginx proxy_pass, through HAProxy, and through sluice. Runs are interleaved so
-# machine noise hits every target alike. Usage: bench/overhead.sh [seconds] [connections] [rounds]
+# response) directly, through nginx proxy_pass, through HAProxy, and through sluice with
+# authentication, rate limits, scheduling, metrics and the access log on. Runs are interleaved
+# so machine noise hits every target alike. Writes $RESULTS/overhead-latest.json and a plot.
+# Usage: bench/overhead.sh [seconds] [connections] [rounds]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DURATION=${1:-5}
 CONNS=${2:-32}
 ROUNDS=${3:-3}
 BIN=${SLUICE_BIN_DIR:-build/bin}
+RESULTS=${RESULTS:-bench/results}
+mkdir -p "$RESULTS"
 WORK=$(mktemp -d /tmp/sluice-overhead.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; for p in nginx haproxy; do [ -f "$WORK/$p.pid" ] && kill "$(cat "$WORK/$p.pid")" 2>/dev/null; done; rm -rf "$WORK"' EXIT
 
@@ -69,6 +73,15 @@ models:
   - name: bench
     upstream_model: llama-3.1-8b
     endpoints: [127.0.0.1:$UP]
+# Everything a production route has on: API-key authentication, token and request limits,
+# the default scheduler (prefix scoring), metrics and the access log.
+auth:
+  mode: required
+  api_keys:
+    - {id: bench, tenant: acme, key_sha256: $(printf %s sk-bench-key | sha256sum | cut -d' ' -f1), models: [bench]}
+rate_limits:
+  - {name: per-identity, per: [identity], total_tokens: 1000000000000, unit: minute}
+  - {name: per-model, per: [model], requests: 1000000000, unit: second}
 YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/sluice.ready" 2>"$WORK/sluice.err" &
 for _ in $(seq 200); do [ -f "$WORK/sluice.ready" ] && break; sleep 0.05; done
@@ -79,7 +92,8 @@ python3 - "$WORK/post.lua" <<'PY'
 import json, sys
 content = "Summarise the following text. " * 30
 body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": content[:900]}], "max_tokens": 64})
-open(sys.argv[1], "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = %s\n' % json.dumps(body))
+open(sys.argv[1], "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+  'wrk.headers["Authorization"] = "Bearer sk-bench-key"\nwrk.body = %s\n' % json.dumps(body))
 PY
 
 declare -A RPS P50 P99
@@ -107,7 +121,7 @@ done
 
 python3 - "$DURATION" "$CONNS" "$ROUNDS" "${RPS[direct]}" "${RPS[nginx]}" "${RPS[haproxy]}" "${RPS[sluice]}" \
   "${P50[direct]}" "${P50[nginx]}" "${P50[haproxy]}" "${P50[sluice]}" \
-  "${P99[direct]}" "${P99[nginx]}" "${P99[haproxy]}" "${P99[sluice]}" <<'PY'
+  "${P99[direct]}" "${P99[nginx]}" "${P99[haproxy]}" "${P99[sluice]}" "$RESULTS/overhead-latest.json" <<'PY'
 import json, statistics, sys, time
 d, c, rounds = sys.argv[1:4]
 rps = [list(map(float, a.split())) for a in sys.argv[4:8]]
@@ -120,6 +134,7 @@ def ms(v):
 p50 = [[ms(x) for x in a.split()] for a in sys.argv[8:12]]
 p99 = [[ms(x) for x in a.split()] for a in sys.argv[12:16]]
 names = ["direct", "nginx proxy_pass", "haproxy", "sluice"]
+out = sys.argv[16]
 rows = []
 print(f"\nwrk -t1 -c{c} -d{d}s, 1 KB chat POST, median of {rounds} interleaved rounds")
 print(f"{'target':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
@@ -130,5 +145,6 @@ for i, n in enumerate(names):
 print(f"sluice / nginx throughput: {rows[3]['rps'] / rows[1]['rps']:.2f}, "
       f"sluice / haproxy: {rows[3]['rps'] / rows[2]['rps']:.2f}")
 json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": int(d), "connections": int(c), "rows": rows},
-          open("bench/results/overhead-latest.json", "w"), indent=2)
+          open(out, "w"), indent=2)
 PY
+bash bench/plot.sh "$RESULTS" overhead-latest

@@ -12,12 +12,14 @@ echo "== metrics fetcher: 500 endpoints at 50 ms"
 build/bin/fetcher_bench 500 50 "${BENCH_SECONDS:-10}"
 echo "== simulator capacity: 16 engines"
 bash bench/sim_capacity.sh 16 64 "${BENCH_SECONDS:-10}"
-echo "== scheduling quality: every preset on a simulated fleet"
+echo "== scheduling quality: every preset on every workload, simulated fleet of 8"
 bash bench/scheduling.sh
 echo "== filters: every filter on against every filter off"
 bash bench/filters_overhead.sh "${BENCH_SECONDS:-10}" "${BENCH_CONNECTIONS:-32}" "${BENCH_ROUNDS:-3}"
-echo "== large prompts: 220 KB bodies, direct and through the router"
+echo "== large prompts: 220 KB bodies at concurrency 20 to 200, direct and through the router"
 bash bench/large_prompt.sh 64
+echo "== streaming relay: inter-token latency, direct and through the router"
+bash bench/streaming.sh
 echo "== memory: idle, 10k keep-alive connections, 1k streams"
 bash bench/memory.sh 10000 0
 bash bench/memory.sh 0 1000

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -26,6 +27,12 @@ struct RequestInfo {
   const std::vector<uint64_t>* prefix_hashes = nullptr;  // chained block hashes of the prompt
   std::string_view session;  // session key (header or the body's `user`); may be empty
   uint64_t expectedTokens() const { return prompt_tokens + max_tokens; }
+  // The work the request brings to an endpoint that already holds `matched_blocks` of its
+  // `total_blocks` prompt blocks: the prompt it must compute plus the expected output.
+  uint64_t expectedWorkOn(uint32_t matched_blocks, uint32_t total_blocks) const {
+    uint64_t cached = total_blocks == 0 ? 0 : prompt_tokens * matched_blocks / total_blocks;
+    return prompt_tokens - std::min(cached, prompt_tokens) + max_tokens;
+  }
 };
 
 // One endpoint as the plugins see it: the router's own live counts and the engine's last

@@ -75,6 +75,26 @@ void HealthFilter::filter(const RequestInfo&, CycleState& state, std::vector<Can
 }
 
 void SaturationFilter::filter(const RequestInfo&, CycleState&, std::vector<Candidate>& cands) {
+  auto fresh = [&](const Candidate& c) {
+    return c.metrics && c.metrics->scraped && c.metrics_age_s >= 0 &&
+           c.metrics_age_s <= stale_after_s_;
+  };
+  double waiting_floor = 0, kv_limit = max_kv_;
+  if (relative_) {
+    double least_waiting = HUGE_VAL, least_kv = HUGE_VAL;
+    for (const auto& c : cands) {
+      if (fresh(c)) {
+        least_waiting = std::min(least_waiting, waitingOf(c));
+        least_kv = std::min(least_kv, c.metrics->kv_usage < 0 ? 0.0 : c.metrics->kv_usage);
+      }
+    }
+    if (least_waiting != HUGE_VAL) {
+      waiting_floor = least_waiting;
+      if (least_kv > max_kv_ - 0.1) {
+        kv_limit = HUGE_VAL;  // every engine's cache is about as full: not a reason to move
+      }
+    }
+  }
   keepIf(cands, [&](const Candidate& c) {
     if (!c.metrics || !c.metrics->scraped) {
       // Never scraped yet (the router just started, or the endpoint just appeared): the
@@ -85,8 +105,8 @@ void SaturationFilter::filter(const RequestInfo&, CycleState&, std::vector<Candi
     if (c.metrics_age_s < 0 || c.metrics_age_s > stale_after_s_) {
       return false;  // scraped once, nothing fresh since: treat as saturated
     }
-    return waitingOf(c) < max_waiting_ &&
-           (c.metrics->kv_usage < 0 || c.metrics->kv_usage < max_kv_);
+    return waitingOf(c) - waiting_floor < max_waiting_ &&
+           (c.metrics->kv_usage < 0 || c.metrics->kv_usage < kv_limit);
   });
 }
 

@@ -21,13 +21,20 @@ class HealthFilter final : public Filter {
 // `max_kv`, or metrics older than `stale_after_s` (stale counts as saturated).
 class SaturationFilter final : public Filter {
  public:
-  SaturationFilter(double max_waiting, double max_kv, double stale_after_s)
-      : max_waiting_(max_waiting), max_kv_(max_kv), stale_after_s_(stale_after_s) {}
+  // relative: an endpoint counts as saturated only against the best fresh candidate (its queue
+  // `max_waiting` longer than the shortest, its KV use past `max_kv` while another's is 0.1 or
+  // more below that), so a fleet that is busy everywhere keeps its cache affinity.
+  SaturationFilter(double max_waiting, double max_kv, double stale_after_s, bool relative = false)
+      : max_waiting_(max_waiting),
+        max_kv_(max_kv),
+        stale_after_s_(stale_after_s),
+        relative_(relative) {}
   std::string_view name() const override { return "saturation"; }
   void filter(const RequestInfo& req, CycleState& state, std::vector<Candidate>& cands) override;
 
  private:
   double max_waiting_, max_kv_, stale_after_s_;
+  bool relative_;
 };
 
 // Kthena's least-request filter: drops endpoints whose engine queue exceeds `max_waiting`.

@@ -90,12 +90,14 @@ std::unique_ptr<Profile> Scheduler::makePreset(std::string_view name) const {
   } else if (name == "sglang-cache-aware") {
     add(std::make_unique<SglangCacheAwareScorer>(index_, 32, 1.1, 0.5), 1);
   } else if (name == "sluice-default") {
-    // Ours: never send to unhealthy or saturated endpoints when others exist; stay on the
-    // cache-warm endpoint until its tokens in flight pass the threshold, then route on the
-    // router's zero-lag token load, the engines' queues and KV use; spread cold prefixes;
-    // respect LoRA residency.
+    // Ours: never send to unhealthy or ejected endpoints when others exist; stay on the
+    // cache-warm endpoint until the work in flight there (uncached prompt plus output tokens)
+    // passes the threshold, then route on the router's zero-lag token load, the engines'
+    // queues and KV use; spread cold prefixes; respect LoRA residency.
     p->filters.push_back(std::make_unique<HealthFilter>());
-    p->filters.push_back(std::make_unique<SaturationFilter>(16, 0.97, 5.0));
+    // No saturation filter: on a fleet that is busy everywhere (KV-bound engines all queue) it
+    // dropped the warm engines and halved the hit rate (bench/scheduling.sh kthena-long: 240-300
+    // req/s with it, 365-426 without); the gate below and the queue and KV scorers see load.
     p->filters.push_back(std::make_unique<LoraAffinityFilter>());
     // Prefix weight 4 outweighs token load + queue + KV together (min-max normalised, one
     // waiting request swings the queue score fully), so a near-full hit stays under the gate.
@@ -131,7 +133,8 @@ std::unique_ptr<Profile> Scheduler::makeProfile(
       p->filters.push_back(std::make_unique<HealthFilter>());
     } else if (t == "saturation-filter") {
       p->filters.push_back(std::make_unique<SaturationFilter>(
-          param("maxWaiting", 16), param("maxKvUsage", 0.97), param("staleAfterSeconds", 5)));
+          param("maxWaiting", 16), param("maxKvUsage", 0.97), param("staleAfterSeconds", 5),
+          param("relative", 0) != 0));
     } else if (t == "least-request-filter") {
       p->filters.push_back(std::make_unique<LeastRequestFilter>(param("maxWaitingRequests", 10)));
     } else if (t == "lora-affinity-filter") {

@@ -809,7 +809,13 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     w.scheduler().onDispatch(profile, info, cycle, *candidates.front(),
                              view ? view->find(candidates.front()->address) : nullptr);
   }
-  const int64_t expected_tokens = static_cast<int64_t>(info.expectedTokens());
+  // An endpoint's load is the work it was given: the prompt it must compute (less the prefix the
+  // index says it holds) plus the expected output.
+  auto expectedWork = [&](size_t i) {
+    const bool known = cycle.prefix_computed && i < cycle.prefix_blocks.size();
+    return static_cast<int64_t>(
+        info.expectedWorkOn(known ? cycle.prefix_blocks[i] : 0, known ? cycle.prefix_total : 0));
+  };
   if (candidates.empty()) {
     co_await writeError(x, ErrorKind::NoEndpoints,
                         fmt::format("model '{}' has no ready endpoints", peek.model));
@@ -864,7 +870,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     }
     ++x.attempts;
     x.endpoint = ep.address;
-    router::Reservation reservation(ep.state.get(), expected_tokens);
+    router::Reservation reservation(ep.state.get(), expectedWork(i));
     bool fresh_retry_allowed = true;
     bool answered = false;
     while (true) {

@@ -75,9 +75,9 @@ TEST_F(SchedulingTest, RequestsSharingAPrefixStayTogether) {
       text,
       ::testing::HasSubstr(
           "sluice_scheduler_plugin_duration_seconds_count{plugin=\"prefix-cache-scorer\"} 12"));
-  EXPECT_THAT(
-      text, ::testing::HasSubstr(
-                "sluice_scheduler_plugin_duration_seconds_count{plugin=\"saturation-filter\"} 12"));
+  EXPECT_THAT(text,
+              ::testing::HasSubstr(
+                  "sluice_scheduler_plugin_duration_seconds_count{plugin=\"health-filter\"} 12"));
 }
 
 TEST_F(SchedulingTest, ABurstOfColdRequestsSpreadsInsteadOfHerding) {

@@ -197,6 +197,45 @@ TEST(Filters, SaturationDropsBusyAndStaleButNeverEmpties) {
   EXPECT_EQ(cands.size(), 3u);  // all saturated: keep all rather than none
 }
 
+// The load a request puts on an endpoint is the prompt it must compute there plus its output:
+// a warm endpoint is charged only the uncached part.
+TEST(Accounting, ExpectedWorkLeavesOutTheCachedPrefix) {
+  RequestInfo req;
+  req.prompt_tokens = 4000;
+  req.max_tokens = 100;
+  EXPECT_EQ(req.expectedWorkOn(0, 0), 4100u);    // nothing known
+  EXPECT_EQ(req.expectedWorkOn(0, 40), 4100u);   // cold
+  EXPECT_EQ(req.expectedWorkOn(30, 40), 1100u);  // three quarters cached
+  EXPECT_EQ(req.expectedWorkOn(40, 40), 100u);   // all of it
+  EXPECT_EQ(req.expectedWorkOn(50, 40), 100u);   // never below the output
+  EXPECT_EQ(req.expectedTokens(), 4100u);
+}
+
+// Relative mode: saturation is judged against the best fresh candidate, so a fleet that queues
+// everywhere keeps all its engines, and only an outlier is dropped.
+TEST(Filters, RelativeSaturationDropsOnlyOutliers) {
+  Fleet f(3);
+  for (size_t i = 0; i < 3; ++i) {
+    f.metrics(i).waiting = 20 + static_cast<double>(i);
+    f.metrics(i).kv_usage = 0.99;
+  }
+  SaturationFilter relative(16, 0.97, 5.0, true);
+  auto cands = f.candidates();
+  CycleState st;
+  relative.filter({}, st, cands);
+  EXPECT_EQ(cands.size(), 3u);  // all busy about equally: nobody is dropped
+  f.metrics(2).waiting = 40;    // 20 more than the shortest queue
+  cands = f.candidates();
+  relative.filter({}, st, cands);
+  ASSERT_EQ(cands.size(), 2u);
+  f.metrics(2).waiting = 20;
+  f.metrics(0).kv_usage = 0.5;  // one engine has room: the full ones are dropped
+  cands = f.candidates();
+  relative.filter({}, st, cands);
+  ASSERT_EQ(cands.size(), 1u);
+  EXPECT_EQ(cands[0].endpoint, &f.ep(0));
+}
+
 // A cold start must not herd: endpoints not scraped yet stay candidates (their load is the
 // router's own count), next to the scraped idle one.
 TEST(Filters, SaturationKeepsEndpointsNotScrapedYet) {
