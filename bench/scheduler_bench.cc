@@ -92,7 +92,9 @@ BENCHMARK_CAPTURE(BM_Decision, kthena_default, "kthena-default");
 BENCHMARK_CAPTURE(BM_Decision, random, "random");
 
 void BM_PrefixHashing(benchmark::State& state) {
-  scheduler::PrefixIndex index;
+  scheduler::PrefixIndex::Config c;
+  c.max_blocks = 1 << 20;  // the raw hashing rate over the whole prompt, not the default cap
+  scheduler::PrefixIndex index(c);
   std::string p = prompt(static_cast<size_t>(state.range(0)), 0);
   std::string_view parts[] = {p};
   std::vector<uint64_t> hashes;

@@ -27,10 +27,11 @@ struct RequestInfo {
   const std::vector<uint64_t>* prefix_hashes = nullptr;  // chained block hashes of the prompt
   std::string_view session;  // session key (header or the body's `user`); may be empty
   uint64_t expectedTokens() const { return prompt_tokens + max_tokens; }
-  // The work the request brings to an endpoint that already holds `matched_blocks` of its
-  // `total_blocks` prompt blocks: the prompt it must compute plus the expected output.
-  uint64_t expectedWorkOn(uint32_t matched_blocks, uint32_t total_blocks) const {
-    uint64_t cached = total_blocks == 0 ? 0 : prompt_tokens * matched_blocks / total_blocks;
+  // The work the request brings to an endpoint that already holds `matched_blocks` leading
+  // prompt blocks of `block_bytes` each: the prompt it must compute (tokens estimated as bytes
+  // / 4, like prompt_tokens) plus the expected output.
+  uint64_t expectedWorkOn(uint32_t matched_blocks, size_t block_bytes) const {
+    const uint64_t cached = static_cast<uint64_t>(matched_blocks) * block_bytes / 4;
     return prompt_tokens - std::min(cached, prompt_tokens) + max_tokens;
   }
 };

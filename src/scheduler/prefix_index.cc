@@ -8,6 +8,7 @@ namespace sluice::scheduler {
 PrefixIndex::PrefixIndex(Config config)
     : config_(config), shards_(std::max<size_t>(1, config.shards)) {
   config_.block_bytes = std::max<size_t>(16, config_.block_bytes);
+  config_.max_blocks = std::max<size_t>(1, config_.max_blocks);
 }
 
 PrefixIndex::~PrefixIndex() = default;
@@ -16,9 +17,10 @@ void PrefixIndex::hashPrompt(std::string_view model, std::span<const std::string
                              std::vector<uint64_t>& out) const {
   out.clear();
   const size_t bs = config_.block_bytes;
+  const size_t limit = config_.max_blocks * bs;
   uint64_t h = XXH3_64bits(model.data(), model.size());
   if (parts.size() == 1) {
-    std::string_view text = parts[0];
+    std::string_view text = parts[0].substr(0, limit);
     for (size_t off = 0; off + bs <= text.size(); off += bs) {
       h = XXH3_64bits_withSeed(text.data() + off, bs, h);
       out.push_back(h);
@@ -29,7 +31,10 @@ void PrefixIndex::hashPrompt(std::string_view model, std::span<const std::string
   thread_local std::string joined;
   joined.clear();
   for (auto p : parts) {
-    joined.append(p);
+    if (joined.size() >= limit) {
+      break;
+    }
+    joined.append(p.substr(0, limit - joined.size()));
   }
   for (size_t off = 0; off + bs <= joined.size(); off += bs) {
     h = XXH3_64bits_withSeed(joined.data() + off, bs, h);

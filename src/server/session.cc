@@ -813,8 +813,8 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   // index says it holds) plus the expected output.
   auto expectedWork = [&](size_t i) {
     const bool known = cycle.prefix_computed && i < cycle.prefix_blocks.size();
-    return static_cast<int64_t>(
-        info.expectedWorkOn(known ? cycle.prefix_blocks[i] : 0, known ? cycle.prefix_total : 0));
+    return static_cast<int64_t>(info.expectedWorkOn(known ? cycle.prefix_blocks[i] : 0,
+                                                    w.scheduler().index().blockBytes()));
   };
   if (candidates.empty()) {
     co_await writeError(x, ErrorKind::NoEndpoints,

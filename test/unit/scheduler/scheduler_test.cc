@@ -203,11 +203,11 @@ TEST(Accounting, ExpectedWorkLeavesOutTheCachedPrefix) {
   RequestInfo req;
   req.prompt_tokens = 4000;
   req.max_tokens = 100;
-  EXPECT_EQ(req.expectedWorkOn(0, 0), 4100u);    // nothing known
-  EXPECT_EQ(req.expectedWorkOn(0, 40), 4100u);   // cold
-  EXPECT_EQ(req.expectedWorkOn(30, 40), 1100u);  // three quarters cached
-  EXPECT_EQ(req.expectedWorkOn(40, 40), 100u);   // all of it
-  EXPECT_EQ(req.expectedWorkOn(50, 40), 100u);   // never below the output
+  // 256-byte blocks hold about 64 tokens.
+  EXPECT_EQ(req.expectedWorkOn(0, 256), 4100u);   // cold, or nothing known
+  EXPECT_EQ(req.expectedWorkOn(30, 256), 2180u);  // 1,920 tokens cached
+  EXPECT_EQ(req.expectedWorkOn(62, 256), 132u);   // all but 32 tokens
+  EXPECT_EQ(req.expectedWorkOn(90, 256), 100u);   // never below the output
   EXPECT_EQ(req.expectedTokens(), 4100u);
 }
 
@@ -305,6 +305,29 @@ TEST(PrefixIndex, MatchesLeadingBlocksPerEndpoint) {
   index.match(b, addrs, out);
   EXPECT_THAT(out, ElementsAre(0u, 2u, 0u));
   EXPECT_EQ(index.stats().entries, 2u);
+}
+
+// Only the first max_blocks blocks are hashed: long prompts cost a bounded number of index
+// updates, and two prompts that differ only past that point look the same.
+TEST(PrefixIndex, HashesAtMostMaxBlocks) {
+  PrefixIndex::Config c;
+  c.block_bytes = 16;
+  c.max_blocks = 4;
+  PrefixIndex index(c);
+  std::vector<uint64_t> a, b, split;
+  std::string text(200, 'x');
+  std::string_view one[] = {text};
+  index.hashPrompt("m", one, a);
+  EXPECT_EQ(a.size(), 4u);
+  std::string other = text.substr(0, 64) + std::string(136, 'y');
+  std::string_view two[] = {other};
+  index.hashPrompt("m", two, b);
+  EXPECT_EQ(a, b);
+  // Split into parts, the same text hashes the same, and still stops at the limit.
+  std::string_view parts[] = {std::string_view(text).substr(0, 10),
+                              std::string_view(text).substr(10)};
+  index.hashPrompt("m", parts, split);
+  EXPECT_EQ(a, split);
 }
 
 TEST(PrefixIndex, PerEndpointLruIsBounded) {
