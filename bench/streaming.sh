@@ -28,31 +28,15 @@ YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/router.ready" 2>"$WORK/router.log" &
 for _ in $(seq 200); do [ -s "$WORK/router.ready" ] && break; sleep 0.05; done
 PORT=$(python3 -c "import json;print(json.load(open('$WORK/router.ready'))['listener'])")
-: > "$WORK/rows"
+RUNS=()
 for conc in $CONCURRENCY; do
   for target in "direct $EP" "sluice 127.0.0.1:$PORT"; do
     set -- $target
     "$BIN/sluice-bench" --target "$2" --model m --workload random --requests "$conc" \
       --system-tokens 64 --question-tokens 16 --output-tokens "$TOKENS" --concurrency "$conc" \
       --progress off > "$WORK/$1-$conc.json" 2>/dev/null
-    python3 -c 'import json,sys; s=json.load(open(sys.argv[3])); print(json.dumps({"concurrency": int(sys.argv[1]), "target": sys.argv[2], "requests": s["requests"], "ok": s["ok"], "itl_p50_ms": s["itl_p50_s"]*1e3, "itl_p99_ms": s["itl_p99_s"]*1e3}))' \
-      "$conc" "$1" "$WORK/$1-$conc.json" >> "$WORK/rows"
+    RUNS+=("$conc:$1:$WORK/$1-$conc.json")
   done
 done
-python3 - "$WORK/rows" "$RESULTS/streaming.json" "$TOKENS" <<'PY'
-import json, sys, time
-rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"{sys.argv[3]}-token streams, one engine stepping every ~10 ms: inter-token gaps direct and through sluice")
-print(f"{'streams':>8} {'direct p50':>11} {'direct p99':>11} {'sluice p50':>11} {'sluice p99':>11} {'added p50':>10} {'added p99':>10}")
-for c in sorted({r["concurrency"] for r in rows}):
-    d = next(r for r in rows if r["concurrency"] == c and r["target"] == "direct")
-    s = next(r for r in rows if r["concurrency"] == c and r["target"] == "sluice")
-    if d["ok"] != d["requests"] or s["ok"] != s["requests"]:
-        sys.exit(f"{c} streams: failed requests (direct {d['ok']}/{d['requests']}, sluice {s['ok']}/{s['requests']})")
-    print(f"{c:>8} {d['itl_p50_ms']:>9.2f}ms {d['itl_p99_ms']:>9.2f}ms {s['itl_p50_ms']:>9.2f}ms {s['itl_p99_ms']:>9.2f}ms "
-          f"{s['itl_p50_ms'] - d['itl_p50_ms']:>8.2f}ms {s['itl_p99_ms'] - d['itl_p99_ms']:>8.2f}ms")
-json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "metric": "itl",
-           "title": f"{sys.argv[3]}-token streams: inter-token latency, direct and through sluice", "rows": rows},
-          open(sys.argv[2], "w"), indent=2)
-PY
+python3 bench/direct_vs_router.py "$RESULTS/streaming.json" itl "$TOKENS-token streams, one engine stepping every ~10 ms: inter-token latency, direct and through sluice" "${RUNS[@]}"
 bash bench/plot.sh "$RESULTS" streaming
