@@ -288,8 +288,13 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     if (auto n = root["upstream"]) {
       if (p.mapWithKeys(n, "upstream",
                         {"max_idle_per_endpoint", "idle_timeout", "retries", "retry_on_status",
-                         "eject_after_failures", "ejection", "max_ejection"})) {
+                         "eject_after_failures", "ejection", "max_ejection", "ca_file"})) {
         auto& u = config.upstream;
+        if (auto f = n["ca_file"]) {
+          if (auto v = p.scalar(f, "upstream.ca_file")) {
+            u.ca_file = *v;
+          }
+        }
         p.uint(n, "max_idle_per_endpoint", "upstream", u.max_idle_per_endpoint, 0, 100000);
         p.duration(n, "idle_timeout", "upstream", u.idle_timeout);
         p.uint(n, "retries", "upstream", u.retries, 0, 10);

@@ -55,6 +55,8 @@ struct RouterConfig {
     uint32_t eject_after_failures = 5;  // consecutive failed attempts; 0 = never eject
     milliseconds ejection{10'000};      // first ejection; doubles each time
     milliseconds max_ejection{300'000};
+    // Extra CA certificates (PEM) trusted for external providers, besides the system's.
+    std::string ca_file;
   } upstream;
 
   struct MetricsFetcher {

@@ -16,6 +16,7 @@ std::optional<Usage> readUsage(od::value value) {
   }
   Usage usage;
   bool any = false;
+  uint64_t extra_input = 0;
   for (auto field_result : obj) {
     od::field field;
     std::string_view key;
@@ -28,6 +29,11 @@ std::optional<Usage> readUsage(od::value value) {
         usage.input_tokens = n;
         any = true;
       }
+    } else if (key == "cache_read_input_tokens" || key == "cache_creation_input_tokens") {
+      // Anthropic counts cached prompt tokens apart from input_tokens.
+      if (field.value().get_uint64().get(n) == simdjson::SUCCESS) {
+        extra_input += n;
+      }
     } else if (key == "completion_tokens" || key == "output_tokens") {
       if (field.value().get_uint64().get(n) == simdjson::SUCCESS) {
         usage.output_tokens = n;
@@ -38,6 +44,7 @@ std::optional<Usage> readUsage(od::value value) {
   if (!any) {
     return std::nullopt;
   }
+  usage.input_tokens += extra_input;
   return usage;
 }
 
@@ -80,8 +87,9 @@ ChunkInfo inspectJson(std::string_view json) {
           info.choices_empty = empty;
         }
       }
-    } else if (key == "response") {
-      // Responses API streaming: {"type":"response.completed","response":{...,"usage":{...}}}
+    } else if (key == "response" || key == "message") {
+      // Responses API streaming: {"type":"response.completed","response":{...,"usage":{...}}};
+      // Anthropic's stream start: {"type":"message_start","message":{...,"usage":{...}}}.
       od::object response;
       if (field.value().get_object().get(response) == simdjson::SUCCESS) {
         for (auto inner_result : response) {

@@ -925,23 +925,57 @@ class Builder {
       b->name = o->meta.ns + "/" + o->meta.name;
       b->model = "ExternalModelProvider/" + b->name;
       b->upstream_model = p.model;
-      b->error =
-          "external model providers are parsed and validated; proxying to them is not "
-          "implemented yet";
+      auto target = std::make_shared<ProviderTarget>();
+      target->type = p.provider_type == "Anthropic" ? ProviderTarget::Type::Anthropic
+                                                    : ProviderTarget::Type::OpenAI;
+      target->insecure_skip_verify = p.insecure_skip_verify;
       auto& st = status(o->key());
       bool creds = true;
       std::string msg;
       if (!p.secret_name.empty()) {
         const auto* s = store_.find(fmt::format("Secret/{}/{}", o->meta.ns, p.secret_name));
-        creds = s != nullptr && std::get<config::Secret>(s->spec).data.count(p.secret_key) > 0;
-        if (!creds) {
-          msg = fmt::format("Secret {}/{} or its key {} not found", o->meta.ns, p.secret_name,
-                            p.secret_key);
+        const auto* data = s != nullptr ? &std::get<config::Secret>(s->spec).data : nullptr;
+        auto it = data != nullptr ? data->find(p.secret_key) : decltype(data->end()){};
+        creds = data != nullptr && it != data->end() && !base::trim(it->second).empty();
+        if (creds) {
+          std::string_view token = base::trim(it->second);  // a trailing newline from `echo`
+          if (p.auth_scheme == "APIKey") {
+            target->auth_header = "x-api-key";
+            target->auth_value = std::string(token);
+          } else {
+            target->auth_header = "Authorization";
+            target->auth_value = fmt::format("Bearer {}", token);
+          }
+        } else {
+          msg = fmt::format("Secret {}/{} or its key {} not found (or empty)", o->meta.ns,
+                            p.secret_name, p.secret_key);
+          b->error = fmt::format("the credentials of ExternalModelProvider {} are not resolved: {}",
+                                 b->name, msg);
         }
       }
+      for (const auto& [k, v] : p.headers) {
+        target->headers.emplace_back(k, v);
+      }
+      if (auto url = parseProviderUrl(p.base_url); !url) {
+        if (b->error.empty()) {
+          b->error = fmt::format("ExternalModelProvider {}: spec.baseURL {}", b->name,
+                                 url.error().message);
+        }
+      } else {
+        target->host = url->host;
+        target->port = url->port;
+        target->base_path = url->path;
+      }
+      target->pool_key = fmt::format("{}:{}{}", target->host, target->port,
+                                     target->insecure_skip_verify ? "/insecure" : "");
+      b->provider = std::move(target);
       st.conditions.push_back(
           {"CredentialsResolved", creds, creds ? "CredentialsResolved" : "SecretNotFound", msg});
-      st.conditions.push_back({"Ready", false, "NotImplemented", b->error});
+      st.conditions.push_back(
+          {"Ready", b->error.empty(), b->error.empty() ? "Ready" : "Invalid",
+           b->error.empty() ? fmt::format("requests go to https://{}:{}{}", b->provider->host,
+                                          b->provider->port, b->provider->base_path)
+                            : b->error});
       providers_[b->name] = b;
     }
   }

@@ -127,4 +127,64 @@ base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::Router
   return std::shared_ptr<const Snapshot>(std::move(snap));
 }
 
+base::Result<ProviderUrl> parseProviderUrl(std::string_view url) {
+  constexpr std::string_view kScheme = "https://";
+  if (url.size() < kScheme.size() || !base::iequals(url.substr(0, kScheme.size()), kScheme)) {
+    return base::Error{"must be an https:// URL"};
+  }
+  std::string_view rest = url.substr(kScheme.size());
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    return base::Error{"must not have a query or fragment"};
+  }
+  const size_t slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash);
+  if (authority.find('@') != std::string_view::npos) {
+    return base::Error{"must not carry user information (put credentials in auth.secretRef)"};
+  }
+  ProviderUrl out;
+  std::string_view host = authority;
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    const size_t close = authority.find(']');
+    if (close == std::string_view::npos) {
+      return base::Error{"has an unterminated IPv6 address"};
+    }
+    host = authority.substr(1, close - 1);
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') {
+        return base::Error{"has junk after the IPv6 address"};
+      }
+      port = after.substr(1);
+    }
+  } else if (const size_t colon = authority.rfind(':'); colon != std::string_view::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+  }
+  if (host.empty()) {
+    return base::Error{"has no host"};
+  }
+  for (char c : host) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '.' || c == ':';
+    if (!ok) {
+      return base::Error{fmt::format("has an invalid host '{}'", host)};
+    }
+  }
+  if (!port.empty()) {
+    auto n = base::parseUint(port);
+    if (!n || *n == 0 || *n > 65535) {
+      return base::Error{fmt::format("has an invalid port '{}'", port)};
+    }
+    out.port = static_cast<uint16_t>(*n);
+  }
+  out.host = base::toLower(host);
+  while (!path.empty() && path.back() == '/') {
+    path.remove_suffix(1);
+  }
+  out.path = std::string(path);
+  return out;
+}
+
 }  // namespace sluice::router

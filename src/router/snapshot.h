@@ -112,6 +112,30 @@ struct ModelRewrite {
   uint64_t total_weight = 0;
 };
 
+// An ExternalModelProvider, resolved: where to send requests and the credential to add.
+struct ProviderTarget {
+  enum class Type { OpenAI, Anthropic };
+  Type type = Type::OpenAI;
+  std::string host;  // from baseURL; the TLS server name and the Host header
+  uint16_t port = 443;
+  std::string base_path;  // baseURL's path without a trailing '/', may be empty
+  bool insecure_skip_verify = false;
+  std::string auth_header;  // "Authorization" (Bearer) | "x-api-key" (APIKey) | "" (none)
+  std::string auth_value;   // "Bearer <token>" or the key
+  std::vector<std::pair<std::string, std::string>> headers;  // static, non-secret
+  std::string pool_key;  // host:port plus the verification mode: connections are kept by it
+};
+
+struct ProviderUrl {
+  std::string host;
+  uint16_t port = 443;
+  std::string path;  // without a trailing '/'; may be empty
+};
+
+// An https:// base URL: host (DNS name or IP, IPv6 in brackets), optional port, optional path.
+// No user info, query or fragment.
+base::Result<ProviderUrl> parseProviderUrl(std::string_view url);
+
 struct Backend {
   std::string model;           // the name clients use (models: config) or the object key
   std::string upstream_model;  // rewrite target; empty = none
@@ -130,6 +154,7 @@ struct Backend {
   std::chrono::milliseconds retry_interval{0};              // ...and its retryInterval
   bool h2c = false;                                         // appProtocol kubernetes.io/h2c
   std::string scheduler;  // annotation sluice.dev/scheduler: a preset or profile; "" = default
+  std::shared_ptr<const ProviderTarget> provider;  // set for ExternalModelProvider backends
 };
 
 // Immutable routing state built on the control thread and handed to workers. A request keeps

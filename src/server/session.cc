@@ -6,6 +6,7 @@
 #include <optional>
 
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -13,6 +14,7 @@
 #include <boost/beast/http/status.hpp>
 #include <fmt/format.h>
 
+#include "backends/provider.h"
 #include "base/log.h"
 #include "base/strings.h"
 #include "filters/filter_chain.h"
@@ -514,7 +516,8 @@ class RelayBuffer {
 
 // Streams the upstream body to the client as it arrives. SSE responses are cut into events:
 // each read's complete events go out in one write, never held back for later ones.
-awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
+template <class Conn>
+awaitable<RelayEnd> relayBody(Exchange& x, Conn& conn,
                               bhttp::response_parser<bhttp::buffer_body>& parser, bool sse,
                               bool chunked, bool hide_usage, ClientWatch& watch, std::string& head,
                               const ModelWriteBack* write_back) {
@@ -541,7 +544,7 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
       if (data.size() > 7 && data.find("\"usage\"") != std::string_view::npos) {
         openai::ChunkInfo info = openai::inspectJson(data);
         if (info.usage) {
-          x.usage = *info.usage;
+          x.usage.update(*info.usage);
           if (hide_usage && info.choices_empty) {
             return;  // the usage-only chunk the client did not ask for
           }
@@ -586,10 +589,11 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
     if (x.deadline) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           *x.deadline - s.worker.context().time.monotonicNow());
-      conn.stream.expires_after(
-          std::max(std::chrono::milliseconds(1), std::min(cfg.timeouts.stream_idle, left)));
+      beast::get_lowest_layer(conn.stream)
+          .expires_after(
+              std::max(std::chrono::milliseconds(1), std::min(cfg.timeouts.stream_idle, left)));
     } else {
-      conn.stream.expires_after(cfg.timeouts.stream_idle);
+      beast::get_lowest_layer(conn.stream).expires_after(cfg.timeouts.stream_idle);
     }
     co_await bhttp::async_read_some(conn.stream, conn.buffer, parser,
                                     asio::redirect_error(asio::use_awaitable, ec));
@@ -691,6 +695,100 @@ awaitable<RelayEnd> relayBody(Exchange& x, backends::UpstreamConnection& conn,
     }
   }
   co_return RelayEnd::Complete;
+}
+
+// Relays an upstream's response (its head already read) to the client: status and headers, then
+// the body as it arrives. `upstream_model` non-empty: that name is written back as the client's
+// `client_model`. Returns whether the upstream connection may be reused.
+template <class Conn>
+awaitable<bool> relayResponse(Exchange& x, Conn& conn,
+                              bhttp::response_parser<bhttp::buffer_body>& parser,
+                              ClientWatch& watch, bool hide_usage, std::string upstream_model,
+                              const RouteChoice& route, std::string_view client_model,
+                              router::Reservation* held) {
+  Session& s = x.session;
+  const auto& cfg = s.worker.snapshot()->config;
+  bool keep = false;
+  const auto& res = parser.get();
+  x.status = static_cast<int>(res.result_int());
+  std::string_view content_type;
+  if (auto it = res.find(bhttp::field::content_type); it != res.end()) {
+    content_type = it->value();
+  }
+  const bool sse = http::isEventStream(content_type);
+  const bool has_body = x.method != "HEAD" && x.status != 204 && x.status != 304 &&
+                        !(x.status >= 100 && x.status < 200);
+  // The client's model name goes back into the response (a different length: no
+  // Content-Length then).
+  std::optional<ModelWriteBack> write_back;
+  if (!upstream_model.empty()) {
+    write_back = ModelWriteBack{base::jsonQuote(upstream_model), base::jsonQuote(client_model)};
+  }
+  const bool length_known = parser.content_length().has_value() && !sse && !write_back;
+  bool chunked = has_body && !length_known && !x.http10;
+  if (has_body && !length_known && x.http10) {
+    x.keep_alive = false;  // an HTTP/1.0 client learns the end from the close
+  }
+  std::string head = clientHead(
+      x, parser, chunked, !x.keep_alive,
+      route.action && route.action->response_headers ? &*route.action->response_headers : nullptr);
+  RelayEnd end = RelayEnd::Complete;
+  if (!has_body || conn.buffer.size() == 0) {
+    // No body bytes yet (a stream whose first token is still being computed): the client gets
+    // the status and headers now rather than with the first event.
+    std::vector<asio::const_buffer> head_buf{asio::buffer(head)};
+    if (!co_await writeClient(s, head_buf, cfg.timeouts.client_write)) {
+      end = RelayEnd::ClientGone;
+    }
+    head.clear();
+  }
+  if (end == RelayEnd::Complete && has_body) {
+    end = co_await relayBody(x, conn, parser, sse, chunked, hide_usage, watch, head,
+                             write_back ? &*write_back : nullptr);
+  }
+  watch.upstream = nullptr;
+  if (held != nullptr) {
+    held->release();
+  }
+  co_await stopWatch(s, watch);
+  if (watch.client_gone) {
+    end = RelayEnd::ClientGone;
+  }
+
+  switch (end) {
+    case RelayEnd::Complete:
+      keep = parser.keep_alive() && parser.is_done();
+      break;
+    case RelayEnd::ClientGone:
+      x.status = 499;
+      x.error_type = "client_closed";
+      x.keep_alive = false;
+      break;
+    case RelayEnd::UpstreamFailed:
+    case RelayEnd::OverBudget:
+      x.keep_alive = false;
+      if (end == RelayEnd::OverBudget) {
+        x.error_type = "output_budget_exceeded";
+      }
+      if (sse && chunked) {
+        // The client already has a 200: end the stream with an SSE error event, then close.
+        std::string msg =
+            end == RelayEnd::OverBudget
+                ? openai::errorBody(ErrorKind::RateLimited,
+                                    "the stream exceeded the output tokens its rate limit "
+                                    "reserved and was stopped")
+                : openai::errorBody(ErrorKind::UpstreamUnavailable,
+                                    "the upstream stream broke before it finished");
+        std::string event = "event: error\ndata: " + msg + "\n\n";
+        ChunkWriter writer(true);
+        if (co_await writeClient(s, writer.frame(event), cfg.timeouts.client_write)) {
+          std::vector<asio::const_buffer> last{asio::buffer(kLastChunk.data(), kLastChunk.size())};
+          co_await writeClient(s, last, cfg.timeouts.client_write);
+        }
+      }
+      break;
+  }
+  co_return keep;
 }
 
 // Sends the request to the backend's endpoints in order until one answers, then relays.
@@ -983,84 +1081,200 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   }
 
   // Relay the response.
-  const auto& res = parser->get();
-  x.status = static_cast<int>(res.result_int());
-  std::string_view content_type;
-  if (auto it = res.find(bhttp::field::content_type); it != res.end()) {
-    content_type = it->value();
+  // Hoisted out of the co_await: g++ 12 mishandles conditional temporaries across it.
+  std::string write_back_from = rewrite_model ? route.upstream_model : std::string();
+  const bool keep = co_await relayResponse(x, *conn, *parser, *watch, hide_usage,
+                                           std::move(write_back_from), route, peek.model, &held);
+  if (keep) {
+    w.pool().release(chosen->address, std::move(conn));
   }
-  const bool sse = http::isEventStream(content_type);
-  const bool has_body = x.method != "HEAD" && x.status != 204 && x.status != 304 &&
-                        !(x.status >= 100 && x.status < 200);
-  // The client's model name goes back into the response (a different length: no
-  // Content-Length then).
-  std::optional<ModelWriteBack> write_back;
-  if (rewrite_model) {
-    write_back = ModelWriteBack{base::jsonQuote(route.upstream_model), base::jsonQuote(peek.model)};
-  }
-  const bool length_known = parser->content_length().has_value() && !sse && !write_back;
-  bool chunked = has_body && !length_known && !x.http10;
-  if (has_body && !length_known && x.http10) {
-    x.keep_alive = false;  // an HTTP/1.0 client learns the end from the close
-  }
-  std::string head = clientHead(
-      x, *parser, chunked, !x.keep_alive,
-      route.action && route.action->response_headers ? &*route.action->response_headers : nullptr);
-  RelayEnd end = RelayEnd::Complete;
-  if (!has_body || conn->buffer.size() == 0) {
-    // No body bytes yet (a stream whose first token is still being computed): the client gets
-    // the status and headers now rather than with the first event.
-    std::vector<asio::const_buffer> head_buf{asio::buffer(head)};
-    if (!co_await writeClient(s, head_buf, cfg.timeouts.client_write)) {
-      end = RelayEnd::ClientGone;
-    }
-    head.clear();
-  }
-  if (end == RelayEnd::Complete && has_body) {
-    end = co_await relayBody(x, *conn, *parser, sse, chunked, hide_usage, *watch, head,
-                             write_back ? &*write_back : nullptr);
-  }
-  watch->upstream = nullptr;
-  held.release();
-  co_await stopWatch(s, *watch);
-  if (watch->client_gone) {
-    end = RelayEnd::ClientGone;
-  }
+}
 
-  switch (end) {
-    case RelayEnd::Complete:
-      if (parser->keep_alive() && parser->is_done()) {
-        w.pool().release(chosen->address, std::move(conn));
+// The request head for an external provider: its path and Host, the allow-listed client headers,
+// the static headers and the credential (the client's own never leave the router).
+std::string providerHead(const Exchange& x, const router::ProviderTarget& p,
+                         std::string_view target, size_t body_size) {
+  std::string head;
+  head.reserve(512);
+  fmt::format_to(std::back_inserter(head), "{} {} HTTP/1.1\r\nHost: ", x.method, target);
+  const bool v6 = p.host.find(':') != std::string::npos;
+  head += v6 ? "[" + p.host + "]" : p.host;
+  if (p.port != 443) {
+    fmt::format_to(std::back_inserter(head), ":{}", p.port);
+  }
+  head += "\r\n";
+  bool content_type = false;
+  bool anthropic_version = false;
+  for (const auto& [name, value] : p.headers) {
+    content_type = content_type || base::iequals(name, "content-type");
+    anthropic_version = anthropic_version || base::iequals(name, "anthropic-version");
+  }
+  for (const auto& f : x.req) {
+    std::string lower = base::toLower(f.name_string());
+    if (!backends::forwardsToProvider(lower) || listedIn(p.headers, lower)) {
+      continue;
+    }
+    content_type = content_type || lower == "content-type";
+    anthropic_version = anthropic_version || lower == "anthropic-version";
+    fmt::format_to(std::back_inserter(head), "{}: {}\r\n", f.name_string(), f.value());
+  }
+  for (const auto& [name, value] : p.headers) {
+    fmt::format_to(std::back_inserter(head), "{}: {}\r\n", name, value);
+  }
+  if (!p.auth_header.empty()) {
+    fmt::format_to(std::back_inserter(head), "{}: {}\r\n", p.auth_header, p.auth_value);
+  }
+  if (!content_type) {
+    head += "Content-Type: application/json\r\n";
+  }
+  if (p.type == router::ProviderTarget::Type::Anthropic && !anthropic_version) {
+    head += "anthropic-version: 2023-06-01\r\n";  // required by the API; clients may set theirs
+  }
+  fmt::format_to(std::back_inserter(head), "x-request-id: {}\r\nContent-Length: {}\r\n\r\n",
+                 x.request_id, body_size);
+  return head;
+}
+
+// Sends the request to an ExternalModelProvider over HTTPS and relays the answer as it comes.
+// One provider, one attempt (plus one on a fresh connection when a pooled one was closed by the
+// provider); no scheduling, as there is nothing to choose between.
+awaitable<void> proxyProvider(Exchange& x, const RouteChoice& route,
+                              const openai::RequestPeek& peek) {
+  const router::Backend& backend = *route.backend;
+  const router::ProviderTarget& p = *backend.provider;
+  Session& s = x.session;
+  Worker& w = s.worker;
+  const auto snapshot =
+      w.snapshot();  // keep the config (and the provider) this request started with
+  const auto& cfg = snapshot->config;
+  if (x.method != "POST" || !backends::providerServesPath(p.type, x.path)) {
+    std::string message =
+        fmt::format("model '{}' is served by an external {} provider, which does not serve {} {}",
+                    peek.model, backends::providerTypeName(p.type), x.method, x.path);
+    co_await writeError(x, ErrorKind::NotFound, message);
+    co_return;
+  }
+  const bool rewrite_model = !route.upstream_model.empty() && route.upstream_model != peek.model;
+  openai::BodyEdits edits;
+  if (rewrite_model) {
+    edits.rewriteModel(peek, route.upstream_model);
+  }
+  // Usage on OpenAI streams is asked for (and hidden from a client that did not ask), so token
+  // limits and metrics see what the provider counted.
+  const bool hide_usage = p.type == router::ProviderTarget::Type::OpenAI && peek.stream &&
+                          x.path != "/v1/responses" && edits.requestUsage(peek);
+  std::string_view body = x.req.body().view();
+  std::vector<std::string_view> pieces;
+  edits.pieces(body, pieces);
+  std::string_view query;
+  if (auto q = x.target.find('?'); q != std::string_view::npos) {
+    query = x.target.substr(q + 1);
+  }
+  const std::string head = providerHead(x, p, backends::providerRequestTarget(p, x.path, query),
+                                        edits.editedSize(body.size()));
+  auto attemptTimeout = [&]() {
+    auto t = cfg.timeouts.upstream_response;
+    if (x.deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *x.deadline - w.context().time.monotonicNow());
+      t = std::max(std::chrono::milliseconds(1), std::min(t, left));
+    }
+    return t;
+  };
+  x.endpoint = fmt::format("{}:{}", p.host, p.port);
+  ++x.attempts;
+
+  auto watch = std::make_shared<ClientWatch>(s.stream.get_executor());
+  startWatch(s, watch);
+  auto& pool = w.providerPool();
+  backends::ProviderConnectionPtr conn;
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
+  bool fresh_retry_allowed = true;
+  bool answered = false;
+  ErrorKind failure = ErrorKind::UpstreamUnavailable;
+  std::string failure_message;
+  while (true) {
+    error_code ec;
+    conn = pool.takeIdle(p.pool_key);
+    if (conn) {
+      w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      std::string why;
+      conn = co_await pool.connect(p, cfg.timeouts.upstream_connect, ec, why);
+      if (ec) {
+        const bool timeout = isTimeout(ec);
+        if (x.series) {
+          x.series->countUpstreamError(timeout ? metrics::UpstreamError::ConnectTimeout
+                                               : metrics::UpstreamError::ConnectFailed);
+        }
+        failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
+        failure_message = fmt::format("external provider {}: {}", backend.name, why);
+        SLUICE_LOG(Warn, "proxy", "{}", failure_message);
+        break;
       }
+      w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
+    }
+    watch->upstream = &beast::get_lowest_layer(conn->stream);
+    std::vector<asio::const_buffer> bufs;
+    bufs.reserve(pieces.size() + 1);
+    bufs.push_back(asio::buffer(head));
+    for (auto piece : pieces) {
+      bufs.push_back(asio::buffer(piece.data(), piece.size()));
+    }
+    beast::get_lowest_layer(conn->stream).expires_after(attemptTimeout());
+    co_await asio::async_write(conn->stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) {
+      parser.emplace();
+      parser->header_limit(64 * 1024);
+      parser->body_limit(std::numeric_limits<std::uint64_t>::max());
+      co_await bhttp::async_read_header(conn->stream, conn->buffer, *parser,
+                                        asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (watch->client_gone) {
       break;
-    case RelayEnd::ClientGone:
+    }
+    if (!ec) {
+      answered = true;
+      break;
+    }
+    watch->upstream = nullptr;
+    const bool stale = isStaleConnectionError(ec) || ec == asio::ssl::error::stream_truncated;
+    if (conn->reused && fresh_retry_allowed && stale) {
+      fresh_retry_allowed = false;  // the provider had closed the pooled connection
+      conn.reset();
+      continue;
+    }
+    const bool timeout = isTimeout(ec);
+    if (x.series) {
+      x.series->countUpstreamError(timeout ? metrics::UpstreamError::ResponseTimeout
+                                   : stale ? metrics::UpstreamError::Reset
+                                           : metrics::UpstreamError::BadResponse);
+    }
+    failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
+    failure_message = timeout
+                          ? fmt::format("external provider {} did not answer in time", backend.name)
+                          : fmt::format("external provider {} failed before responding: {}",
+                                        backend.name, ec.message());
+    conn.reset();
+    break;
+  }
+  if (!answered) {
+    co_await stopWatch(s, *watch);
+    if (watch->client_gone) {
       x.status = 499;
       x.error_type = "client_closed";
       x.keep_alive = false;
-      break;
-    case RelayEnd::UpstreamFailed:
-    case RelayEnd::OverBudget:
-      x.keep_alive = false;
-      if (end == RelayEnd::OverBudget) {
-        x.error_type = "output_budget_exceeded";
-      }
-      if (sse && chunked) {
-        // The client already has a 200: end the stream with an SSE error event, then close.
-        std::string msg =
-            end == RelayEnd::OverBudget
-                ? openai::errorBody(ErrorKind::RateLimited,
-                                    "the stream exceeded the output tokens its rate limit "
-                                    "reserved and was stopped")
-                : openai::errorBody(ErrorKind::UpstreamUnavailable,
-                                    "the upstream stream broke before it finished");
-        std::string event = "event: error\ndata: " + msg + "\n\n";
-        ChunkWriter writer(true);
-        if (co_await writeClient(s, writer.frame(event), cfg.timeouts.client_write)) {
-          std::vector<asio::const_buffer> last{asio::buffer(kLastChunk.data(), kLastChunk.size())};
-          co_await writeClient(s, last, cfg.timeouts.client_write);
-        }
-      }
-      break;
+      co_return;
+    }
+    co_await writeError(x, failure, failure_message);
+    co_return;
+  }
+  x.served = true;
+  std::string write_back_from = rewrite_model ? route.upstream_model : std::string();
+  const bool keep = co_await relayResponse(x, *conn, *parser, *watch, hide_usage,
+                                           std::move(write_back_from), route, peek.model, nullptr);
+  if (keep) {
+    pool.release(p.pool_key, std::move(conn));
   }
 }
 
@@ -1597,6 +1811,10 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
   }
   x.series = &w.shard().model(x.model_label);
   if (!co_await admitFlow(x, snapshot, *route.backend)) {
+    co_return;
+  }
+  if (route.backend->provider) {
+    co_await proxyProvider(x, route, peek);
     co_return;
   }
   co_await proxy(x, route, peek);

@@ -5,6 +5,7 @@
 
 #include <boost/asio/socket_base.hpp>
 
+#include "backends/provider.h"
 #include "base/log.h"
 #include "base/net.h"
 #include "openai/errors.h"
@@ -41,6 +42,7 @@ Worker::~Worker() {
   stop();
   acceptors_.clear();
   pool_.clear();
+  provider_pool_.reset();
   // Destroys suspended coroutines (sessions) while the state they refer to is still alive.
   ioc_.reset();
 }
@@ -97,6 +99,16 @@ void Worker::reconcileListeners(const std::vector<tcp::endpoint>& endpoints) {
   }
 }
 
+backends::ProviderPool& Worker::providerPool() {
+  if (!provider_pool_) {
+    const auto& u = snapshot_->config.upstream;
+    provider_pool_ =
+        std::make_unique<backends::ProviderPool>(u.max_idle_per_endpoint, u.idle_timeout);
+    provider_pool_->configure(u.max_idle_per_endpoint, u.idle_timeout, u.ca_file);
+  }
+  return *provider_pool_;
+}
+
 void Worker::start() {
   if (snapshot_) {
     pool_.configure(snapshot_->config.upstream.max_idle_per_endpoint,
@@ -119,6 +131,10 @@ void Worker::publish(std::shared_ptr<const router::Snapshot> snapshot) {
   asio::post(*ioc_, [this, snap = std::move(snapshot)]() mutable {
     pool_.configure(snap->config.upstream.max_idle_per_endpoint,
                     snap->config.upstream.idle_timeout);
+    if (provider_pool_) {
+      const auto& u = snap->config.upstream;
+      provider_pool_->configure(u.max_idle_per_endpoint, u.idle_timeout, u.ca_file);
+    }
     snapshot_ = std::move(snap);
   });
 }
@@ -164,6 +180,9 @@ void Worker::stopAccepting() {
       }
     }
     pool_.clear();
+    if (provider_pool_) {
+      provider_pool_->clear();
+    }
   });
 }
 

@@ -20,6 +20,10 @@
 #include "server/context.h"
 #include "server/tls.h"
 
+namespace sluice::backends {
+class ProviderPool;
+}
+
 namespace sluice::server {
 
 struct Session;
@@ -79,6 +83,8 @@ class Worker {
   const scheduler::ProfileSet& profiles() const { return *profiles_; }
   scheduler::Scheduler& scheduler() { return *ctx_.scheduler; }
   backends::UpstreamPool& pool() { return pool_; }
+  // Keep-alive TLS connections to external providers (created on first use).
+  backends::ProviderPool& providerPool();
   base::Random& random() { return random_; }
   metrics::Shard& shard() { return shard_; }
   std::vector<const router::Endpoint*>& candidates() { return candidates_; }
@@ -108,6 +114,7 @@ class Worker {
   filters::BucketCache buckets_;
   std::unordered_map<std::string, std::shared_ptr<filters::FlowQueue>> flow_queues_;
   backends::UpstreamPool pool_;
+  std::unique_ptr<backends::ProviderPool> provider_pool_;
   base::Xoshiro random_;
   metrics::Shard& shard_;
   std::vector<const router::Endpoint*> candidates_;

@@ -184,6 +184,21 @@ TEST(Usage, ReadsChatAndResponsesShapes) {
   EXPECT_FALSE(inspectJson("not json").valid_json);
 }
 
+TEST(Usage, ReadsAnthropicStreamsAcrossEvents) {
+  // message_start names the input (cached tokens counted in), message_delta the output.
+  auto start = inspectJson(
+      R"({"type":"message_start","message":{"id":"m","usage":{"input_tokens":5,"cache_read_input_tokens":20,"output_tokens":1}}})");
+  ASSERT_TRUE(start.usage);
+  auto delta = inspectJson(
+      R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}})");
+  ASSERT_TRUE(delta.usage);
+  Usage total;
+  total.update(*start.usage);
+  total.update(*delta.usage);
+  EXPECT_EQ(total.input_tokens, 25u);
+  EXPECT_EQ(total.output_tokens, 9u);
+}
+
 std::string rendered(std::string_view json) {
   Peeked p(json);
   EXPECT_TRUE(p.ok()) << p.error();
