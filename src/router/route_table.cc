@@ -317,12 +317,11 @@ Matched RouteTable::matchHttp(const ListenerRoutes& listener, const RequestView&
   return {};
 }
 
-ModelTarget RouteTable::matchModel(const ListenerRoutes& listener, const RequestView& req,
-                                   base::Random& random) {
-  if (!listener.space || req.model.empty()) {
+ModelTarget RouteTable::matchModelIn(const ModelSpace& space, const ListenerRoutes& listener,
+                                     const RequestView& req, base::Random& random) {
+  if (req.model.empty()) {
     return {};
   }
-  const ModelSpace& space = *listener.space;
   thread_local std::string key;
   key.assign(req.model.data(), req.model.size());
   bool lora = false;
@@ -498,6 +497,7 @@ class Builder {
   std::shared_ptr<RouteTable> build() {
     index();
     parseErrors();
+    configModels();
     gatewayClasses();
     gateways();
     pools();
@@ -510,6 +510,30 @@ class Builder {
   }
 
  private:
+  // The router file's models: entries become ModelRoutes of one rule with one target (the
+  // entry's endpoints, a backend like a ModelServer's), in a space every listener shares and
+  // consults after its own ModelRoutes and HTTPRoutes.
+  void configModels() {
+    for (size_t i = 0; i < options_.config_models.size(); ++i) {
+      const auto& backend = options_.config_models[i];
+      auto entry = std::make_shared<ModelRouteEntry>();
+      entry->key = "models[" + std::to_string(i) + "]";
+      entry->seq = i;
+      ModelRouteEntry::Rule rule;
+      rule.targets.push_back({backend, 1, ""});
+      rule.total_weight = 1;
+      entry->rules.push_back(std::move(rule));
+      config_space_->by_model[backend->model].push_back(entry);
+      auto& st = status("RouterConfig/models/" + backend->model);
+      st.conditions.push_back({"Accepted", true, "Accepted", "served on every listener"});
+      st.conditions.push_back({"ResolvedRefs", true, "ResolvedRefs",
+                               fmt::format("{} endpoint(s)", backend->endpoints.size())});
+    }
+    sortSpace(*config_space_);
+    table_->backends.insert(table_->backends.end(), options_.config_models.begin(),
+                            options_.config_models.end());
+  }
+
   ObjectStatus& status(const std::string& key) {
     auto [it, inserted] = status_.try_emplace(key);
     if (inserted)
@@ -736,6 +760,7 @@ class Builder {
         lr->port = l.port;
         lr->address = options_.default_address;
         lr->space = info.space;
+        lr->config_space = config_space_;
         lr->tls = l.protocol == "HTTPS";
         lr->auth_mode = gw_auth;
         lr->rate_limits = gw_limits;
@@ -756,6 +781,7 @@ class Builder {
       lr->port = options_.default_port;
       lr->address = options_.default_address;
       lr->space = default_space_;
+      lr->config_space = config_space_;
       default_listener_ = lr;
     }
   }
@@ -1568,8 +1594,8 @@ class Builder {
         for (const auto& [name, _] : pool.model_priority)
           gw.space->names.push_back(name);
       }
-      for (const auto& n : options_.config_models)
-        gw.space->names.push_back(n);
+      for (const auto& b : options_.config_models)
+        gw.space->names.push_back(b->model);
       sortSpace(*gw.space);
       gw.space->models_json = modelsJson(gw.space->names);
       auto& st = status(gw.obj->key());
@@ -1603,8 +1629,8 @@ class Builder {
       }
     }
     if (default_listener_) {
-      for (const auto& n : options_.config_models)
-        default_space_->names.push_back(n);
+      for (const auto& b : options_.config_models)
+        default_space_->names.push_back(b->model);
       sortSpace(*default_space_);
       default_space_->models_json = modelsJson(default_space_->names);
       table_->ports[default_listener_->port].push_back(default_listener_);
@@ -1673,6 +1699,7 @@ class Builder {
   std::map<std::string, std::shared_ptr<Backend>> services_;
   std::map<std::string, std::map<size_t, uint32_t>> attached_;
   std::shared_ptr<ModelSpace> default_space_ = std::make_shared<ModelSpace>();
+  std::shared_ptr<ModelSpace> config_space_ = std::make_shared<ModelSpace>();
   std::shared_ptr<ListenerRoutes> default_listener_;
 };
 

@@ -226,6 +226,8 @@ struct ListenerRoutes {
   std::vector<std::pair<std::string, RuleSet>> wildcard_hosts;  // suffix ".example.com", longest
   RuleSet any_host;
   std::shared_ptr<const ModelSpace> space;
+  // The router file's models:, as ModelRoutes shared by every listener and looked up last.
+  std::shared_ptr<const ModelSpace> config_space;
   std::string auth_mode;    // annotation sluice.dev/auth on the Gateway; "" = the global mode
   std::string rate_limits;  // annotation sluice.dev/rate-limits on the Gateway; "" = all
 };
@@ -259,7 +261,17 @@ class RouteTable {
   static Matched matchHttp(const ListenerRoutes& listener, const RequestView& req);
   // The first ModelRoute (oldest first) whose rules match, and a weighted target of it.
   static ModelTarget matchModel(const ListenerRoutes& listener, const RequestView& req,
-                                base::Random& random);
+                                base::Random& random) {
+    return listener.space ? matchModelIn(*listener.space, listener, req, random) : ModelTarget{};
+  }
+  // The same for the router file's models: (the last lookup).
+  static ModelTarget matchConfigModel(const ListenerRoutes& listener, const RequestView& req,
+                                      base::Random& random) {
+    return listener.config_space ? matchModelIn(*listener.config_space, listener, req, random)
+                                 : ModelTarget{};
+  }
+  static ModelTarget matchModelIn(const ModelSpace& space, const ListenerRoutes& listener,
+                                  const RequestView& req, base::Random& random);
   static const RouteAction::Target* pickTarget(const RouteAction& action, base::Random& random);
   // A rewrite for `model` on this backend (Exact beats catch-all; oldest object first).
   static const ModelRewrite* rewriteFor(const Backend& backend, std::string_view model);
@@ -271,9 +283,11 @@ class RouteTable {
 struct RouteBuildOptions {
   std::string default_address = "0.0.0.0";
   uint16_t default_port = 8080;
-  std::vector<std::string> config_models;  // models: names, listed on every listener
-  std::vector<std::string> profiles;       // scheduler presets and configured profiles
-  std::vector<std::string> rate_limits;    // names of the configured rate_limits
+  // The router file's models: entries, each compiled into a ModelRoute (one rule, one target)
+  // served on every listener after its ModelRoutes and HTTPRoutes.
+  std::vector<std::shared_ptr<const Backend>> config_models;
+  std::vector<std::string> profiles;     // scheduler presets and configured profiles
+  std::vector<std::string> rate_limits;  // names of the configured rate_limits
 };
 
 // Translates the objects (the store's current contents) into a route table, with the status

@@ -89,6 +89,7 @@ base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::Router
     backend->model = m.name;
     backend->upstream_model = m.upstream_model;
     backend->engine = m.engine;
+    backend->scheduler = m.scheduler;
     for (size_t j = 0; j < m.endpoints.size(); ++j) {
       auto ep = resolve(m.endpoints[j]);
       if (!ep) {
@@ -112,7 +113,9 @@ base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::Router
   RouteBuildOptions options;
   options.default_address = config.listener.address;
   options.default_port = default_port != 0 ? default_port : config.listener.port;
-  options.config_models = names;
+  for (const auto& m : config.models) {
+    options.config_models.push_back(snap->models.at(m.name));
+  }
   for (auto p : config::schedulerPresets()) {
     options.profiles.emplace_back(p);
   }

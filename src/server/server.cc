@@ -299,12 +299,8 @@ std::shared_ptr<const scheduler::ProfileSet> Server::buildProfiles(const router:
   const auto& sc = snap.config.scheduler;
   const std::string default_name = sc.default_profile.empty() ? sc.preset : sc.default_profile;
   set->default_profile = scheduler_->makeNamed(default_name, sc);
-  for (const auto& m : snap.config.models) {
-    if (!m.scheduler.empty() && m.scheduler != default_name) {
-      set->by_model[m.name] = scheduler_->makeNamed(m.scheduler, sc);
-    }
-  }
-  // Pools and ModelServers annotated with sluice.dev/scheduler (validated when routes built).
+  // models: entries with a scheduler, and pools and ModelServers annotated with
+  // sluice.dev/scheduler (validated when routes built).
   for (const auto& b : snap.routes->backends) {
     if (!b->scheduler.empty() && b->scheduler != default_name) {
       set->by_model[b->model] = scheduler_->makeNamed(b->scheduler, sc);
@@ -312,11 +308,6 @@ std::shared_ptr<const scheduler::ProfileSet> Server::buildProfiles(const router:
   }
   // Endpoints that left the configuration leave the prefix index too.
   std::unordered_set<std::string> live;
-  for (const auto& [_, backend] : snap.models) {
-    for (const auto& ep : backend->endpoints) {
-      live.insert(ep.address);
-    }
-  }
   for (const auto& backend : snap.routes->backends) {
     for (const auto& ep : backend->endpoints) {
       live.insert(ep.address);
@@ -345,9 +336,6 @@ void Server::updateFetchTargets(const router::Snapshot& snap) {
       }
     }
   };
-  for (const auto& [_, backend] : snap.models) {
-    add(*backend);
-  }
   for (const auto& backend : snap.routes->backends) {
     add(*backend);
   }

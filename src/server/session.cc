@@ -1662,12 +1662,14 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
       }
     }
   }
-  if (!routed && !peek.model.empty()) {
-    // The models: section of the router's own file, on every listener.
-    if (const auto* b = snapshot->findModel(peek.model)) {
+  if (!routed && listener != nullptr && !peek.model.empty()) {
+    // The models: section of the router's own file, compiled into ModelRoutes every listener
+    // shares, consulted last.
+    auto mt = router::RouteTable::matchConfigModel(*listener, view, w.random());
+    if (mt.target != nullptr && mt.target->backend) {
       routed = true;
-      route.backend = b;
-      route.upstream_model = b->upstream_model;
+      route.backend = mt.target->backend.get();
+      route.upstream_model = route.backend->upstream_model;
     }
   }
   // Filters: authentication, model access and rate limits, before anything is revealed about

@@ -562,6 +562,50 @@ TEST_F(ModelRouteTest, MatchingAndFallThrough) {
   EXPECT_EQ(names, (std::vector<std::string>{"llama", "mix", "sql-lora"}));
 }
 
+// The router file's models: compile into ModelRoutes (one rule, one target) that every
+// listener shares and that come after its own ModelRoutes; each gets a status entry.
+TEST_F(ModelRouteTest, ConfigModelsAreModelRoutesOnEveryListenerConsultedLast) {
+  auto config_backend = std::make_shared<Backend>();
+  config_backend->model = "llama";
+  config_backend->name = "config";
+  auto only_config = std::make_shared<Backend>(*config_backend);
+  only_config->model = "phi";
+  options.config_models = {config_backend, only_config};
+  options.default_port = 8080;
+  load(modelServer("ms-a", "a") + modelRoute("llama",
+                                             "  modelName: llama\n  rules:\n  - targetModels: "
+                                             "[{modelServerName: ms-a}]\n"));
+  ASSERT_TRUE(errors.empty()) << errors[0];
+  const auto* l = table->listenerFor(8080, "h");
+  ASSERT_NE(l, nullptr);
+  ASSERT_TRUE(l->config_space);
+  Headers h;
+  RequestView req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.headers = &h;
+  // A ModelRoute for the name wins; the models: entry stays behind it.
+  req.model = "llama";
+  auto own = RouteTable::matchModel(*l, req, random);
+  ASSERT_NE(own.target, nullptr);
+  EXPECT_EQ(own.target->backend->name, "app/ms-a");
+  auto fallback = RouteTable::matchConfigModel(*l, req, random);
+  ASSERT_NE(fallback.target, nullptr);
+  EXPECT_EQ(fallback.target->backend.get(), config_backend.get());
+  // A name only models: serves is found there.
+  req.model = "phi";
+  EXPECT_EQ(RouteTable::matchModel(*l, req, random).target, nullptr);
+  auto phi = RouteTable::matchConfigModel(*l, req, random);
+  ASSERT_NE(phi.target, nullptr);
+  EXPECT_EQ(phi.target->backend.get(), only_config.get());
+  EXPECT_EQ(phi.route->key, "models[1]");
+  EXPECT_EQ(cond("RouterConfig/models/phi", "Accepted"), "True/Accepted");
+  // Listed by /v1/models, and scraped like any backend.
+  EXPECT_TRUE(std::binary_search(l->space->names.begin(), l->space->names.end(), "phi"));
+  EXPECT_NE(std::find(table->backends.begin(), table->backends.end(), only_config),
+            table->backends.end());
+}
+
 // Per-Gateway model spaces: one name, two Gateways, two backends; sectionName picks the
 // listener the request must arrive on.
 TEST_F(ModelRouteTest, PerGatewaySpaces) {
