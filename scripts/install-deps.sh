@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake ninja-build ccache pkg-config git
   g++ clang clang-format clang-tidy libclang-rt-14-dev
   libboost-dev libsimdjson-dev libyaml-cpp-dev nlohmann-json3-dev
-  libspdlog-dev libfmt-dev libssl-dev libre2-dev libxxhash-dev libhiredis-dev
+  libspdlog-dev libfmt-dev libssl-dev libre2-dev libxxhash-dev libhiredis-dev libnghttp2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nginx-light haproxy wrk redis-server curl procps python3-matplotlib
   nodejs npm

@@ -426,9 +426,9 @@ bool isStaleConnectionError(const error_code& ec) {
 }
 
 // Response headers for the client, from the upstream's.
-std::string clientHead(const Exchange& x, const bhttp::response_parser<bhttp::buffer_body>& parser,
-                       bool chunked, bool close, const config::HeaderModifier* mod) {
-  const auto& res = parser.get();
+std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
+                       std::optional<uint64_t> content_length, bool chunked, bool close,
+                       const config::HeaderModifier* mod) {
   std::string head;
   head.reserve(512);
   int status = static_cast<int>(res.result_int());
@@ -460,8 +460,8 @@ std::string clientHead(const Exchange& x, const bhttp::response_parser<bhttp::bu
   }
   if (chunked) {
     head += "Transfer-Encoding: chunked\r\n";
-  } else if (parser.content_length()) {
-    fmt::format_to(std::back_inserter(head), "Content-Length: {}\r\n", *parser.content_length());
+  } else if (content_length) {
+    fmt::format_to(std::back_inserter(head), "Content-Length: {}\r\n", *content_length);
   }
   if (close) {
     head += "Connection: close\r\n";
@@ -516,10 +516,43 @@ class RelayBuffer {
 
 // Streams the upstream body to the client as it arrives. SSE responses are cut into events:
 // each read's complete events go out in one write, never held back for later ones.
+// An upstream response body read through Beast's parser, from an HTTP/1.1 connection (plain or
+// TLS). The relay reads every body through this shape: read(), done(), expire(), buffered().
 template <class Conn>
-awaitable<RelayEnd> relayBody(Exchange& x, Conn& conn,
-                              bhttp::response_parser<bhttp::buffer_body>& parser, bool sse,
-                              bool chunked, bool hide_usage, ClientWatch& watch, std::string& head,
+class Http1Body {
+ public:
+  Http1Body(Conn& conn, bhttp::response_parser<bhttp::buffer_body>& parser)
+      : conn_(conn), parser_(parser) {}
+  awaitable<size_t> read(char* buf, size_t cap, error_code& ec) {
+    parser_.get().body().data = buf;
+    parser_.get().body().size = cap;
+    co_await bhttp::async_read_some(conn_.stream, conn_.buffer, parser_,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == bhttp::error::need_buffer) {
+      ec = {};
+    }
+    co_return cap - parser_.get().body().size;
+  }
+  bool done() const { return parser_.is_done(); }
+  void expire(std::chrono::milliseconds d) {
+    beast::get_lowest_layer(conn_.stream).expires_after(d);
+  }
+  bool buffered() const { return conn_.buffer.size() > 0; }
+  // The connection may carry another request.
+  bool reusable() const { return parser_.keep_alive() && parser_.is_done(); }
+  std::optional<uint64_t> contentLength() const {
+    auto n = parser_.content_length();
+    return n ? std::optional<uint64_t>(*n) : std::nullopt;
+  }
+
+ private:
+  Conn& conn_;
+  bhttp::response_parser<bhttp::buffer_body>& parser_;
+};
+
+template <class Body>
+awaitable<RelayEnd> relayBody(Exchange& x, Body& upstream, bool sse, bool chunked, bool hide_usage,
+                              ClientWatch& watch, std::string& head,
                               const ModelWriteBack* write_back) {
   Session& s = x.session;
   const auto& cfg = s.worker.snapshot()->config;
@@ -581,29 +614,21 @@ awaitable<RelayEnd> relayBody(Exchange& x, Conn& conn,
   bool last_chunk_sent = false;
   std::string rewritten;
 
-  while (!parser.is_done()) {
+  while (!upstream.done()) {
     bool use_rewritten = false;
-    parser.get().body().data = relay.get();
-    parser.get().body().size = kRelayBytes;
     error_code ec;
     if (x.deadline) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           *x.deadline - s.worker.context().time.monotonicNow());
-      beast::get_lowest_layer(conn.stream)
-          .expires_after(
-              std::max(std::chrono::milliseconds(1), std::min(cfg.timeouts.stream_idle, left)));
+      upstream.expire(
+          std::max(std::chrono::milliseconds(1), std::min(cfg.timeouts.stream_idle, left)));
     } else {
-      beast::get_lowest_layer(conn.stream).expires_after(cfg.timeouts.stream_idle);
+      upstream.expire(cfg.timeouts.stream_idle);
     }
-    co_await bhttp::async_read_some(conn.stream, conn.buffer, parser,
-                                    asio::redirect_error(asio::use_awaitable, ec));
-    if (ec == bhttp::error::need_buffer) {
-      ec = {};
-    }
+    const size_t n = co_await upstream.read(relay.get(), kRelayBytes, ec);
     if (watch.client_gone) {
       co_return RelayEnd::ClientGone;
     }
-    size_t n = kRelayBytes - parser.get().body().size;
     std::string_view data(relay.get(), n);
     if (ec && n == 0) {
       if (isTimeout(ec)) {
@@ -663,7 +688,7 @@ awaitable<RelayEnd> relayBody(Exchange& x, Conn& conn,
       // The response head goes out with the first body bytes: one write instead of two.
       bufs.insert(bufs.begin(), asio::buffer(head));
     }
-    if (chunked && parser.is_done() && splitter.pending().empty()) {
+    if (chunked && upstream.done() && splitter.pending().empty()) {
       // And the terminating chunk with the last ones.
       bufs.push_back(asio::buffer(kLastChunk.data(), kLastChunk.size()));
       last_chunk_sent = true;
@@ -700,16 +725,14 @@ awaitable<RelayEnd> relayBody(Exchange& x, Conn& conn,
 // Relays an upstream's response (its head already read) to the client: status and headers, then
 // the body as it arrives. `upstream_model` non-empty: that name is written back as the client's
 // `client_model`. Returns whether the upstream connection may be reused.
-template <class Conn>
-awaitable<bool> relayResponse(Exchange& x, Conn& conn,
-                              bhttp::response_parser<bhttp::buffer_body>& parser,
+template <class Body>
+awaitable<bool> relayResponse(Exchange& x, const bhttp::response_header<>& res, Body& upstream,
                               ClientWatch& watch, bool hide_usage, std::string upstream_model,
                               const RouteChoice& route, std::string_view client_model,
                               router::Reservation* held) {
   Session& s = x.session;
   const auto& cfg = s.worker.snapshot()->config;
   bool keep = false;
-  const auto& res = parser.get();
   x.status = static_cast<int>(res.result_int());
   std::string_view content_type;
   if (auto it = res.find(bhttp::field::content_type); it != res.end()) {
@@ -724,16 +747,17 @@ awaitable<bool> relayResponse(Exchange& x, Conn& conn,
   if (!upstream_model.empty()) {
     write_back = ModelWriteBack{base::jsonQuote(upstream_model), base::jsonQuote(client_model)};
   }
-  const bool length_known = parser.content_length().has_value() && !sse && !write_back;
+  const std::optional<uint64_t> content_length = upstream.contentLength();
+  const bool length_known = content_length.has_value() && !sse && !write_back;
   bool chunked = has_body && !length_known && !x.http10;
   if (has_body && !length_known && x.http10) {
     x.keep_alive = false;  // an HTTP/1.0 client learns the end from the close
   }
   std::string head = clientHead(
-      x, parser, chunked, !x.keep_alive,
+      x, res, content_length, chunked, !x.keep_alive,
       route.action && route.action->response_headers ? &*route.action->response_headers : nullptr);
   RelayEnd end = RelayEnd::Complete;
-  if (!has_body || conn.buffer.size() == 0) {
+  if (!has_body || !upstream.buffered()) {
     // No body bytes yet (a stream whose first token is still being computed): the client gets
     // the status and headers now rather than with the first event.
     std::vector<asio::const_buffer> head_buf{asio::buffer(head)};
@@ -743,7 +767,7 @@ awaitable<bool> relayResponse(Exchange& x, Conn& conn,
     head.clear();
   }
   if (end == RelayEnd::Complete && has_body) {
-    end = co_await relayBody(x, conn, parser, sse, chunked, hide_usage, watch, head,
+    end = co_await relayBody(x, upstream, sse, chunked, hide_usage, watch, head,
                              write_back ? &*write_back : nullptr);
   }
   watch.upstream = nullptr;
@@ -757,7 +781,7 @@ awaitable<bool> relayResponse(Exchange& x, Conn& conn,
 
   switch (end) {
     case RelayEnd::Complete:
-      keep = parser.keep_alive() && parser.is_done();
+      keep = upstream.reusable();
       break;
     case RelayEnd::ClientGone:
       x.status = 499;
@@ -1083,7 +1107,8 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   // Relay the response.
   // Hoisted out of the co_await: g++ 12 mishandles conditional temporaries across it.
   std::string write_back_from = rewrite_model ? route.upstream_model : std::string();
-  const bool keep = co_await relayResponse(x, *conn, *parser, *watch, hide_usage,
+  Http1Body body_in(*conn, *parser);
+  const bool keep = co_await relayResponse(x, parser->get(), body_in, *watch, hide_usage,
                                            std::move(write_back_from), route, peek.model, &held);
   if (keep) {
     w.pool().release(chosen->address, std::move(conn));
@@ -1271,7 +1296,8 @@ awaitable<void> proxyProvider(Exchange& x, const RouteChoice& route,
   }
   x.served = true;
   std::string write_back_from = rewrite_model ? route.upstream_model : std::string();
-  const bool keep = co_await relayResponse(x, *conn, *parser, *watch, hide_usage,
+  Http1Body body_in(*conn, *parser);
+  const bool keep = co_await relayResponse(x, parser->get(), body_in, *watch, hide_usage,
                                            std::move(write_back_from), route, peek.model, nullptr);
   if (keep) {
     pool.release(p.pool_key, std::move(conn));
