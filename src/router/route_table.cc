@@ -878,9 +878,6 @@ class Builder {
             b->endpoints.push_back(std::move(*ep));
         }
       }
-      if (b->h2c) {
-        b->error = "appProtocol kubernetes.io/h2c is not supported yet";
-      }
       schedulerAnnotation(*o, *b);
       if (pool.endpoint_picker) {
         const auto& ref = *pool.endpoint_picker;

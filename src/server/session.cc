@@ -14,6 +14,7 @@
 #include <boost/beast/http/status.hpp>
 #include <fmt/format.h>
 
+#include "backends/h2_client.h"
 #include "backends/provider.h"
 #include "base/log.h"
 #include "base/strings.h"
@@ -302,6 +303,7 @@ struct ClientWatch {
   bool stopping = false;
   bool client_gone = false;
   beast::tcp_stream* upstream = nullptr;
+  backends::H2Stream* h2 = nullptr;  // an HTTP/2 upstream stream, reset when the client goes
   asio::steady_timer done;
 };
 
@@ -314,6 +316,9 @@ awaitable<void> watchClient(Session& s, std::shared_ptr<ClientWatch> w) {
         w->client_gone = true;
         if (w->upstream != nullptr) {
           w->upstream->close();
+        }
+        if (w->h2 != nullptr) {
+          w->h2->cancel();
         }
       }
       break;
@@ -815,6 +820,48 @@ awaitable<bool> relayResponse(Exchange& x, const bhttp::response_header<>& res, 
   co_return keep;
 }
 
+// The HTTP/2 form of a request head built for HTTP/1.1 (the request line and header lines of
+// upstreamHeadPrefix): method and path become pseudo-headers, names go to lower case, and the
+// headers HTTP/2 forbids (connection-specific ones) are left out. Host becomes :authority, set
+// per attempt; Content-Length is set here from the body.
+struct H2Request {
+  std::string method;
+  std::string path;
+  std::vector<backends::H2Connection::Header> headers;
+};
+
+H2Request h2RequestOf(std::string_view head) {
+  H2Request out;
+  size_t line_end = head.find("\r\n");
+  std::string_view line = head.substr(0, line_end);
+  const size_t sp1 = line.find(' ');
+  const size_t sp2 = line.rfind(' ');
+  out.method = std::string(line.substr(0, sp1));
+  out.path = std::string(line.substr(sp1 + 1, sp2 - sp1 - 1));
+  size_t pos = line_end == std::string_view::npos ? head.size() : line_end + 2;
+  while (pos < head.size()) {
+    size_t end = head.find("\r\n", pos);
+    if (end == std::string_view::npos) {
+      end = head.size();
+    }
+    std::string_view h = head.substr(pos, end - pos);
+    pos = end + 2;
+    const size_t colon = h.find(':');
+    if (colon == std::string_view::npos) {
+      continue;
+    }
+    std::string name = base::toLower(h.substr(0, colon));
+    std::string_view value = base::trim(h.substr(colon + 1));
+    if (name == "host" || name == "connection" || name == "keep-alive" ||
+        name == "proxy-connection" || name == "transfer-encoding" || name == "upgrade" ||
+        name == "content-length" || (name == "te" && value != "trailers")) {
+      continue;
+    }
+    out.headers.push_back({std::move(name), std::string(value)});
+  }
+  return out;
+}
+
 // Sends the request to the backend's endpoints in order until one answers, then relays.
 awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::RequestPeek& peek) {
   const router::Backend& backend = *route.backend;
@@ -949,6 +996,12 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
 
   backends::UpstreamConnectionPtr conn;
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
+  std::shared_ptr<backends::H2Stream> h2;  // h2c pools: the stream instead of conn and parser
+  H2Request h2_request;
+  if (backend.h2c) {
+    h2_request = h2RequestOf(head_prefix);
+    h2_request.headers.push_back({"content-length", std::to_string(body_size)});
+  }
   const router::Endpoint* chosen = nullptr;
   router::Reservation held;  // the chosen endpoint's load, released when the response ends
   // Outlier detection: every failed attempt counts against its endpoint.
@@ -965,6 +1018,17 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   };
   ErrorKind failure = ErrorKind::UpstreamUnavailable;
   std::string failure_message = "no endpoint could be reached";
+  auto connectFailed = [&](const router::Endpoint& e, const error_code& ec) {
+    const bool timeout = isTimeout(ec);
+    if (x.series) {
+      x.series->countUpstreamError(timeout ? metrics::UpstreamError::ConnectTimeout
+                                           : metrics::UpstreamError::ConnectFailed);
+    }
+    failed(e);
+    failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
+    failure_message = fmt::format("connecting to endpoint {} failed: {}", e.address,
+                                  timeout ? "timed out" : ec.message());
+  };
 
   for (size_t i = 0; i < candidates.size() && !watch->client_gone; ++i) {
     const router::Endpoint& ep = *candidates[i];
@@ -997,44 +1061,64 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     bool answered = false;
     while (true) {
       error_code ec;
-      conn = w.pool().takeIdle(ep.address);
-      if (conn) {
-        w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        conn = co_await w.pool().connect(ep, cfg.timeouts.upstream_connect, ec);
+      bool reused = false;
+      if (backend.h2c) {
+        // HTTP/2: a stream on a shared connection to the endpoint.
+        // Arguments hoisted out of the co_await: g++ 12 mishandles temporaries across it.
+        const bool fresh = !fresh_retry_allowed;
+        auto h2conn =
+            co_await w.h2Pool().acquire(ep, cfg.timeouts.upstream_connect, fresh, reused, ec);
         if (ec) {
-          bool timeout = isTimeout(ec);
-          if (x.series) {
-            x.series->countUpstreamError(timeout ? metrics::UpstreamError::ConnectTimeout
-                                                 : metrics::UpstreamError::ConnectFailed);
-          }
-          failed(ep);
-          failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
-          failure_message = fmt::format("connecting to endpoint {} failed: {}", ep.address,
-                                        timeout ? "timed out" : ec.message());
+          connectFailed(ep, ec);
           break;
         }
-        w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
-      }
-      watch->upstream = &conn->stream;
-      std::string head = head_prefix;
-      fmt::format_to(std::back_inserter(head), "Host: {}\r\nContent-Length: {}\r\n\r\n",
-                     host_override.empty() ? std::string_view(ep.address) : host_override,
-                     body_size);
-      std::vector<asio::const_buffer> bufs;
-      bufs.reserve(pieces.size() + 1);
-      bufs.push_back(asio::buffer(head));
-      for (auto p : pieces) {
-        bufs.push_back(asio::buffer(p.data(), p.size()));
-      }
-      conn->stream.expires_after(attemptTimeout());
-      co_await asio::async_write(conn->stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
-      if (!ec) {
-        parser.emplace();
-        parser->header_limit(64 * 1024);
-        parser->body_limit(std::numeric_limits<std::uint64_t>::max());
-        co_await bhttp::async_read_header(conn->stream, conn->buffer, *parser,
-                                          asio::redirect_error(asio::use_awaitable, ec));
+        (reused ? w.shard().upstream_connections_reused : w.shard().upstream_connections_opened)
+            .fetch_add(1, std::memory_order_relaxed);
+        const std::string_view authority =
+            host_override.empty() ? std::string_view(ep.address) : host_override;
+        h2 = h2conn->submit(h2_request.method, authority, h2_request.path, h2_request.headers,
+                            pieces, body_size);
+        if (h2) {
+          watch->h2 = h2.get();
+          const auto head_timeout = attemptTimeout();
+          co_await h2->waitHead(head_timeout, ec);
+        } else {
+          ec = asio::error::connection_reset;  // the connection could not take the stream
+        }
+      } else {
+        conn = w.pool().takeIdle(ep.address);
+        if (conn) {
+          reused = true;
+          w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          conn = co_await w.pool().connect(ep, cfg.timeouts.upstream_connect, ec);
+          if (ec) {
+            connectFailed(ep, ec);
+            break;
+          }
+          w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
+        }
+        watch->upstream = &conn->stream;
+        std::string head = head_prefix;
+        fmt::format_to(std::back_inserter(head), "Host: {}\r\nContent-Length: {}\r\n\r\n",
+                       host_override.empty() ? std::string_view(ep.address) : host_override,
+                       body_size);
+        std::vector<asio::const_buffer> bufs;
+        bufs.reserve(pieces.size() + 1);
+        bufs.push_back(asio::buffer(head));
+        for (auto p : pieces) {
+          bufs.push_back(asio::buffer(p.data(), p.size()));
+        }
+        conn->stream.expires_after(attemptTimeout());
+        co_await asio::async_write(conn->stream, bufs,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+        if (!ec) {
+          parser.emplace();
+          parser->header_limit(64 * 1024);
+          parser->body_limit(std::numeric_limits<std::uint64_t>::max());
+          co_await bhttp::async_read_header(conn->stream, conn->buffer, *parser,
+                                            asio::redirect_error(asio::use_awaitable, ec));
+        }
       }
       if (watch->client_gone) {
         break;
@@ -1044,7 +1128,14 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
         break;
       }
       watch->upstream = nullptr;
-      if (conn->reused && fresh_retry_allowed && isStaleConnectionError(ec)) {
+      watch->h2 = nullptr;
+      // A refused HTTP/2 stream (REFUSED_STREAM, GOAWAY) was not processed: safe to resend.
+      const bool refused = h2 && h2->refused();
+      if (h2) {
+        h2->cancel();
+        h2.reset();
+      }
+      if (reused && fresh_retry_allowed && (refused || isStaleConnectionError(ec))) {
         // The pooled connection had been closed by the endpoint: retry on a fresh one.
         fresh_retry_allowed = false;
         conn.reset();
@@ -1066,7 +1157,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
       break;
     }
     if (answered) {
-      int status = static_cast<int>(parser->get().result_int());
+      int status = static_cast<int>(h2 ? h2->head().result_int() : parser->get().result_int());
       bool retriable =
           std::find(retry_codes.begin(), retry_codes.end(), status) != retry_codes.end();
       if (status >= 500) {
@@ -1079,7 +1170,12 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
           x.series->countUpstreamError(metrics::UpstreamError::Status5xx);
         }
         watch->upstream = nullptr;
+        watch->h2 = nullptr;
         conn.reset();
+        if (h2) {
+          h2->cancel();
+          h2.reset();
+        }
         continue;
       }
       chosen = &ep;
@@ -1107,6 +1203,14 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   // Relay the response.
   // Hoisted out of the co_await: g++ 12 mishandles conditional temporaries across it.
   std::string write_back_from = rewrite_model ? route.upstream_model : std::string();
+  if (h2) {
+    // The stream ends here whatever happened; the connection stays for other requests.
+    co_await relayResponse(x, h2->head(), *h2, *watch, hide_usage, std::move(write_back_from),
+                           route, peek.model, &held);
+    watch->h2 = nullptr;
+    h2->cancel();
+    co_return;
+  }
   Http1Body body_in(*conn, *parser);
   const bool keep = co_await relayResponse(x, parser->get(), body_in, *watch, hide_usage,
                                            std::move(write_back_from), route, peek.model, &held);

@@ -5,6 +5,7 @@
 
 #include <boost/asio/socket_base.hpp>
 
+#include "backends/h2_client.h"
 #include "backends/provider.h"
 #include "base/log.h"
 #include "base/net.h"
@@ -43,6 +44,9 @@ Worker::~Worker() {
   acceptors_.clear();
   pool_.clear();
   provider_pool_.reset();
+  if (h2_pool_) {
+    h2_pool_->clear();
+  }
   // Destroys suspended coroutines (sessions) while the state they refer to is still alive.
   ioc_.reset();
 }
@@ -99,6 +103,13 @@ void Worker::reconcileListeners(const std::vector<tcp::endpoint>& endpoints) {
   }
 }
 
+backends::H2Pool& Worker::h2Pool() {
+  if (!h2_pool_) {
+    h2_pool_ = std::make_unique<backends::H2Pool>(snapshot_->config.upstream.idle_timeout);
+  }
+  return *h2_pool_;
+}
+
 backends::ProviderPool& Worker::providerPool() {
   if (!provider_pool_) {
     const auto& u = snapshot_->config.upstream;
@@ -134,6 +145,9 @@ void Worker::publish(std::shared_ptr<const router::Snapshot> snapshot) {
     if (provider_pool_) {
       const auto& u = snap->config.upstream;
       provider_pool_->configure(u.max_idle_per_endpoint, u.idle_timeout, u.ca_file);
+    }
+    if (h2_pool_) {
+      h2_pool_->configure(snap->config.upstream.idle_timeout);
     }
     snapshot_ = std::move(snap);
   });
@@ -182,6 +196,9 @@ void Worker::stopAccepting() {
     pool_.clear();
     if (provider_pool_) {
       provider_pool_->clear();
+    }
+    if (h2_pool_) {
+      h2_pool_->clear();
     }
   });
 }

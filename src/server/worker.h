@@ -22,7 +22,8 @@
 
 namespace sluice::backends {
 class ProviderPool;
-}
+class H2Pool;
+}  // namespace sluice::backends
 
 namespace sluice::server {
 
@@ -85,6 +86,8 @@ class Worker {
   backends::UpstreamPool& pool() { return pool_; }
   // Keep-alive TLS connections to external providers (created on first use).
   backends::ProviderPool& providerPool();
+  // HTTP/2 (h2c) connections to endpoints of pools with appProtocol kubernetes.io/h2c.
+  backends::H2Pool& h2Pool();
   base::Random& random() { return random_; }
   metrics::Shard& shard() { return shard_; }
   std::vector<const router::Endpoint*>& candidates() { return candidates_; }
@@ -115,6 +118,7 @@ class Worker {
   std::unordered_map<std::string, std::shared_ptr<filters::FlowQueue>> flow_queues_;
   backends::UpstreamPool pool_;
   std::unique_ptr<backends::ProviderPool> provider_pool_;
+  std::unique_ptr<backends::H2Pool> h2_pool_;
   base::Xoshiro random_;
   metrics::Shard& shard_;
   std::vector<const router::Endpoint*> candidates_;

@@ -1,0 +1,150 @@
+#pragma once
+
+// HTTP/2 over cleartext TCP with prior knowledge (h2c), for InferencePools whose appProtocol is
+// kubernetes.io/h2c. One connection per endpoint carries many requests at once (as many as the
+// endpoint's SETTINGS_MAX_CONCURRENT_STREAMS; beyond that another connection is opened), with
+// flow control tied to the client: a stream's window is opened only as the relay hands its
+// bytes on, so a slow client slows its stream, not the router's memory. nghttp2 does the
+// framing; everything runs on the worker's thread, so there are no locks.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <boost/beast/http/message.hpp>
+
+#include "base/asio.h"
+#include "router/snapshot.h"
+
+struct nghttp2_session;
+
+namespace sluice::backends {
+
+class H2Connection;
+
+// One request and its response on an HTTP/2 connection. Its body-reading side has the shape
+// the proxy's relay reads every upstream body through.
+class H2Stream {
+ public:
+  explicit H2Stream(const asio::any_io_executor& ex) : signal_(ex) {}
+  ~H2Stream();
+  H2Stream(const H2Stream&) = delete;
+  H2Stream& operator=(const H2Stream&) = delete;
+
+  // Waits for the response head (1xx responses are skipped) or a failure, at most `timeout`.
+  awaitable<void> waitHead(std::chrono::milliseconds timeout, error_code& ec);
+  const boost::beast::http::response_header<>& head() const { return head_; }
+  // True when the endpoint refused the stream before processing it (REFUSED_STREAM, or a
+  // GOAWAY below its id): the request can go elsewhere, or on a fresh connection.
+  bool refused() const { return refused_; }
+  // Abandons the exchange: an open stream is reset (CANCEL) and its unread bytes released.
+  void cancel();
+
+  // The relay's side.
+  awaitable<size_t> read(char* buf, size_t cap, error_code& ec);
+  bool done() const { return ended_ && unread() == 0; }
+  void expire(std::chrono::milliseconds d) { deadline_ = std::chrono::steady_clock::now() + d; }
+  bool buffered() const { return unread() > 0; }
+  bool reusable() const { return true; }  // the connection outlives the stream regardless
+  std::optional<uint64_t> contentLength() const;
+
+ private:
+  friend class H2Connection;
+  size_t unread() const { return data_.size() - data_off_; }
+  void wake() { signal_.cancel(); }
+  // Waits until woken or the deadline passes; false on timeout.
+  awaitable<bool> wait();
+
+  asio::steady_timer signal_;
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
+  std::weak_ptr<H2Connection> conn_;
+  int32_t id_ = -1;
+  // The request body, in pieces that outlive the stream or its cancel().
+  std::vector<std::string_view> pieces_;
+  size_t piece_ = 0;
+  size_t offset_ = 0;
+  // The response.
+  boost::beast::http::response_header<> head_;
+  bool head_done_ = false;
+  std::string data_;  // received, read from data_off_
+  size_t data_off_ = 0;
+  bool ended_ = false;   // the endpoint ended the stream cleanly
+  bool closed_ = false;  // nghttp2 closed it (ended, reset or the connection went)
+  bool refused_ = false;
+  error_code error_;  // set when the stream failed
+};
+
+class H2Connection : public std::enable_shared_from_this<H2Connection> {
+ public:
+  explicit H2Connection(tcp::socket socket);
+  ~H2Connection();
+  H2Connection(const H2Connection&) = delete;
+  H2Connection& operator=(const H2Connection&) = delete;
+
+  // Connects and sends the connection preface; the read loop starts.
+  static awaitable<std::shared_ptr<H2Connection>> connect(const router::Endpoint& ep,
+                                                          std::chrono::milliseconds timeout,
+                                                          error_code& ec);
+
+  struct Header {
+    std::string name;  // lower case
+    std::string value;
+  };
+  // Sends a request (pseudo-headers from `method`, `authority`, `path`); `body` pieces must stay
+  // valid until the stream closes or is cancelled. Null if the connection cannot take it.
+  std::shared_ptr<H2Stream> submit(std::string_view method, std::string_view authority,
+                                   std::string_view path, const std::vector<Header>& headers,
+                                   std::vector<std::string_view> body, size_t body_size);
+
+  // Alive, not told to go away, and below the endpoint's concurrent stream limit.
+  bool usable() const;
+  size_t activeStreams() const { return streams_.size(); }
+  bool dead() const { return dead_; }
+  std::chrono::steady_clock::time_point idleSince() const { return idle_since_; }
+  void close();
+
+ private:
+  friend class H2Stream;
+  awaitable<void> readLoop();
+  void flush();
+  void fail(const error_code& ec);
+  void consume(int32_t id, size_t n);
+  void resetStream(int32_t id);
+  void forget(int32_t id);
+
+  struct Callbacks;
+  tcp::socket socket_;
+  nghttp2_session* session_ = nullptr;
+  std::unordered_map<int32_t, std::shared_ptr<H2Stream>> streams_;
+  std::string out_;
+  bool writing_ = false;
+  bool dead_ = false;
+  bool goaway_ = false;
+  std::chrono::steady_clock::time_point idle_since_ = std::chrono::steady_clock::now();
+};
+
+// Per-worker h2c connections by endpoint address. One thread uses it: no locks.
+class H2Pool {
+ public:
+  explicit H2Pool(std::chrono::milliseconds idle_timeout) : idle_timeout_(idle_timeout) {}
+  void configure(std::chrono::milliseconds idle_timeout) { idle_timeout_ = idle_timeout; }
+  // A connection that can take another stream (the least loaded), or a new one. `fresh` forces
+  // a new connection (after a refusal on a pooled one); `reused` says whether it was pooled.
+  awaitable<std::shared_ptr<H2Connection>> acquire(const router::Endpoint& ep,
+                                                   std::chrono::milliseconds connect_timeout,
+                                                   bool fresh, bool& reused, error_code& ec);
+  size_t connectionCount() const;
+  void clear();
+
+ private:
+  std::chrono::milliseconds idle_timeout_;
+  std::unordered_map<std::string, std::vector<std::shared_ptr<H2Connection>>> conns_;
+};
+
+}  // namespace sluice::backends
