@@ -1,6 +1,7 @@
 #include "backends/metrics_fetcher.h"
 
 #include <algorithm>
+#include <array>
 #include <iterator>
 #include <time.h>
 
@@ -129,8 +130,50 @@ awaitable<void> MetricsFetcher::tickLoop() {
   }
 }
 
+awaitable<std::string> MetricsFetcher::getH2(Target& t, std::string_view path, error_code& ec,
+                                             int& status) {
+  if (!t.h2 || t.h2->dead()) {
+    t.h2 = co_await H2Connection::connect(t.spec.endpoint, config_.timeout, ec);
+    if (ec) {
+      t.h2.reset();
+      co_return std::string();
+    }
+  }
+  static const std::vector<H2Connection::Header> kHeaders = {{"accept", "text/plain"}};
+  auto stream = t.h2->submit("GET", t.spec.endpoint.address, path, kHeaders, {}, 0);
+  if (!stream) {
+    t.h2.reset();
+    ec = asio::error::connection_reset;
+    co_return std::string();
+  }
+  co_await stream->waitHead(config_.timeout, ec);
+  std::string body;
+  std::array<char, 16384> buf;
+  stream->expire(config_.timeout);
+  while (!ec && !stream->done()) {
+    const size_t n = co_await stream->read(buf.data(), buf.size(), ec);
+    body.append(buf.data(), n);
+    if (body.size() > 16 * 1024 * 1024) {
+      ec = asio::error::message_size;
+    }
+  }
+  stream->cancel();
+  if (ec) {
+    if (t.h2->dead()) {
+      t.h2.reset();
+    }
+    co_return std::string();
+  }
+  status = static_cast<int>(stream->head().result_int());
+  co_return body;
+}
+
 awaitable<std::string> MetricsFetcher::get(Target& t, std::string_view path, error_code& ec,
                                            int& status) {
+  if (t.spec.h2c) {
+    std::string body = co_await getH2(t, path, ec, status);
+    co_return body;
+  }
   if (!t.conn) {
     t.conn = co_await UpstreamPool::connect(t.spec.endpoint, config_.timeout, ec);
     if (ec) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/engine_metrics.h"
+#include "backends/h2_client.h"
 #include "backends/upstream_pool.h"
 #include "base/asio.h"
 #include "base/clock.h"
@@ -36,6 +37,7 @@ struct FetcherConfig {
 struct FetchTarget {
   router::Endpoint endpoint;
   EngineType engine = EngineType::Vllm;
+  bool h2c = false;  // the endpoint speaks HTTP/2 with prior knowledge (appProtocol h2c)
 };
 
 using MetricsViewPtr = std::shared_ptr<const MetricsView>;
@@ -69,6 +71,7 @@ class MetricsFetcher {
     FetchTarget spec;
     EndpointTracker tracker;
     UpstreamConnectionPtr conn;
+    std::shared_ptr<H2Connection> h2;  // h2c endpoints
     bool in_flight = false;
     bool removed = false;
     base::MonoTime last_models{};
@@ -76,6 +79,7 @@ class MetricsFetcher {
   awaitable<void> tickLoop();
   awaitable<void> scrape(std::shared_ptr<Target> target);
   awaitable<std::string> get(Target& t, std::string_view path, error_code& ec, int& status);
+  awaitable<std::string> getH2(Target& t, std::string_view path, error_code& ec, int& status);
   void publishNow();
 
   FetcherConfig config_;

@@ -332,7 +332,7 @@ void Server::updateFetchTargets(const router::Snapshot& snap) {
     auto engine = backends::parseEngineType(backend.engine).value_or(backends::EngineType::Vllm);
     for (const auto& ep : backend.endpoints) {
       if (seen.insert(ep.address).second) {
-        targets.push_back({ep, engine});
+        targets.push_back({ep, engine, backend.h2c});
       }
     }
   };
