@@ -168,10 +168,57 @@ awaitable<std::string> MetricsFetcher::getH2(Target& t, std::string_view path, e
   co_return body;
 }
 
+template <class Conn>
+awaitable<std::string> MetricsFetcher::getOver(Conn& conn, const Target& t, std::string_view path,
+                                               error_code& ec, int& status, bool& keep) {
+  keep = false;
+  std::string request = fmt::format("GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/plain\r\n\r\n",
+                                    path, t.spec.endpoint.address);
+  beast::get_lowest_layer(conn.stream).expires_after(config_.timeout);
+  co_await asio::async_write(conn.stream, asio::buffer(request),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    co_return std::string();
+  }
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(16 * 1024 * 1024);
+  co_await bhttp::async_read(conn.stream, conn.buffer, parser,
+                             asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    co_return std::string();
+  }
+  status = static_cast<int>(parser.get().result_int());
+  keep = parser.get().keep_alive();
+  if (keep) {
+    beast::get_lowest_layer(conn.stream).expires_never();
+  }
+  co_return std::move(parser.get().body());
+}
+
 awaitable<std::string> MetricsFetcher::get(Target& t, std::string_view path, error_code& ec,
                                            int& status) {
   if (t.spec.h2c) {
     std::string body = co_await getH2(t, path, ec, status);
+    co_return body;
+  }
+  bool keep = false;
+  if (t.spec.tls) {
+    if (!t.tls_conn) {
+      if (!tls_) {
+        tls_ = std::make_unique<ProviderPool>(0, config_.timeout);
+        tls_->configure(0, config_.timeout, config_.ca_file);
+      }
+      std::string why;
+      t.tls_conn = co_await tls_->connectEndpoint(t.spec.endpoint, config_.verify_tls,
+                                                  config_.timeout, ec, why);
+      if (ec) {
+        co_return std::string();
+      }
+    }
+    std::string body = co_await getOver(*t.tls_conn, t, path, ec, status, keep);
+    if (ec || !keep) {
+      t.tls_conn.reset();
+    }
     co_return body;
   }
   if (!t.conn) {
@@ -180,30 +227,11 @@ awaitable<std::string> MetricsFetcher::get(Target& t, std::string_view path, err
       co_return std::string();
     }
   }
-  std::string request = fmt::format("GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/plain\r\n\r\n",
-                                    path, t.spec.endpoint.address);
-  t.conn->stream.expires_after(config_.timeout);
-  co_await asio::async_write(t.conn->stream, asio::buffer(request),
-                             asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
+  std::string body = co_await getOver(*t.conn, t, path, ec, status, keep);
+  if (ec || !keep) {
     t.conn.reset();
-    co_return std::string();
   }
-  bhttp::response_parser<bhttp::string_body> parser;
-  parser.body_limit(16 * 1024 * 1024);
-  co_await bhttp::async_read(t.conn->stream, t.conn->buffer, parser,
-                             asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
-    t.conn.reset();
-    co_return std::string();
-  }
-  status = static_cast<int>(parser.get().result_int());
-  if (!parser.get().keep_alive()) {
-    t.conn.reset();
-  } else {
-    t.conn->stream.expires_never();
-  }
-  co_return std::move(parser.get().body());
+  co_return body;
 }
 
 awaitable<void> MetricsFetcher::scrape(std::shared_ptr<Target> target) {

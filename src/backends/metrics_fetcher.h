@@ -14,6 +14,7 @@
 
 #include "backends/engine_metrics.h"
 #include "backends/h2_client.h"
+#include "backends/provider.h"
 #include "backends/upstream_pool.h"
 #include "base/asio.h"
 #include "base/clock.h"
@@ -27,7 +28,9 @@ struct FetcherConfig {
   std::chrono::milliseconds models_interval{5000};  // how often /v1/models is read
   uint32_t max_concurrency = 128;                   // scrapes in flight at once
   uint32_t unhealthy_after = 3;                     // consecutive failures
-  std::map<EngineType, EngineMapping> mappings;     // overrides of defaultMapping()
+  bool verify_tls = false;  // TLS endpoints: check certificates (upstream.verify_workload_tls)
+  std::string ca_file;      // ...against the system's CAs and this file
+  std::map<EngineType, EngineMapping> mappings;  // overrides of defaultMapping()
   const EngineMapping& mapping(EngineType type) const {
     auto it = mappings.find(type);
     return it == mappings.end() ? defaultMapping(type) : it->second;
@@ -38,6 +41,7 @@ struct FetchTarget {
   router::Endpoint endpoint;
   EngineType engine = EngineType::Vllm;
   bool h2c = false;  // the endpoint speaks HTTP/2 with prior knowledge (appProtocol h2c)
+  bool tls = false;  // HTTP/1.1 over TLS (ModelServer workloadPort.protocol https)
 };
 
 using MetricsViewPtr = std::shared_ptr<const MetricsView>;
@@ -72,6 +76,7 @@ class MetricsFetcher {
     EndpointTracker tracker;
     UpstreamConnectionPtr conn;
     std::shared_ptr<H2Connection> h2;  // h2c endpoints
+    ProviderConnectionPtr tls_conn;    // TLS endpoints
     bool in_flight = false;
     bool removed = false;
     base::MonoTime last_models{};
@@ -80,12 +85,16 @@ class MetricsFetcher {
   awaitable<void> scrape(std::shared_ptr<Target> target);
   awaitable<std::string> get(Target& t, std::string_view path, error_code& ec, int& status);
   awaitable<std::string> getH2(Target& t, std::string_view path, error_code& ec, int& status);
+  template <class Conn>
+  awaitable<std::string> getOver(Conn& conn, const Target& t, std::string_view path, error_code& ec,
+                                 int& status, bool& keep);
   void publishNow();
 
   FetcherConfig config_;
   const base::TimeSource& time_;
   std::function<void(MetricsViewPtr)> publish_;
   asio::io_context ioc_{1};
+  std::unique_ptr<ProviderPool> tls_;  // TLS contexts and handshakes for TLS endpoints
   std::thread thread_;
   std::unordered_map<std::string, std::shared_ptr<Target>> targets_;  // fetcher thread only
   uint32_t in_flight_ = 0;

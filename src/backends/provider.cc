@@ -7,6 +7,7 @@
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <fmt/core.h>
 
+#include "backends/upstream_pool.h"
 #include "base/strings.h"
 
 namespace sluice::backends {
@@ -183,6 +184,51 @@ awaitable<ProviderConnectionPtr> ProviderPool::connect(const router::ProviderTar
       reason = X509_verify_cert_error_string(v);
     }
     error = fmt::format("TLS handshake with {}:{} failed: {}", p.host, p.port, reason);
+    co_return nullptr;
+  }
+  co_return conn;
+}
+
+awaitable<ProviderConnectionPtr> ProviderPool::connectEndpoint(const router::Endpoint& ep,
+                                                               bool verify,
+                                                               std::chrono::milliseconds timeout,
+                                                               error_code& ec, std::string& error) {
+  auto executor = co_await asio::this_coro::executor;
+  if (verify && !ca_error_.empty()) {
+    ec = asio::error::invalid_argument;
+    error = ca_error_;
+    co_return nullptr;
+  }
+  auto conn =
+      std::make_unique<ProviderConnection>(tcp::socket(executor), verify ? *verify_ : *insecure_);
+  auto& tcp_layer = beast::get_lowest_layer(conn->stream);
+  tcp_layer.expires_after(timeout);
+  const tcp::endpoint address = toAsio(ep);
+  co_await tcp_layer.async_connect(address, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    if (ec == beast::error::timeout) {
+      ec = asio::error::timed_out;
+    }
+    error = ec.message();
+    co_return nullptr;
+  }
+  error_code ignored;
+  tcp_layer.socket().set_option(tcp::no_delay(true), ignored);
+  if (verify) {
+    conn->stream.set_verify_callback(
+        asio::ssl::host_name_verification(address.address().to_string()));
+  }
+  co_await conn->stream.async_handshake(asio::ssl::stream_base::client,
+                                        asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    if (ec == beast::error::timeout) {
+      ec = asio::error::timed_out;
+    }
+    std::string reason = ec.message();
+    if (const long v = SSL_get_verify_result(conn->stream.native_handle()); v != X509_V_OK) {
+      reason = X509_verify_cert_error_string(v);
+    }
+    error = fmt::format("TLS handshake failed: {}", reason);
     co_return nullptr;
   }
   co_return conn;

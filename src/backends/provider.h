@@ -49,7 +49,8 @@ struct ProviderConnection {
 };
 using ProviderConnectionPtr = std::unique_ptr<ProviderConnection>;
 
-// Per-worker pool of idle TLS connections, keyed by ProviderTarget::pool_key. One thread uses
+// Per-worker pool of idle TLS connections, keyed by ProviderTarget::pool_key (or, for in-cluster
+// TLS endpoints, by address). One thread uses
 // it, so it has no locks. The TLS contexts (verifying against the system's CAs plus an optional
 // CA file, and one that does not verify, for insecureSkipVerify) live here.
 class ProviderPool {
@@ -67,6 +68,11 @@ class ProviderPool {
   awaitable<ProviderConnectionPtr> connect(const router::ProviderTarget& p,
                                            std::chrono::milliseconds timeout, error_code& ec,
                                            std::string& error);
+  // TLS to an in-cluster endpoint (a ModelServer with workloadPort.protocol https): no DNS,
+  // no SNI; with `verify`, the certificate must chain to the trusted CAs and name the IP.
+  awaitable<ProviderConnectionPtr> connectEndpoint(const router::Endpoint& ep, bool verify,
+                                                   std::chrono::milliseconds timeout,
+                                                   error_code& ec, std::string& error);
   void release(const std::string& key, ProviderConnectionPtr conn);
   size_t idleCount() const;
   void clear() { idle_.clear(); }

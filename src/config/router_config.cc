@@ -288,8 +288,18 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     if (auto n = root["upstream"]) {
       if (p.mapWithKeys(n, "upstream",
                         {"max_idle_per_endpoint", "idle_timeout", "retries", "retry_on_status",
-                         "eject_after_failures", "ejection", "max_ejection", "ca_file"})) {
+                         "eject_after_failures", "ejection", "max_ejection", "ca_file",
+                         "verify_workload_tls"})) {
         auto& u = config.upstream;
+        if (auto f = n["verify_workload_tls"]) {
+          if (auto v = p.scalar(f, "upstream.verify_workload_tls")) {
+            if (*v == "true" || *v == "false") {
+              u.verify_workload_tls = *v == "true";
+            } else {
+              p.error("upstream.verify_workload_tls", "must be true or false");
+            }
+          }
+        }
         if (auto f = n["ca_file"]) {
           if (auto v = p.scalar(f, "upstream.ca_file")) {
             u.ca_file = *v;

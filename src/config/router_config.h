@@ -57,6 +57,9 @@ struct RouterConfig {
     milliseconds max_ejection{300'000};
     // Extra CA certificates (PEM) trusted for external providers, besides the system's.
     std::string ca_file;
+    // ModelServers with workloadPort.protocol https: check the engine's certificate (chain to
+    // the system's CAs or ca_file, and the Pod IP in its names). Off: encrypted, not verified.
+    bool verify_workload_tls = false;
   } upstream;
 
   struct MetricsFetcher {

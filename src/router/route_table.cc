@@ -931,9 +931,7 @@ class Builder {
           b->endpoints.push_back(std::move(*ep));
       }
       schedulerAnnotation(*o, *b);
-      if (ms.protocol == "https") {
-        b->error = "workloadPort.protocol https is not supported yet";
-      }
+      b->tls = ms.protocol == "https";
       auto& st = status(o->key());
       st.conditions.push_back({"Accepted", true, "Accepted", ""});
       st.conditions.push_back({"Ready", !b->endpoints.empty(),

@@ -153,6 +153,7 @@ struct Backend {
   std::optional<uint32_t> retry_attempts;                   // ModelServer trafficPolicy.retry
   std::chrono::milliseconds retry_interval{0};              // ...and its retryInterval
   bool h2c = false;                                         // appProtocol kubernetes.io/h2c
+  bool tls = false;       // ModelServer workloadPort.protocol https: HTTP/1.1 over TLS
   std::string scheduler;  // annotation sluice.dev/scheduler: a preset or profile; "" = default
   std::shared_ptr<const ProviderTarget> provider;  // set for ExternalModelProvider backends
 };

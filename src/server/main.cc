@@ -1,5 +1,6 @@
 // sluice: the command-line entry point. Everything else lives in libraries that tests link.
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -140,6 +141,9 @@ int validateManifests(const config::RouterConfig& cfg, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A peer that closes while a library writes to a plain socket (hiredis) must not end the
+  // process; Asio's own sockets already write with MSG_NOSIGNAL.
+  std::signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     return usage(2);
   }

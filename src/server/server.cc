@@ -279,6 +279,8 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
     fc.models_interval = f.models_interval;
     fc.max_concurrency = f.max_concurrency;
     fc.unhealthy_after = f.unhealthy_after;
+    fc.verify_tls = config_.upstream.verify_workload_tls;
+    fc.ca_file = config_.upstream.ca_file;
     for (const auto& [engine, overrides] : f.engines) {
       if (auto type = backends::parseEngineType(engine)) {
         fc.mappings[*type] = backends::withOverrides(backends::defaultMapping(*type), overrides);
@@ -332,7 +334,7 @@ void Server::updateFetchTargets(const router::Snapshot& snap) {
     auto engine = backends::parseEngineType(backend.engine).value_or(backends::EngineType::Vllm);
     for (const auto& ep : backend.endpoints) {
       if (seen.insert(ep.address).second) {
-        targets.push_back({ep, engine, backend.h2c});
+        targets.push_back({ep, engine, backend.h2c, backend.tls});
       }
     }
   };

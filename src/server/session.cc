@@ -820,6 +820,23 @@ awaitable<bool> relayResponse(Exchange& x, const bhttp::response_header<>& res, 
   co_return keep;
 }
 
+// Writes an HTTP/1.1 request and reads the response head, on a plain or TLS connection.
+template <class Conn>
+awaitable<void> sendAndReadHead(Conn& conn, const std::vector<asio::const_buffer>& bufs,
+                                std::optional<bhttp::response_parser<bhttp::buffer_body>>& parser,
+                                std::chrono::milliseconds timeout, error_code& ec) {
+  beast::get_lowest_layer(conn.stream).expires_after(timeout);
+  co_await asio::async_write(conn.stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    co_return;
+  }
+  parser.emplace();
+  parser->header_limit(64 * 1024);
+  parser->body_limit(std::numeric_limits<std::uint64_t>::max());
+  co_await bhttp::async_read_header(conn.stream, conn.buffer, *parser,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+}
+
 // The HTTP/2 form of a request head built for HTTP/1.1 (the request line and header lines of
 // upstreamHeadPrefix): method and path become pseudo-headers, names go to lower case, and the
 // headers HTTP/2 forbids (connection-specific ones) are left out. Host becomes :authority, set
@@ -997,6 +1014,9 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   backends::UpstreamConnectionPtr conn;
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
   std::shared_ptr<backends::H2Stream> h2;  // h2c pools: the stream instead of conn and parser
+  backends::ProviderConnectionPtr tconn;   // TLS endpoints: the connection instead of conn
+  std::string tls_key;
+  const bool verify_tls = cfg.upstream.verify_workload_tls;
   H2Request h2_request;
   if (backend.h2c) {
     h2_request = h2RequestOf(head_prefix);
@@ -1018,7 +1038,8 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   };
   ErrorKind failure = ErrorKind::UpstreamUnavailable;
   std::string failure_message = "no endpoint could be reached";
-  auto connectFailed = [&](const router::Endpoint& e, const error_code& ec) {
+  auto connectFailed = [&](const router::Endpoint& e, const error_code& ec,
+                           std::string_view detail = {}) {
     const bool timeout = isTimeout(ec);
     if (x.series) {
       x.series->countUpstreamError(timeout ? metrics::UpstreamError::ConnectTimeout
@@ -1027,7 +1048,9 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     failed(e);
     failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
     failure_message = fmt::format("connecting to endpoint {} failed: {}", e.address,
-                                  timeout ? "timed out" : ec.message());
+                                  timeout          ? std::string_view("timed out")
+                                  : detail.empty() ? std::string_view(ec.message())
+                                                   : detail);
   };
 
   for (size_t i = 0; i < candidates.size() && !watch->client_gone; ++i) {
@@ -1086,19 +1109,6 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
           ec = asio::error::connection_reset;  // the connection could not take the stream
         }
       } else {
-        conn = w.pool().takeIdle(ep.address);
-        if (conn) {
-          reused = true;
-          w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          conn = co_await w.pool().connect(ep, cfg.timeouts.upstream_connect, ec);
-          if (ec) {
-            connectFailed(ep, ec);
-            break;
-          }
-          w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
-        }
-        watch->upstream = &conn->stream;
         std::string head = head_prefix;
         fmt::format_to(std::back_inserter(head), "Host: {}\r\nContent-Length: {}\r\n\r\n",
                        host_override.empty() ? std::string_view(ep.address) : host_override,
@@ -1109,15 +1119,41 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
         for (auto p : pieces) {
           bufs.push_back(asio::buffer(p.data(), p.size()));
         }
-        conn->stream.expires_after(attemptTimeout());
-        co_await asio::async_write(conn->stream, bufs,
-                                   asio::redirect_error(asio::use_awaitable, ec));
-        if (!ec) {
-          parser.emplace();
-          parser->header_limit(64 * 1024);
-          parser->body_limit(std::numeric_limits<std::uint64_t>::max());
-          co_await bhttp::async_read_header(conn->stream, conn->buffer, *parser,
-                                            asio::redirect_error(asio::use_awaitable, ec));
+        const auto head_timeout = attemptTimeout();
+        if (backend.tls) {
+          // HTTP/1.1 over TLS to the endpoint (ModelServer workloadPort.protocol https).
+          tls_key = verify_tls ? ep.address : ep.address + "#unverified";
+          tconn = w.providerPool().takeIdle(tls_key);
+          if (tconn) {
+            reused = true;
+            w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
+          } else {
+            std::string why;
+            tconn = co_await w.providerPool().connectEndpoint(
+                ep, verify_tls, cfg.timeouts.upstream_connect, ec, why);
+            if (ec) {
+              connectFailed(ep, ec, why);
+              break;
+            }
+            w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
+          }
+          watch->upstream = &beast::get_lowest_layer(tconn->stream);
+          co_await sendAndReadHead(*tconn, bufs, parser, head_timeout, ec);
+        } else {
+          conn = w.pool().takeIdle(ep.address);
+          if (conn) {
+            reused = true;
+            w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
+          } else {
+            conn = co_await w.pool().connect(ep, cfg.timeouts.upstream_connect, ec);
+            if (ec) {
+              connectFailed(ep, ec);
+              break;
+            }
+            w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
+          }
+          watch->upstream = &conn->stream;
+          co_await sendAndReadHead(*conn, bufs, parser, head_timeout, ec);
         }
       }
       if (watch->client_gone) {
@@ -1135,10 +1171,12 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
         h2->cancel();
         h2.reset();
       }
-      if (reused && fresh_retry_allowed && (refused || isStaleConnectionError(ec))) {
+      if (reused && fresh_retry_allowed &&
+          (refused || isStaleConnectionError(ec) || ec == asio::ssl::error::stream_truncated)) {
         // The pooled connection had been closed by the endpoint: retry on a fresh one.
         fresh_retry_allowed = false;
         conn.reset();
+        tconn.reset();
         continue;
       }
       bool timeout = isTimeout(ec);
@@ -1154,6 +1192,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
                                 : fmt::format("endpoint {} failed before responding: {}",
                                               ep.address, ec.message());
       conn.reset();
+      tconn.reset();
       break;
     }
     if (answered) {
@@ -1172,6 +1211,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
         watch->upstream = nullptr;
         watch->h2 = nullptr;
         conn.reset();
+        tconn.reset();
         if (h2) {
           h2->cancel();
           h2.reset();
@@ -1183,6 +1223,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
       break;
     }
     conn.reset();
+    tconn.reset();
   }
 
   if (chosen != nullptr) {
@@ -1209,6 +1250,15 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
                            route, peek.model, &held);
     watch->h2 = nullptr;
     h2->cancel();
+    co_return;
+  }
+  if (tconn) {
+    Http1Body tls_body(*tconn, *parser);
+    const bool keep = co_await relayResponse(x, parser->get(), tls_body, *watch, hide_usage,
+                                             std::move(write_back_from), route, peek.model, &held);
+    if (keep) {
+      w.providerPool().release(tls_key, std::move(tconn));
+    }
     co_return;
   }
   Http1Body body_in(*conn, *parser);

@@ -1,6 +1,7 @@
 #include "fakes/fake_provider.h"
 
 #include <arpa/inet.h>
+#include <csignal>
 #include <cstdio>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -39,6 +40,8 @@ bool writeAll(SSL* ssl, const std::string& data) {
 
 FakeProvider::FakeProvider(const std::string& host, Handler handler)
     : cert_(selfSigned(host)), handler_(std::move(handler)) {
+  // A peer that closes while TLS writes (tickets, alerts) must not kill the test process.
+  std::signal(SIGPIPE, SIG_IGN);
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   BIO* cb = BIO_new_mem_buf(cert_.cert_pem.data(), static_cast<int>(cert_.cert_pem.size()));
   X509* x = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);

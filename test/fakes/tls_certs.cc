@@ -38,7 +38,10 @@ Certificate selfSigned(const std::string& host) {
   X509V3_CTX ctx;
   X509V3_set_ctx_nodb(&ctx);
   X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
-  std::string san = "DNS:" + host;
+  in6_addr ip{};
+  const bool is_ip =
+      inet_pton(AF_INET, host.c_str(), &ip) == 1 || inet_pton(AF_INET6, host.c_str(), &ip) == 1;
+  std::string san = (is_ip ? "IP:" : "DNS:") + host;
   X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, NID_subject_alt_name, san.c_str());
   X509_add_ext(x, ext, -1);
   X509_EXTENSION_free(ext);

@@ -11,7 +11,8 @@ struct Certificate {
   std::string key_pem;
 };
 
-// A self-signed certificate (EC P-256) for `host` (CN and DNS SAN), made at run time.
+// A self-signed certificate (EC P-256) for `host` (CN, and a DNS SAN, or an IP SAN when `host`
+// is an address), made at run time.
 Certificate selfSigned(const std::string& host);
 
 struct TlsExchange {

@@ -4,6 +4,7 @@
 // certificate, keeps connections alive, and splits traffic with in-cluster ModelServers.
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -30,6 +31,12 @@ std::string chatBody(const std::string& model, bool stream = false) {
 // Answers like the public APIs do; the model it names is the one it was asked for.
 testing::ProviderResponse answer(const testing::ProviderRequest& r) {
   testing::ProviderResponse res;
+  if (r.method == "GET") {  // an engine's metrics or model list, scraped by the router
+    res.content_type = "text/plain";
+    res.body = r.target == "/metrics" ? "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n"
+                                      : R"({"object":"list","data":[]})";
+    return res;
+  }
   const bool stream = r.body.find(R"("stream":true)") != std::string::npos;
   std::string model = "unknown";
   if (auto at = r.body.find(R"("model":")"); at != std::string::npos) {
@@ -86,13 +93,17 @@ class ProvidersTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  void start(const std::string& manifests, bool trust = true) {
+  void start(const std::string& manifests, bool trust = true,
+             const std::function<void(config::RouterConfig&)>& tweak = {}) {
     std::ofstream(dir_ / "manifests" / "all.yaml") << manifests;
     auto c = testing::loopbackConfig({});
     c.models.clear();
     c.manifests = (dir_ / "manifests").string();
     if (trust) {
       c.upstream.ca_file = ca_file_;
+    }
+    if (tweak) {
+      tweak(c);
     }
     router_ = std::make_unique<server::Server>(c, base::RealTimeSource::instance(), 5);
     auto r = router_->start();
@@ -313,6 +324,82 @@ spec:
   EXPECT_GT(cloud, 0u);
   EXPECT_LT(cloud, 40u);
   EXPECT_EQ(ok, 40);
+}
+
+// A ModelServer whose workloadPort.protocol is https: an in-cluster engine reached over TLS.
+std::string tlsModelServer(uint16_t port) {
+  return R"(apiVersion: v1
+kind: Pod
+metadata: {name: engine, namespace: default, labels: {app: tls}}
+status: {podIP: 127.0.0.1}
+---
+apiVersion: networking.serving.volcano.sh/v1alpha1
+kind: ModelServer
+metadata: {name: secure, namespace: default}
+spec:
+  model: real-model
+  inferenceEngine: vLLM
+  workloadSelector: {matchLabels: {app: tls}}
+  workloadPort: {port: )" +
+         std::to_string(port) + R"(, protocol: https}
+---
+apiVersion: networking.serving.volcano.sh/v1alpha1
+kind: ModelRoute
+metadata: {name: secure, namespace: default}
+spec:
+  modelName: secure
+  rules: [{targetModels: [{modelServerName: secure}]}]
+)";
+}
+
+TEST_F(ProvidersTest, ModelServerWorkloadsSpeakTls) {
+  testing::FakeProvider engine("localhost", answer);  // a name the Pod IP does not carry
+  start(tlsModelServer(engine.port()), true,
+        [](config::RouterConfig& c) { c.metrics_fetcher.enabled = true; });
+  for (int i = 0; i < 3; ++i) {
+    auto r = testing::request(port(), "POST", "/v1/chat/completions", chatBody("secure", i == 1));
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_THAT(r->body, HasSubstr(R"("model":"secure")"));
+  }
+  bool posted = false;
+  for (const auto& req : engine.requests()) {
+    if (req.method == "POST") {
+      posted = true;
+      EXPECT_THAT(req.body, HasSubstr(R"("model":"real-model")"));
+      EXPECT_EQ(req.header("host"), "127.0.0.1:" + std::to_string(engine.port()));
+    }
+  }
+  EXPECT_TRUE(posted);
+  // Requests share a kept-alive connection; metrics are scraped over TLS as well.
+  EXPECT_TRUE(testing::waitFor([&] {
+    for (const auto& req : engine.requests()) {
+      if (req.target == "/metrics")
+        return true;
+    }
+    return false;
+  }));
+}
+
+TEST_F(ProvidersTest, VerifiedWorkloadTlsWantsTheCertificateToNameThePodIp) {
+  testing::FakeProvider by_name("localhost", answer);
+  testing::FakeProvider by_ip("127.0.0.1", answer);
+  const std::string both = (dir_ / "both.pem").string();
+  std::ofstream(both) << by_name.certificate().cert_pem << by_ip.certificate().cert_pem;
+  auto verify = [&](config::RouterConfig& c) {
+    c.upstream.verify_workload_tls = true;
+    c.upstream.ca_file = both;
+  };
+  start(tlsModelServer(by_name.port()), true, verify);
+  auto refused = testing::request(port(), "POST", "/v1/chat/completions", chatBody("secure"));
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 502);
+  EXPECT_THAT(refused->body, HasSubstr("TLS handshake failed"));
+  router_.reset();
+  start(tlsModelServer(by_ip.port()), true, verify);
+  auto ok = testing::request(port(), "POST", "/v1/chat/completions", chatBody("secure"));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
 }
 
 }  // namespace
