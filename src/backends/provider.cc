@@ -1,7 +1,6 @@
 #include "backends/provider.h"
 
 #include <array>
-#include <sys/socket.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
@@ -102,34 +101,36 @@ void ProviderPool::buildContexts() {
   insecure_->set_verify_mode(asio::ssl::verify_none);
 }
 
-namespace {
-
-bool stillOpen(tcp::socket& socket) {
-  char byte;
-  ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+ProviderConnectionPtr ProviderPool::takeIdle(const std::string& key) {
+  // Anything readable on an idle TLS connection is a close_notify or a reset: always probe.
+  return idle_.take(key, idle_timeout_, std::chrono::milliseconds(0));
 }
 
-}  // namespace
-
-ProviderConnectionPtr ProviderPool::takeIdle(const std::string& key) {
-  auto it = idle_.find(key);
-  if (it == idle_.end()) {
-    return nullptr;
+awaitable<bool> ProviderPool::handshake(ProviderConnection& conn, const std::string& sni,
+                                        const std::string& verify_name, error_code& ec,
+                                        std::string& error) {
+  error_code ignored;
+  beast::get_lowest_layer(conn.stream).socket().set_option(tcp::no_delay(true), ignored);
+  if (!sni.empty()) {
+    SSL_set_tlsext_host_name(conn.stream.native_handle(), sni.c_str());
   }
-  auto& list = it->second;
-  const auto now = std::chrono::steady_clock::now();
-  while (!list.empty()) {
-    ProviderConnectionPtr conn = std::move(list.back());
-    list.pop_back();
-    // Anything readable on an idle TLS connection is a close_notify or a reset: discard it.
-    if (now - conn->idle_since < idle_timeout_ &&
-        stillOpen(beast::get_lowest_layer(conn->stream).socket())) {
-      conn->reused = true;
-      return conn;
-    }
+  if (!verify_name.empty()) {
+    conn.stream.set_verify_callback(asio::ssl::host_name_verification(verify_name));
   }
-  return nullptr;
+  co_await conn.stream.async_handshake(asio::ssl::stream_base::client,
+                                       asio::redirect_error(asio::use_awaitable, ec));
+  if (!ec) {
+    co_return true;
+  }
+  if (ec == beast::error::timeout) {
+    ec = asio::error::timed_out;
+  }
+  std::string reason = ec.message();
+  if (const long v = SSL_get_verify_result(conn.stream.native_handle()); v != X509_V_OK) {
+    reason = X509_verify_cert_error_string(v);
+  }
+  error = fmt::format("TLS handshake failed: {}", reason);
+  co_return false;
 }
 
 awaitable<ProviderConnectionPtr> ProviderPool::connect(const router::ProviderTarget& p,
@@ -162,28 +163,14 @@ awaitable<ProviderConnectionPtr> ProviderPool::connect(const router::ProviderTar
     error = fmt::format("connecting to {}:{} failed: {}", p.host, p.port, ec.message());
     co_return nullptr;
   }
-  error_code ignored;
-  tcp_layer.socket().set_option(tcp::no_delay(true), ignored);
   // SNI carries DNS names only, never IP literals.
   error_code not_ip;
   asio::ip::make_address(p.host, not_ip);
-  if (not_ip) {
-    SSL_set_tlsext_host_name(conn->stream.native_handle(), p.host.c_str());
-  }
-  if (!p.insecure_skip_verify) {
-    conn->stream.set_verify_callback(asio::ssl::host_name_verification(p.host));
-  }
-  co_await conn->stream.async_handshake(asio::ssl::stream_base::client,
-                                        asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
-    if (ec == beast::error::timeout) {
-      ec = asio::error::timed_out;
-    }
-    std::string reason = ec.message();
-    if (const long v = SSL_get_verify_result(conn->stream.native_handle()); v != X509_V_OK) {
-      reason = X509_verify_cert_error_string(v);
-    }
-    error = fmt::format("TLS handshake with {}:{} failed: {}", p.host, p.port, reason);
+  const std::string sni = not_ip ? p.host : std::string();
+  const std::string verify_name = p.insecure_skip_verify ? std::string() : p.host;
+  const bool ok = co_await handshake(*conn, sni, verify_name, ec, error);
+  if (!ok) {
+    error = fmt::format("{}:{}: {}", p.host, p.port, error);
     co_return nullptr;
   }
   co_return conn;
@@ -212,47 +199,16 @@ awaitable<ProviderConnectionPtr> ProviderPool::connectEndpoint(const router::End
     error = ec.message();
     co_return nullptr;
   }
-  error_code ignored;
-  tcp_layer.socket().set_option(tcp::no_delay(true), ignored);
-  if (verify) {
-    conn->stream.set_verify_callback(
-        asio::ssl::host_name_verification(address.address().to_string()));
-  }
-  co_await conn->stream.async_handshake(asio::ssl::stream_base::client,
-                                        asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
-    if (ec == beast::error::timeout) {
-      ec = asio::error::timed_out;
-    }
-    std::string reason = ec.message();
-    if (const long v = SSL_get_verify_result(conn->stream.native_handle()); v != X509_V_OK) {
-      reason = X509_verify_cert_error_string(v);
-    }
-    error = fmt::format("TLS handshake failed: {}", reason);
+  const std::string verify_name = verify ? address.address().to_string() : std::string();
+  const bool ok = co_await handshake(*conn, std::string(), verify_name, ec, error);
+  if (!ok) {
     co_return nullptr;
   }
   co_return conn;
 }
 
 void ProviderPool::release(const std::string& key, ProviderConnectionPtr conn) {
-  if (!conn || max_idle_ == 0 || conn->buffer.size() != 0) {
-    return;
-  }
-  auto& list = idle_[key];
-  if (list.size() >= max_idle_) {
-    list.erase(list.begin());
-  }
-  beast::get_lowest_layer(conn->stream).expires_never();
-  conn->idle_since = std::chrono::steady_clock::now();
-  list.push_back(std::move(conn));
-}
-
-size_t ProviderPool::idleCount() const {
-  size_t n = 0;
-  for (const auto& [_, list] : idle_) {
-    n += list.size();
-  }
-  return n;
+  idle_.put(key, std::move(conn), max_idle_);
 }
 
 }  // namespace sluice::backends

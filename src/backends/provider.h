@@ -16,6 +16,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
 
+#include "backends/upstream_pool.h"
 #include "base/asio.h"
 #include "base/result.h"
 #include "router/snapshot.h"
@@ -74,11 +75,16 @@ class ProviderPool {
                                                    std::chrono::milliseconds timeout,
                                                    error_code& ec, std::string& error);
   void release(const std::string& key, ProviderConnectionPtr conn);
-  size_t idleCount() const;
+  size_t idleCount() const { return idle_.size(); }
   void clear() { idle_.clear(); }
 
  private:
   void buildContexts();
+  // After the TCP connect: no delay, SNI (`sni` non-empty), the name the certificate must carry
+  // (`verify_name` non-empty), the handshake. False with `ec` and `error` set on failure.
+  static awaitable<bool> handshake(ProviderConnection& conn, const std::string& sni,
+                                   const std::string& verify_name, error_code& ec,
+                                   std::string& error);
 
   size_t max_idle_;
   std::chrono::milliseconds idle_timeout_;
@@ -86,7 +92,7 @@ class ProviderPool {
   std::string ca_error_;  // the CA file did not load: verified connections report it
   std::unique_ptr<asio::ssl::context> verify_;
   std::unique_ptr<asio::ssl::context> insecure_;
-  std::unordered_map<std::string, std::vector<ProviderConnectionPtr>> idle_;
+  IdleConnections<ProviderConnection> idle_;
 };
 
 }  // namespace sluice::backends

@@ -18,37 +18,15 @@ tcp::endpoint toAsio(const router::Endpoint& ep) {
   return {asio::ip::address_v4(b), ep.port};
 }
 
-namespace {
-
-// True if the peer has not closed the socket and sent nothing unexpected (a cheap MSG_PEEK).
 bool stillOpen(tcp::socket& socket) {
   char byte;
   ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-}  // namespace
-
 UpstreamConnectionPtr UpstreamPool::takeIdle(const std::string& address) {
-  auto it = idle_.find(address);
-  if (it == idle_.end()) {
-    return nullptr;
-  }
-  auto& list = it->second;
-  const auto now = std::chrono::steady_clock::now();
-  while (!list.empty()) {
-    UpstreamConnectionPtr conn = std::move(list.back());
-    list.pop_back();
-    const auto idle = now - conn->idle_since;
-    // A connection idle for a moment is almost surely alive, and the proxy retries a stale one
-    // on a fresh connection anyway; only older ones pay for the MSG_PEEK probe.
-    if (idle < idle_timeout_ &&
-        (idle < std::chrono::seconds(1) || stillOpen(conn->stream.socket()))) {
-      conn->reused = true;
-      return conn;
-    }
-  }
-  return nullptr;
+  // A connection idle for a moment is almost surely alive; only older ones are probed.
+  return idle_.take(address, idle_timeout_, std::chrono::seconds(1));
 }
 
 awaitable<UpstreamConnectionPtr> UpstreamPool::connect(const router::Endpoint& ep,
@@ -70,24 +48,7 @@ awaitable<UpstreamConnectionPtr> UpstreamPool::connect(const router::Endpoint& e
 }
 
 void UpstreamPool::release(const std::string& address, UpstreamConnectionPtr conn) {
-  if (!conn || max_idle_ == 0 || conn->buffer.size() != 0) {
-    return;
-  }
-  auto& list = idle_[address];
-  if (list.size() >= max_idle_) {
-    list.erase(list.begin());  // drop the oldest
-  }
-  conn->stream.expires_never();
-  conn->idle_since = std::chrono::steady_clock::now();
-  list.push_back(std::move(conn));
-}
-
-size_t UpstreamPool::idleCount() const {
-  size_t n = 0;
-  for (const auto& [_, list] : idle_) {
-    n += list.size();
-  }
-  return n;
+  idle_.put(address, std::move(conn), max_idle_);
 }
 
 }  // namespace sluice::backends
