@@ -298,13 +298,17 @@ bool FilterChain::takeGlobal(Admission& a, BucketCache& cache, const std::string
   return false;
 }
 
-Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const {
+Admission FilterChain::authenticate(const FilterRequest& req) const {
+  const ApiKeyEntry* key = nullptr;
+  return authenticate(req, key);
+}
+
+Admission FilterChain::authenticate(const FilterRequest& req, const ApiKeyEntry*& key) const {
   Admission a;
-  // Authentication.
   std::string_view token = bearer(req.authorization);
   std::string_view credential = !token.empty() ? token : req.api_key;
   a.credentials_present = !req.authorization.empty() || !req.api_key.empty();
-  const ApiKeyEntry* key = nullptr;
+  key = nullptr;
   if (req.mode != AuthMode::Off && a.credentials_present) {
     if (credential.empty()) {
       return refuse(std::move(a), 401, "invalid_api_key",
@@ -328,6 +332,19 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
     return refuse(std::move(a), 401, "missing_api_key",
                   "authentication required: send Authorization: Bearer <key or token>, or "
                   "x-api-key");
+  }
+  if (key != nullptr && !key->models.empty()) {
+    a.allowed_models = &key->models;
+  }
+  return a;
+}
+
+Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const {
+  // Authentication.
+  const ApiKeyEntry* key = nullptr;
+  Admission a = authenticate(req, key);
+  if (!a.ok) {
+    return a;
   }
   // Authorisation: a key may be limited to some models.
   if (key != nullptr && !key->models.empty() && !req.model.empty() &&

@@ -62,6 +62,9 @@ struct Admission {
   std::string limit;  // the limit that refused (for logs and metrics)
   Identity identity;
   bool credentials_present = false;
+  // The models an API key is limited to (null: any). Points into the chain, which the request
+  // keeps alive.
+  const std::vector<std::string>* allowed_models = nullptr;
   // A global limit's lease is empty and a refill from Redis is on its way: wait until its
   // generation moves past `wait_generation`, then admit again.
   std::shared_ptr<Lease> wait_for;
@@ -91,6 +94,9 @@ class FilterChain {
   bool active() const { return active_; }
 
   Admission admit(const FilterRequest& req, BucketCache& cache) const;
+  // Authentication alone (no model check, no rate limits): for requests that name no model and
+  // cost nothing, such as GET /v1/models.
+  Admission authenticate(const FilterRequest& req) const;
   // Reconciles the reservations with what the request really used. `usage_known` is false when
   // the upstream reported none: the input reservation then stands and unused output is
   // refunded only if nothing was served.
@@ -98,6 +104,7 @@ class FilterChain {
                 uint64_t output_tokens, int64_t now_ns) const;
 
  private:
+  Admission authenticate(const FilterRequest& req, const ApiKeyEntry*& key) const;
   struct Limit {
     std::string name;
     std::vector<std::string> per;  // identity, tenant, model, gateway, route

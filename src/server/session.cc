@@ -1501,12 +1501,83 @@ const router::ListenerRoutes* listenerOf(const Exchange& x, const router::Snapsh
   return snap.routes->listenerFor(x.session.port, x.host);
 }
 
+// A request the filters refused: 401 (with WWW-Authenticate), 403, 429 (with Retry-After) or 503.
+awaitable<void> writeRefusal(Exchange& x, const filters::Admission& a) {
+  Worker& w = x.session.worker;
+  const int status = a.status;
+  if (status == 401) {
+    w.shard().rejected_unauthorized.fetch_add(1, std::memory_order_relaxed);
+  } else if (status == 403) {
+    w.shard().rejected_forbidden.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    w.shard().rejected_rate_limited.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::string extra = status == 401 ? "WWW-Authenticate: Bearer\r\n"
+                      : status == 429 && a.retry_after_s > 0
+                          ? fmt::format("Retry-After: {}\r\n", a.retry_after_s)
+                          : std::string();
+  std::string message = a.message;
+  ErrorKind kind = status == 401   ? ErrorKind::Unauthorized
+                   : status == 403 ? ErrorKind::Forbidden
+                   : status == 503 ? ErrorKind::Unavailable
+                                   : ErrorKind::RateLimited;
+  co_await writeError(x, kind, message, extra);
+}
+
 awaitable<void> handleModels(Exchange& x, const router::ListenerRoutes* listener) {
-  const auto& snap = *x.session.worker.snapshot();
+  Worker& w = x.session.worker;
+  const auto& snap = *w.snapshot();
   const bool scoped = listener != nullptr && listener->space;
+  // The list is behind the same authentication as the models themselves (the Gateway's mode,
+  // else the global one); a key limited to some models sees only those.
+  const std::vector<std::string>* allowed = nullptr;
+  if (const auto& chain = w.filters(); chain && chain->active()) {
+    filters::FilterRequest fr;
+    fr.mode = chain->defaultMode();
+    if (listener != nullptr && !listener->auth_mode.empty()) {
+      fr.mode = filters::parseAuthMode(listener->auth_mode).value_or(chain->defaultMode());
+    }
+    if (auto it = x.req.find(bhttp::field::authorization); it != x.req.end()) {
+      fr.authorization = it->value();
+    }
+    if (auto it = x.req.find("x-api-key"); it != x.req.end()) {
+      fr.api_key = it->value();
+    }
+    fr.unix_s = std::chrono::duration_cast<std::chrono::seconds>(
+                    w.context().time.systemNow().time_since_epoch())
+                    .count();
+    filters::Admission a = chain->authenticate(fr);
+    if (!a.ok) {
+      co_await writeRefusal(x, a);
+      co_return;
+    }
+    allowed = a.allowed_models;
+  }
+  auto permitted = [&](std::string_view name) {
+    return allowed == nullptr ||
+           std::find(allowed->begin(), allowed->end(), name) != allowed->end();
+  };
   if (x.path == "/v1/models") {
     std::string_view body = scoped ? listener->space->models_json : snap.models_json;
-    co_await writeSimple(x, 200, "application/json", body);
+    if (allowed == nullptr) {
+      co_await writeSimple(x, 200, "application/json", body);
+      co_return;
+    }
+    std::string filtered = "{\"object\":\"list\",\"data\":[";
+    bool first = true;
+    static const std::vector<std::string> kNoNames;
+    const auto& names = scoped ? listener->space->names : kNoNames;
+    for (const auto& name : names) {
+      if (!permitted(name)) {
+        continue;
+      }
+      fmt::format_to(std::back_inserter(filtered),
+                     "{}{{\"id\":{},\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice\"}}",
+                     first ? "" : ",", base::jsonQuote(name));
+      first = false;
+    }
+    filtered += "]}";
+    co_await writeSimple(x, 200, "application/json", filtered);
     co_return;
   }
   std::string_view id = x.path.substr(std::string_view("/v1/models/").size());
@@ -1515,7 +1586,7 @@ awaitable<void> handleModels(Exchange& x, const router::ListenerRoutes* listener
     const auto& names = listener->space->names;
     known = std::binary_search(names.begin(), names.end(), id);
   }
-  if (known) {
+  if (known && permitted(id)) {
     std::string body =
         fmt::format("{{\"id\":{},\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice\"}}",
                     base::jsonQuote(id));
@@ -1938,24 +2009,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     x.strip_credentials = fr.mode != filters::AuthMode::Off && x.admission.credentials_present &&
                           !chain->forwardCredentials();
     if (!x.admission.ok) {
-      const int status = x.admission.status;
-      if (status == 401) {
-        w.shard().rejected_unauthorized.fetch_add(1, std::memory_order_relaxed);
-      } else if (status == 403) {
-        w.shard().rejected_forbidden.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        w.shard().rejected_rate_limited.fetch_add(1, std::memory_order_relaxed);
-      }
-      std::string extra = status == 401 ? "WWW-Authenticate: Bearer\r\n"
-                          : status == 429 && x.admission.retry_after_s > 0
-                              ? fmt::format("Retry-After: {}\r\n", x.admission.retry_after_s)
-                              : std::string();
-      std::string message = x.admission.message;
-      ErrorKind kind = status == 401   ? ErrorKind::Unauthorized
-                       : status == 403 ? ErrorKind::Forbidden
-                       : status == 503 ? ErrorKind::Unavailable
-                                       : ErrorKind::RateLimited;
-      co_await writeError(x, kind, message, extra);
+      co_await writeRefusal(x, x.admission);
       co_return;
     }
   }

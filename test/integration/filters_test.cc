@@ -95,6 +95,49 @@ TEST_F(FiltersTest, ApiKeysModelsAndCredentialHygiene) {
   EXPECT_THAT(dbg->body, ::testing::Not(HasSubstr("sk-alice")));
 }
 
+// GET /v1/models is behind the same authentication, and a key limited to some models lists
+// (and finds) only those.
+TEST_F(FiltersTest, ModelListIsAuthenticatedAndFilteredByKey) {
+  start([](config::RouterConfig& c) {
+    c.auth.mode = "required";
+    config::RouterConfig::Auth::ApiKey alice;
+    alice.id = "alice";
+    alice.key_sha256 = hashOf("sk-alice");
+    alice.models = {"m"};
+    c.auth.api_keys.push_back(alice);
+    config::RouterConfig::Auth::ApiKey bob;
+    bob.id = "bob";
+    bob.key_sha256 = hashOf("sk-bob");
+    c.auth.api_keys.push_back(bob);
+  });
+  const uint16_t port = router_->listenerPort();
+  auto anonymous = testing::request(port, "GET", "/v1/models");
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
+  EXPECT_EQ(anonymous->header("www-authenticate"), "Bearer");
+  EXPECT_THAT(anonymous->body, ::testing::Not(HasSubstr(R"("id":"m")")));
+  auto wrong = testing::request(port, "GET", "/v1/models", "", "x-api-key: sk-nope\r\n");
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+  auto limited =
+      testing::request(port, "GET", "/v1/models", "", "Authorization: Bearer sk-alice\r\n");
+  ASSERT_TRUE(limited);
+  EXPECT_EQ(limited->status, 200);
+  EXPECT_THAT(limited->body, HasSubstr(R"("id":"m")"));
+  EXPECT_THAT(limited->body, ::testing::Not(HasSubstr(R"("id":"other")")));
+  auto all = testing::request(port, "GET", "/v1/models", "", "Authorization: Bearer sk-bob\r\n");
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->status, 200);
+  EXPECT_THAT(all->body, HasSubstr(R"("id":"m")"));
+  EXPECT_THAT(all->body, HasSubstr(R"("id":"other")"));
+  auto one = testing::request(port, "GET", "/v1/models/other", "", "x-api-key: sk-alice\r\n");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->status, 404);
+  one = testing::request(port, "GET", "/v1/models/m", "", "x-api-key: sk-alice\r\n");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->status, 200);
+}
+
 TEST_F(FiltersTest, TokenLimitReservesThenReconciles) {
   // 100 total tokens per hour per identity. A request reserves its prompt estimate plus
   // max_tokens before it is admitted; a failed one gives its reservation back.
