@@ -244,7 +244,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
                        {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
                         "metrics_fetcher", "scheduler", "access_log", "models", "manifests",
                         "manifests_debounce", "auth", "rate_limits", "flow_control",
-                        "redis_timeout", "stop_streams_over_budget"})) {
+                        "redis_timeout", "redis_auth", "stop_streams_over_budget"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -254,6 +254,15 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     p.string(root, "manifests", "", config.manifests);
     p.duration(root, "manifests_debounce", "", config.manifests_debounce);
     p.duration(root, "redis_timeout", "", config.redis_timeout);
+    if (auto n = root["redis_auth"]) {
+      if (p.mapWithKeys(n, "redis_auth", {"username", "password_file"})) {
+        p.string(n, "username", "redis_auth", config.redis_auth.username);
+        p.string(n, "password_file", "redis_auth", config.redis_auth.password_file);
+        if (config.redis_auth.password_file.empty()) {
+          p.error("redis_auth.password_file", "is required (a file holding the password)");
+        }
+      }
+    }
     if (auto b = root["stop_streams_over_budget"]) {
       auto v = p.scalar(b, "stop_streams_over_budget");
       if (v && (*v == "true" || *v == "false")) {

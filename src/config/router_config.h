@@ -154,6 +154,13 @@ struct RouterConfig {
     } global;
   };
   milliseconds redis_timeout{200};  // connect and command timeout for global limits
+  // Redis credentials for global limits (AUTH, with an ACL user when `username` is set). The
+  // password is read from the file at each connection (rotation works), never kept in config.
+  struct RedisAuth {
+    std::string username;
+    std::string password_file;
+    bool operator==(const RedisAuth&) const = default;
+  } redis_auth;
   // End a stream with an SSE error once it has sent more events (about one token each) than the
   // output tokens its rate limits reserved (engines that ignore max_tokens, or none was given).
   bool stop_streams_over_budget = false;

@@ -75,6 +75,7 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
   chain->registry_ = std::move(registry);
   chain->redis_ = std::move(redis);
   chain->redis_timeout_ = config.redis_timeout;
+  chain->redis_auth_ = config.redis_auth;
   const auto& a = config.auth;
   chain->default_mode_ = parseAuthMode(a.mode).value_or(AuthMode::Off);
   chain->forward_credentials_ = a.forward_credentials;
@@ -151,7 +152,8 @@ std::shared_ptr<const FilterChain> FilterChain::build(const config::RouterConfig
   for (const auto& rl : config.rate_limits) {
     Limit l{rl.name, rl.per, rl.spec, rl.global, nullptr};
     if (!rl.global.redis.empty() && chain->redis_) {
-      l.limiter = chain->redis_->get(rl.global.redis, config.redis_timeout);
+      l.limiter = chain->redis_->get(rl.global.redis, config.redis_timeout,
+                                     config.redis_auth.username, config.redis_auth.password_file);
     }
     chain->limits_.push_back(std::move(l));
   }
@@ -379,8 +381,9 @@ Admission FilterChain::admit(const FilterRequest& req, BucketCache& cache) const
     Limit global{std::string(req.route), {}, spec, {}, nullptr};
     if (!req.route_limit->redis_address.empty() && redis_) {
       auto& limiter = cache.limiters[req.route_limit->redis_address];
-      if (!limiter)
-        limiter = redis_->get(req.route_limit->redis_address, redis_timeout_);
+      if (!limiter || !limiter->sameCredentials(redis_auth_.username, redis_auth_.password_file))
+        limiter = redis_->get(req.route_limit->redis_address, redis_timeout_, redis_auth_.username,
+                              redis_auth_.password_file);
       global.global.redis = req.route_limit->redis_address;
       global.limiter = limiter;
     }

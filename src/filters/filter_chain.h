@@ -133,6 +133,7 @@ class FilterChain {
   std::shared_ptr<BucketRegistry> registry_;
   std::shared_ptr<RedisRegistry> redis_;
   std::chrono::milliseconds redis_timeout_{200};
+  config::RouterConfig::RedisAuth redis_auth_;
 };
 
 }  // namespace sluice::filters

@@ -1,6 +1,8 @@
 #include "filters/redis_limits.h"
 
+#include <fstream>
 #include <hiredis/hiredis.h>
+#include <iterator>
 
 #include "base/log.h"
 #include "base/strings.h"
@@ -39,8 +41,12 @@ int64_t nowNs() {
 
 }  // namespace
 
-RedisLimiter::RedisLimiter(std::string address, std::chrono::milliseconds timeout)
-    : address_(std::move(address)), timeout_(timeout) {
+RedisLimiter::RedisLimiter(std::string address, std::chrono::milliseconds timeout,
+                           std::string username, std::string password_file)
+    : address_(std::move(address)),
+      timeout_(timeout),
+      username_(std::move(username)),
+      password_file_(std::move(password_file)) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -97,8 +103,48 @@ bool RedisLimiter::ensureConnected() {
     return false;
   }
   redisSetTimeout(c, tv);
+  if (!password_file_.empty() && !authenticate(c)) {
+    redisFree(c);
+    return false;
+  }
   ctx_ = c;
   return true;
+}
+
+bool RedisLimiter::authenticate(void* context) {
+  auto* c = static_cast<redisContext*>(context);
+  std::ifstream in(password_file_);
+  std::string password((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+    password.pop_back();
+  }
+  if (!in && password.empty()) {
+    SLUICE_LOG(Warn, "ratelimit", "redis {}: cannot read the password file {}", address_,
+               password_file_);
+    return false;
+  }
+  redisReply* reply = nullptr;
+  if (username_.empty()) {
+    const char* argv[] = {"AUTH", password.c_str()};
+    const size_t lens[] = {4, password.size()};
+    reply = static_cast<redisReply*>(redisCommandArgv(c, 2, argv, lens));
+  } else {
+    const char* argv[] = {"AUTH", username_.c_str(), password.c_str()};
+    const size_t lens[] = {4, username_.size(), password.size()};
+    reply = static_cast<redisReply*>(redisCommandArgv(c, 3, argv, lens));
+  }
+  const bool ok = reply != nullptr && reply->type != REDIS_REPLY_ERROR;
+  if (!ok) {
+    // The reply says why (WRONGPASS, no password set); it never contains the password.
+    SLUICE_LOG(Warn, "ratelimit", "redis {}: AUTH failed: {}", address_,
+               reply != nullptr && reply->type == REDIS_REPLY_ERROR
+                   ? std::string(reply->str, reply->len)
+                   : std::string("no reply"));
+  }
+  if (reply != nullptr) {
+    freeReplyObject(reply);
+  }
+  return ok;
 }
 
 bool RedisLimiter::ask(Lease& lease) {
@@ -165,11 +211,13 @@ void RedisLimiter::run() {
 }
 
 std::shared_ptr<RedisLimiter> RedisRegistry::get(const std::string& address,
-                                                 std::chrono::milliseconds timeout) {
+                                                 std::chrono::milliseconds timeout,
+                                                 const std::string& username,
+                                                 const std::string& password_file) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto& slot = limiters_[address];
+  auto& slot = limiters_[address + '\n' + username + '\n' + password_file];
   if (!slot) {
-    slot = std::make_shared<RedisLimiter>(address, timeout);
+    slot = std::make_shared<RedisLimiter>(address, timeout, username, password_file);
   }
   return slot;
 }

@@ -37,7 +37,9 @@ struct Lease {
 
 class RedisLimiter {
  public:
-  RedisLimiter(std::string address, std::chrono::milliseconds timeout);
+  // `username` may be empty (the default user); an empty `password_file` sends no AUTH.
+  RedisLimiter(std::string address, std::chrono::milliseconds timeout, std::string username = {},
+               std::string password_file = {});
   ~RedisLimiter();
   RedisLimiter(const RedisLimiter&) = delete;
   RedisLimiter& operator=(const RedisLimiter&) = delete;
@@ -49,6 +51,9 @@ class RedisLimiter {
   // True while Redis has been unreachable recently (the fail mode applies).
   bool down(int64_t now_ns) const { return down_until_ns_.load() > now_ns; }
   const std::string& address() const { return address_; }
+  bool sameCredentials(const std::string& username, const std::string& password_file) const {
+    return username == username_ && password_file == password_file_;
+  }
   std::chrono::milliseconds timeout() const { return timeout_; }
 
   uint64_t roundTrips() const { return round_trips_.load(); }
@@ -58,11 +63,14 @@ class RedisLimiter {
 
  private:
   void run();
+  bool authenticate(void* context);  // AUTH on a new connection; false (logged) on refusal
   bool ensureConnected();
   bool ask(Lease& lease);
 
   std::string address_;
   std::chrono::milliseconds timeout_;
+  std::string username_;
+  std::string password_file_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Lease>> pending_;
@@ -79,7 +87,10 @@ class RedisLimiter {
 // Limiters by Redis address, kept across configuration snapshots.
 class RedisRegistry {
  public:
-  std::shared_ptr<RedisLimiter> get(const std::string& address, std::chrono::milliseconds timeout);
+  // One limiter per address and credentials (a credential change starts a new connection).
+  std::shared_ptr<RedisLimiter> get(const std::string& address, std::chrono::milliseconds timeout,
+                                    const std::string& username = {},
+                                    const std::string& password_file = {});
   template <class F>
   void forEach(F f) const {
     std::lock_guard<std::mutex> lock(mu_);

@@ -214,3 +214,30 @@ TEST(RouterConfig, JsonDumpRoundTripsTheEssentials) {
 
 }  // namespace
 }  // namespace sluice::config
+
+namespace sluice::config {
+namespace {
+
+TEST(RouterConfig, RedisAuthAndUpstreamTls) {
+  ConfigErrors errors;
+  auto c = parseRouterConfig(R"(
+redis_auth: {username: limiter, password_file: /run/secrets/redis}
+upstream: {ca_file: /etc/sluice/ca.pem, verify_workload_tls: true}
+)",
+                             errors);
+  ASSERT_TRUE(c) << (errors.errors.empty() ? "" : errors.errors[0]);
+  EXPECT_EQ(c->redis_auth.username, "limiter");
+  EXPECT_EQ(c->redis_auth.password_file, "/run/secrets/redis");
+  EXPECT_EQ(c->upstream.ca_file, "/etc/sluice/ca.pem");
+  EXPECT_TRUE(c->upstream.verify_workload_tls);
+  ConfigErrors bad_errors;
+  auto bad = parseRouterConfig(
+      "redis_auth: {username: x}\nupstream: {verify_workload_tls: maybe}\n", bad_errors);
+  EXPECT_FALSE(bad);
+  EXPECT_THAT(bad_errors.errors,
+              ::testing::UnorderedElementsAre(HasSubstr("redis_auth.password_file: is required"),
+                                              HasSubstr("upstream.verify_workload_tls: must be")));
+}
+
+}  // namespace
+}  // namespace sluice::config
