@@ -23,5 +23,7 @@ bash bench/streaming.sh
 echo "== memory: idle, 10k keep-alive connections, 1k streams"
 bash bench/memory.sh 10000 0
 bash bench/memory.sh 0 1000
+echo "== upstream protocol: HTTP/1.1 against h2c through the router"
+bash bench/h2c.sh "${BENCH_SECONDS:-10}" 64 "${BENCH_ROUNDS:-3}"
 echo "== overhead against nginx"
 bash bench/overhead.sh "${BENCH_SECONDS:-10}" "${BENCH_CONNECTIONS:-32}" "${BENCH_ROUNDS:-3}"

@@ -25,6 +25,9 @@ check large-prompt
 echo "== overhead"
 bash bench/overhead.sh 1 8 1
 check overhead-latest
+echo "== h2c upstreams"
+bash bench/h2c.sh 1 8 1
+[ -s "$RESULTS/h2c-latest.json" ] || { echo "smoke: $RESULTS/h2c-latest.json missing" >&2; exit 1; }
 echo "== memory"
 bash bench/memory.sh 50 5
 echo "smoke: every benchmark part ran"
