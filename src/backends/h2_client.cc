@@ -17,6 +17,7 @@ namespace {
 constexpr int32_t kStreamWindow = 1 << 20;      // per stream: 1 MiB in flight
 constexpr int32_t kConnectionWindow = 1 << 24;  // per connection: 16 MiB
 constexpr size_t kMaxWriteBatch = 64 * 1024;
+constexpr size_t kMaxHeadBytes = 64 * 1024;  // a response head, as for HTTP/1.1
 
 nghttp2_nv nv(std::string_view name, std::string_view value) {
   nghttp2_nv out;
@@ -165,9 +166,19 @@ struct H2Connection::Callbacks {
     }
     std::string_view n(reinterpret_cast<const char*>(name), namelen);
     std::string_view v(reinterpret_cast<const char*>(value), valuelen);
+    // The same bound as for HTTP/1.1 response heads; beyond it the stream is reset and fails.
+    st->head_bytes_ += namelen + valuelen + 32;
+    if (st->head_bytes_ > kMaxHeadBytes) {
+      st->error_ = asio::error::message_size;
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
     if (n == ":status") {
       auto code = base::parseUint(v);
-      st->head_.result(static_cast<unsigned>(code.value_or(502)));
+      if (!code || *code < 100 || *code > 599) {
+        st->error_ = asio::error::invalid_argument;
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+      }
+      st->head_.result(static_cast<unsigned>(*code));
     } else if (!n.empty() && n[0] != ':') {
       st->head_.insert(n, v);
     }
@@ -186,6 +197,7 @@ struct H2Connection::Callbacks {
           const unsigned status = st->head_.result_int();
           if (status >= 100 && status < 200) {
             st->head_ = {};  // informational: the real response follows
+            st->head_bytes_ = 0;
           } else {
             st->head_done_ = true;
           }
@@ -241,7 +253,8 @@ struct H2Connection::Callbacks {
       st->refused_ = true;
       st->error_ = asio::error::connection_refused;
     } else if (!st->ended_ && !st->error_) {
-      st->error_ = asio::error::connection_reset;
+      st->error_ = error == NGHTTP2_NO_ERROR ? error_code(asio::error::connection_reset)
+                                             : error_code(asio::error::connection_aborted);
     }
     st->wake();
     return 0;
@@ -411,6 +424,7 @@ void H2Connection::fail(const error_code& ec) {
   streams_.clear();
   for (auto& [_, st] : streams) {
     st->closed_ = true;
+    st->connection_failed_ = true;
     if (!st->ended_ && !st->error_) {
       st->error_ = ec ? ec : error_code(asio::error::connection_reset);
     }

@@ -43,6 +43,9 @@ class H2Stream {
   // True when the endpoint refused the stream before processing it (REFUSED_STREAM, or a
   // GOAWAY below its id): the request can go elsewhere, or on a fresh connection.
   bool refused() const { return refused_; }
+  // True when the whole connection failed under the stream (closed, reset, unreadable), as
+  // opposed to the endpoint resetting this one stream.
+  bool connectionFailed() const { return connection_failed_; }
   // Abandons the exchange: an open stream is reset (CANCEL) and its unread bytes released.
   void cancel();
 
@@ -72,11 +75,13 @@ class H2Stream {
   // The response.
   boost::beast::http::response_header<> head_;
   bool head_done_ = false;
+  size_t head_bytes_ = 0;
   std::string data_;  // received, read from data_off_
   size_t data_off_ = 0;
   bool ended_ = false;   // the endpoint ended the stream cleanly
   bool closed_ = false;  // nghttp2 closed it (ended, reset or the connection went)
   bool refused_ = false;
+  bool connection_failed_ = false;
   error_code error_;  // set when the stream failed
 };
 

@@ -1165,14 +1165,15 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
       }
       watch->upstream = nullptr;
       watch->h2 = nullptr;
-      // A refused HTTP/2 stream (REFUSED_STREAM, GOAWAY) was not processed: safe to resend.
-      const bool refused = h2 && h2->refused();
+      // HTTP/2: a refused stream (REFUSED_STREAM, GOAWAY) was not processed, and a connection
+      // that died under it is the HTTP/1.1 stale case: both are resent on a fresh connection. A
+      // stream the endpoint reset is a failed attempt.
+      const bool stale = h2 ? h2->refused() || h2->connectionFailed() : isStaleConnectionError(ec);
       if (h2) {
         h2->cancel();
         h2.reset();
       }
-      if (reused && fresh_retry_allowed &&
-          (refused || isStaleConnectionError(ec) || ec == asio::ssl::error::stream_truncated)) {
+      if (reused && fresh_retry_allowed && (stale || ec == asio::ssl::error::stream_truncated)) {
         // The pooled connection had been closed by the endpoint: retry on a fresh one.
         fresh_retry_allowed = false;
         conn.reset();

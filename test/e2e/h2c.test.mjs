@@ -37,6 +37,11 @@ function answer(stream, headers, body, sessionId) {
     stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
     return;
   }
+  if (behaviour === 'huge-head') {
+    stream.respond({ ':status': 200, 'x-a': 'a'.repeat(35000), 'x-b': 'a'.repeat(35000) });
+    stream.end('{}');
+    return;
+  }
   if (req.big_response) {
     const chunk = 'x'.repeat(64 * 1024);
     stream.respond({ ':status': 200, 'content-type': 'text/plain' });
@@ -95,7 +100,7 @@ function post(body, { signal } = {}) {
 }
 
 before(async () => {
-  engine = http2.createServer();
+  engine = http2.createServer({ maxSendHeaderBlockLength: 1 << 20 });
   engine.on('session', (s) => { s.id = ++sessionIds; });
   engine.on('stream', (stream, headers) => {
     const sessionId = stream.session.id;
@@ -228,4 +233,15 @@ test('a client that leaves mid-stream gets its upstream stream reset', async () 
   assert.equal(await pending, 'aborted');
   for (let i = 0; i < 100 && closedStreams.length === 0; i++) await delay(20);
   assert.deepEqual(closedStreams, [http2.constants.NGHTTP2_CANCEL]);
+});
+
+test('a response head over 64 KB fails that request only', async () => {
+  nextBehaviour = ['huge-head'];
+  const before = seen.length;
+  const r = await post({ model: 'h2-model', messages: [] });
+  assert.equal(r.status, 502, r.body.toString());
+  assert.equal(seen.length - before, 1, 'a failed stream is not resent');
+  assert.match(r.body.toString(), /upstream_unavailable/);
+  // The connection and the next request are unaffected.
+  assert.equal((await post({ model: 'h2-model', messages: [] })).status, 200);
 });
