@@ -9,7 +9,7 @@ PKGS=(
   libboost-dev libsimdjson-dev libyaml-cpp-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev libssl-dev libre2-dev libxxhash-dev libhiredis-dev libnghttp2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  nginx-light haproxy wrk redis-server curl procps python3-matplotlib
+  nginx-light haproxy wrk redis-server curl procps python3-matplotlib openssl
   nodejs npm
 )
 
