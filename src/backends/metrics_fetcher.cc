@@ -150,9 +150,11 @@ awaitable<std::string> MetricsFetcher::getH2(Target& t, std::string_view path, e
   std::string body;
   std::array<char, 16384> buf;
   stream->expire(config_.timeout);
+  char* const data = buf.data();  // arguments hoisted out of co_await (g++ 12)
+  const size_t cap = buf.size();
   while (!ec && !stream->done()) {
-    const size_t n = co_await stream->read(buf.data(), buf.size(), ec);
-    body.append(buf.data(), n);
+    const size_t n = co_await stream->read(data, cap, ec);
+    body.append(data, n);
     if (body.size() > 16 * 1024 * 1024) {
       ec = asio::error::message_size;
     }

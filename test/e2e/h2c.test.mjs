@@ -84,11 +84,11 @@ function answer(stream, headers, body, sessionId) {
   if (behaviour === 'goaway') stream.session.goaway(http2.constants.NGHTTP2_NO_ERROR);
 }
 
-function post(body, { signal } = {}) {
+function post(body, { signal, headers = {} } = {}) {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
     const r = http.request({ host: '127.0.0.1', port: gwPort, method: 'POST', path: '/v1/chat/completions',
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) }, signal }, (res) => {
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...headers }, signal }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
@@ -150,7 +150,13 @@ kind: HTTPRoute
 metadata: {name: r, namespace: default}
 spec:
   parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: h2-pool}]}]
+  rules:
+  - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: h2-pool}]
+  - matches: [{headers: [{name: x-mirror, value: "yes"}]}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {group: inference.networking.k8s.io, kind: InferencePool, name: h2-pool}}
+    backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: h2-pool}]
 `);
   const config = join(dir, 'sluice.yaml');
   writeFileSync(config, 'access_log: {path: off}\n');
@@ -244,4 +250,16 @@ test('a response head over 64 KB fails that request only', async () => {
   assert.match(r.body.toString(), /upstream_unavailable/);
   // The connection and the next request are unaffected.
   assert.equal((await post({ model: 'h2-model', messages: [] })).status, 200);
+});
+
+test('a RequestMirror to an h2c pool sends its copy over HTTP/2', async () => {
+  const before = seen.length;
+  const r = await post({ model: 'h2-model', messages: [{ role: 'user', content: 'mirror me' }] },
+    { headers: { 'x-mirror': 'yes' } });
+  assert.equal(r.status, 200);
+  for (let i = 0; i < 100 && seen.length - before < 2; i++) await delay(20);
+  const copies = seen.slice(before);
+  assert.equal(copies.length, 2, 'the request and its mirror');
+  assert.equal(copies[0].headers['x-request-id'], copies[1].headers['x-request-id']);
+  assert.equal(copies[0].body.toString(), copies[1].body.toString());
 });
