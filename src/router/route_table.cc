@@ -1140,6 +1140,8 @@ class Builder {
     b->name = ns + "/" + ref.name;
     b->model = "Service/" + b->name;
     b->engine = "vllm";
+    // Backend protocol from the Service port's appProtocol (Gateway API GEP-1911).
+    b->h2c = port->app_protocol == "kubernetes.io/h2c";
     for (const auto& p : selectPods(ns, svc.selector)) {
       uint16_t target = port->target_port;
       if (target == 0) {

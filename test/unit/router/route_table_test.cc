@@ -437,6 +437,56 @@ spec:
   EXPECT_TRUE(RouteTable::matchHttp(*l, req).action->targets[0].backend->error.empty());
 }
 
+// Backend protocol: an InferencePool's appProtocol, and a Service port's (GEP-1911), choose h2c.
+TEST_F(RouteTableTest, BackendProtocolFromAppProtocol) {
+  load(std::string(kGateway) + pod("a0", "app", "a", "10.0.0.1") + R"(apiVersion: v1
+kind: Service
+metadata: {name: grpcish, namespace: app}
+spec:
+  selector: {app: a}
+  ports: [{name: h2, port: 80, targetPort: 8000, appProtocol: kubernetes.io/h2c}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: plain, namespace: app}
+spec:
+  selector: {app: a}
+  ports: [{port: 80, targetPort: 8000}]
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: p, namespace: app}
+spec:
+  selector: {matchLabels: {app: a}}
+  targetPorts: [{number: 8000}]
+  appProtocol: kubernetes.io/h2c
+---
+)" +
+       httpRoute("r", "app",
+                 "  - matches: [{path: {value: /svc}}]\n"
+                 "    backendRefs: [{name: grpcish, port: 80}]\n"
+                 "  - matches: [{path: {value: /plain}}]\n"
+                 "    backendRefs: [{name: plain, port: 80}]\n"
+                 "  - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, "
+                 "name: p}]\n"));
+  ASSERT_TRUE(errors.empty()) << errors[0];
+  const auto* l = table->listenerFor(8080, "h");
+  ASSERT_NE(l, nullptr);
+  auto backendFor = [&](const char* path) {
+    RequestView req;
+    req.method = "POST";
+    req.path = path;
+    auto m = RouteTable::matchHttp(*l, req);
+    return m.action != nullptr ? m.action->targets[0].backend : nullptr;
+  };
+  ASSERT_TRUE(backendFor("/svc"));
+  EXPECT_TRUE(backendFor("/svc")->h2c);
+  EXPECT_TRUE(backendFor("/svc")->error.empty());
+  EXPECT_FALSE(backendFor("/plain")->h2c);
+  EXPECT_TRUE(backendFor("/v1/chat/completions")->h2c);
+  EXPECT_TRUE(backendFor("/v1/chat/completions")->error.empty());
+}
+
 // allowedRoutes: Same (the default), Selector on Namespace labels, and kinds.
 TEST_F(RouteTableTest, AllowedRoutes) {
   load(R"(
