@@ -795,6 +795,13 @@ awaitable<bool> relayResponse(Exchange& x, const bhttp::response_header<>& res, 
       break;
     case RelayEnd::UpstreamFailed:
     case RelayEnd::OverBudget:
+      if (!head.empty()) {
+        // Nothing reached the client yet (not even the status line): it gets a whole 502
+        // instead of a 200 that breaks off.
+        co_await writeError(x, ErrorKind::UpstreamUnavailable,
+                            "the upstream response broke off before any of it could be relayed");
+        break;
+      }
       x.keep_alive = false;
       if (end == RelayEnd::OverBudget) {
         x.error_type = "output_budget_exceeded";

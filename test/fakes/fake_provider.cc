@@ -173,6 +173,10 @@ void FakeProvider::serve(int fd) {
         requests_.push_back(req);
       }
       ProviderResponse res = handler_(req);
+      if (!res.raw.empty()) {
+        writeAll(ssl, res.raw);
+        break;
+      }
       std::string out = "HTTP/1.1 " + std::to_string(res.status) + " X\r\nContent-Type: " +
                         (res.events.empty() ? res.content_type : "text/event-stream") + "\r\n";
       if (res.close) {

@@ -35,6 +35,7 @@ struct ProviderResponse {
   std::string body;                 // sent with Content-Length, unless `events` is set
   std::vector<std::string> events;  // sent chunked, one chunk each (text/event-stream)
   bool close = false;               // Connection: close after this response
+  std::string raw;                  // when set: these bytes instead of a response, then close
 };
 
 class FakeProvider {

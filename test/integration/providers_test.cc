@@ -326,6 +326,56 @@ spec:
   EXPECT_EQ(ok, 40);
 }
 
+// What a misbehaving provider does reaches the client as a clear error and nothing else breaks:
+// garbage instead of HTTP is a 502, a stream cut in the middle ends with an SSE error event.
+TEST_F(ProvidersTest, AMisbehavingProviderGivesClearErrors) {
+  provider_ =
+      std::make_unique<testing::FakeProvider>("localhost", [](const testing::ProviderRequest& r) {
+        testing::ProviderResponse res;
+        if (r.body.find("garbage") != std::string::npos) {
+          res.raw = "this is not HTTP\r\n\r\n";
+        } else if (r.body.find("framing") != std::string::npos) {
+          // A chunk whose size is wrong: the relay cannot even pass the first event on.
+          res.raw =
+              "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: "
+              "chunked\r\n\r\n2a\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\r\n";
+        } else if (r.body.find("cut") != std::string::npos) {
+          res.raw =
+              "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: "
+              "chunked\r\n\r\n2f\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n\r\n";
+        } else {
+          res = answer(r);
+        }
+        return res;
+      });
+  std::ofstream(ca_file_) << provider_->certificate().cert_pem;
+  start(provider("openai", "OpenAI", "gpt"));
+  auto garbage =
+      testing::request(port(), "POST", "/v1/chat/completions",
+                       R"({"model":"gpt","messages":[{"role":"user","content":"garbage"}]})");
+  ASSERT_TRUE(garbage);
+  EXPECT_EQ(garbage->status, 502);
+  EXPECT_THAT(garbage->body, HasSubstr("upstream_unavailable"));
+  auto cut = testing::request(
+      port(), "POST", "/v1/chat/completions",
+      R"({"model":"gpt","stream":true,"messages":[{"role":"user","content":"cut"}]})");
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->status, 200);
+  EXPECT_THAT(cut->body, HasSubstr(R"("content":"a")"));
+  EXPECT_THAT(cut->body, HasSubstr("event: error"));
+  // Broken framing before the first event could go out: a whole 502, not a 200 that breaks off.
+  auto framing = testing::request(
+      port(), "POST", "/v1/chat/completions",
+      R"({"model":"gpt","stream":true,"messages":[{"role":"user","content":"framing"}]})");
+  ASSERT_TRUE(framing);
+  EXPECT_EQ(framing->status, 502);
+  EXPECT_THAT(framing->body, HasSubstr("broke off"));
+  // The router and the provider are fine for the next request.
+  auto ok = testing::request(port(), "POST", "/v1/chat/completions", chatBody("gpt"));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
 // A ModelServer whose workloadPort.protocol is https: an in-cluster engine reached over TLS.
 std::string tlsModelServer(uint16_t port) {
   return R"(apiVersion: v1
