@@ -457,16 +457,26 @@ awaitable<std::shared_ptr<H2Connection>> H2Pool::acquire(const router::Endpoint&
                                                          std::chrono::milliseconds connect_timeout,
                                                          bool fresh, bool& reused, error_code& ec) {
   reused = false;
+  const auto now = std::chrono::steady_clock::now();
+  auto stale = [&](const std::shared_ptr<H2Connection>& c) {
+    const bool idle_too_long = c->activeStreams() == 0 && now - c->idleSince() > idle_timeout_;
+    if (idle_too_long) {
+      c->close();
+    }
+    return c->dead() || idle_too_long;
+  };
+  if (now - last_sweep_ > std::chrono::seconds(1)) {
+    // Now and then every endpoint's list, so endpoints that left the configuration do not keep
+    // idle connections open.
+    last_sweep_ = now;
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      std::erase_if(it->second, stale);
+      it = it->second.empty() ? conns_.erase(it) : std::next(it);
+    }
+  }
   {
     auto& list = conns_[ep.address];
-    const auto now = std::chrono::steady_clock::now();
-    std::erase_if(list, [&](const std::shared_ptr<H2Connection>& c) {
-      const bool idle_too_long = c->activeStreams() == 0 && now - c->idleSince() > idle_timeout_;
-      if (idle_too_long) {
-        c->close();
-      }
-      return c->dead() || idle_too_long;
-    });
+    std::erase_if(list, stale);
     if (!fresh) {
       std::shared_ptr<H2Connection> best;
       for (const auto& c : list) {

@@ -149,6 +149,7 @@ class H2Pool {
 
  private:
   std::chrono::milliseconds idle_timeout_;
+  std::chrono::steady_clock::time_point last_sweep_{};
   std::unordered_map<std::string, std::vector<std::shared_ptr<H2Connection>>> conns_;
 };
 

@@ -208,7 +208,7 @@ awaitable<ProviderConnectionPtr> ProviderPool::connectEndpoint(const router::End
 }
 
 void ProviderPool::release(const std::string& key, ProviderConnectionPtr conn) {
-  idle_.put(key, std::move(conn), max_idle_);
+  idle_.put(key, std::move(conn), max_idle_, idle_timeout_);
 }
 
 }  // namespace sluice::backends

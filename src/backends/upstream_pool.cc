@@ -48,7 +48,7 @@ awaitable<UpstreamConnectionPtr> UpstreamPool::connect(const router::Endpoint& e
 }
 
 void UpstreamPool::release(const std::string& address, UpstreamConnectionPtr conn) {
-  idle_.put(address, std::move(conn), max_idle_);
+  idle_.put(address, std::move(conn), max_idle_, idle_timeout_);
 }
 
 }  // namespace sluice::backends

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -54,17 +55,30 @@ class IdleConnections {
     }
     return nullptr;
   }
-  // Keeps a connection whose last exchange ended cleanly (nothing left unread).
-  void put(const std::string& key, std::unique_ptr<Conn> conn, size_t max_idle) {
+  // Keeps a connection whose last exchange ended cleanly (nothing left unread). Now and then
+  // every key's list is swept of connections idle too long, so endpoints that left the
+  // configuration do not keep sockets open.
+  void put(const std::string& key, std::unique_ptr<Conn> conn, size_t max_idle,
+           std::chrono::milliseconds idle_timeout) {
     if (!conn || max_idle == 0 || conn->buffer.size() != 0) {
       return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_sweep_ > std::chrono::seconds(1)) {
+      last_sweep_ = now;
+      for (auto it = idle_.begin(); it != idle_.end();) {
+        std::erase_if(it->second, [&](const std::unique_ptr<Conn>& c) {
+          return now - c->idle_since >= idle_timeout;
+        });
+        it = it->second.empty() ? idle_.erase(it) : std::next(it);
+      }
     }
     auto& list = idle_[key];
     if (list.size() >= max_idle) {
       list.erase(list.begin());
     }
     beast::get_lowest_layer(conn->stream).expires_never();
-    conn->idle_since = std::chrono::steady_clock::now();
+    conn->idle_since = now;
     list.push_back(std::move(conn));
   }
   size_t size() const {
@@ -77,6 +91,7 @@ class IdleConnections {
   void clear() { idle_.clear(); }
 
  private:
+  std::chrono::steady_clock::time_point last_sweep_{};
   std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> idle_;
 };
 
