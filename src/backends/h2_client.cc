@@ -14,8 +14,12 @@ namespace sluice::backends {
 
 namespace {
 
-constexpr int32_t kStreamWindow = 1 << 20;      // per stream: 1 MiB in flight
-constexpr int32_t kConnectionWindow = 1 << 24;  // per connection: 16 MiB
+// Per stream: what an endpoint may send ahead of a client (the most the router buffers for it).
+constexpr int32_t kStreamWindow = 256 * 1024;
+// Per connection: room for every stream's window (256 streams), so one slow client's unread
+// bytes never hold up the other streams on the connection.
+constexpr int32_t kConnectionWindow = 64 * 1024 * 1024;
+constexpr uint32_t kMaxStreams = kConnectionWindow / kStreamWindow;
 constexpr size_t kMaxWriteBatch = 64 * 1024;
 constexpr size_t kMaxHeadBytes = 64 * 1024;  // a response head, as for HTTP/1.1
 
@@ -349,8 +353,10 @@ bool H2Connection::usable() const {
   if (dead_ || goaway_ || nghttp2_session_check_request_allowed(session_) == 0) {
     return false;
   }
-  const uint32_t limit =
-      nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+  // The endpoint's limit, and never more streams than the connection window has room for.
+  const uint32_t limit = std::min(
+      nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
+      kMaxStreams);
   return streams_.size() < limit;
 }
 
