@@ -12,7 +12,7 @@ import { mkdtempSync, writeFileSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { Processes, waitForFile, freePort } from './helpers.mjs';
+import { Processes, freePort, startRouterOnManifests } from './helpers.mjs';
 
 const bin = process.env.SLUICE_BIN_DIR;
 assert.ok(bin, 'SLUICE_BIN_DIR must point at build/bin');
@@ -158,12 +158,7 @@ spec:
       requestMirror: {backendRef: {group: inference.networking.k8s.io, kind: InferencePool, name: h2-pool}}
     backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: h2-pool}]
 `);
-  const config = join(dir, 'sluice.yaml');
-  writeFileSync(config, 'access_log: {path: off}\n');
-  const ready = join(dir, 'router.ready');
-  const router = processes.start('sluice', ['serve', '--config', config, '--manifests', manifests,
-    '--admin', '127.0.0.1:0', '--metrics', '127.0.0.1:0', '--workers', '1', '--ready-file', ready]);
-  await waitForFile(ready, router);
+  await startRouterOnManifests(processes, dir, manifests, 'access_log: {path: off}\n', 1);
 });
 
 after(async () => {

@@ -1,7 +1,7 @@
 // Shared by the end-to-end tests: start the real binaries, wait for their ready files, stop
 // them all, pick free ports.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -43,4 +43,16 @@ export function freePort(host) {
     s.on('error', reject);
     s.listen(0, host, () => { const { port } = s.address(); s.close(() => resolve(port)); });
   });
+}
+
+// Starts the router on a manifest directory with `configText` as its file (in `dir`), admin
+// and metrics on free ports; resolves to its ready file ({listener, admin, metrics}).
+export async function startRouterOnManifests(processes, dir, manifests, configText, workers = 1) {
+  const config = join(dir, 'sluice.yaml');
+  writeFileSync(config, configText);
+  const ready = join(dir, 'router.ready');
+  const router = processes.start('sluice', ['serve', '--config', config, '--manifests', manifests,
+    '--admin', '127.0.0.1:0', '--metrics', '127.0.0.1:0', '--workers', String(workers),
+    '--ready-file', ready]);
+  return JSON.parse(await waitForFile(ready, router));
 }

@@ -11,7 +11,7 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync, mkdirSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { Processes, waitForFile, freePort } from './helpers.mjs';
+import { Processes, waitForFile, freePort, startRouterOnManifests } from './helpers.mjs';
 
 const bin = process.env.SLUICE_BIN_DIR;
 assert.ok(bin, 'SLUICE_BIN_DIR must point at build/bin');
@@ -110,12 +110,7 @@ spec:
   modelName: cloud-only
   rules: [{targetModels: [{externalModelProviderName: cloud}]}]
 `);
-  const config = join(dir, 'sluice.yaml');
-  writeFileSync(config, `access_log: {path: off}\nupstream: {ca_file: ${cert}}\n`);
-  const ready = join(dir, 'router.ready');
-  const router = processes.start('sluice', ['serve', '--config', config, '--manifests', manifests,
-    '--admin', '127.0.0.1:0', '--metrics', '127.0.0.1:0', '--workers', '2', '--ready-file', ready]);
-  await waitForFile(ready, router);
+  await startRouterOnManifests(processes, dir, manifests, `access_log: {path: off}\nupstream: {ca_file: ${cert}}\n`, 2);
 });
 
 after(async () => {
