@@ -4,13 +4,13 @@
 # (capacity never reached) on. Runs are interleaved. Usage: bench/filters_overhead.sh [s] [c] [rounds]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 DURATION=${1:-5}
 CONNS=${2:-32}
 ROUNDS=${3:-3}
 BIN=${SLUICE_BIN_DIR:-build/bin}
 WORK=$(mktemp -d /tmp/sluice-filters.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port)
 RESPONSE='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":8,"total_tokens":258}}'
 mkdir -p "$WORK/logs"
@@ -63,8 +63,8 @@ YAML
 declare -A PORT
 for mode in off on; do
   "$BIN/sluice" serve --config "$WORK/$mode.yaml" --ready-file "$WORK/$mode.ready" 2>"$WORK/$mode.err" &
-  for _ in $(seq 200); do [ -f "$WORK/$mode.ready" ] && break; sleep 0.05; done
-  PORT[$mode]=$(python3 -c "import json;print(json.load(open('$WORK/$mode.ready'))['listener'])")
+  wait_file "$WORK/$mode.ready"
+  PORT[$mode]=$(ready_port "$WORK/$mode.ready" listener)
 done
 python3 - "$WORK/post.lua" "$KEY" <<'PY'
 import json, sys

@@ -7,6 +7,7 @@
 # Usage: bench/h2c.sh [seconds] [connections] [rounds]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 DURATION=${1:-5}
 CONNS=${2:-64}
 ROUNDS=${3:-3}
@@ -16,7 +17,6 @@ mkdir -p "$RESULTS"
 WORK=$(mktemp -d /tmp/sluice-h2c.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 H1=$(free_port); H2=$(free_port); GW=$(free_port)
 
 RESPONSE='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":8,"total_tokens":258}}'
@@ -94,8 +94,8 @@ metrics_fetcher: {enabled: false}
 YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --manifests "$WORK/manifests" \
   --ready-file "$WORK/sluice.ready" 2>"$WORK/sluice.err" &
-for _ in $(seq 200); do [ -f "$WORK/sluice.ready" ] && break; sleep 0.05; done
-METRICS=$(python3 -c "import json;print(json.load(open('$WORK/sluice.ready'))['metrics'])")
+wait_file "$WORK/sluice.ready"
+METRICS=$(ready_port "$WORK/sluice.ready" metrics)
 
 for proto in http1 h2c; do
   python3 - "$WORK/$proto.lua" "$proto" <<'PY'

@@ -6,6 +6,7 @@
 # Usage: bench/large_prompt.sh [requests per level=64] [concurrency levels="20 100 200"]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 REQUESTS=${1:-64}
 CONCURRENCY=${2:-"20 100 200"}
 BIN=${SLUICE_BIN_DIR:-build/bin}
@@ -14,7 +15,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 "$BIN/sluice-sim" --replicas 1 --address 127.0.0.1 --port 0 --model m --step-overhead-ms 1 \
   --prefill-ms-per-token 0.00001 --max-model-len 100000 --num-gpu-blocks 1000000 \
   --max-num-batched-tokens 10000000 --ready-file "$WORK/sim.ready" 2>"$WORK/sim.log" &
-for _ in $(seq 200); do [ -s "$WORK/sim.ready" ] && break; sleep 0.05; done
+wait_file "$WORK/sim.ready"
 EP=$(head -1 "$WORK/sim.ready")
 cat > "$WORK/sluice.yaml" <<YAML
 listener: {address: 127.0.0.1, port: 0}
@@ -26,8 +27,8 @@ models:
   - {name: m, endpoints: [$EP]}
 YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/router.ready" 2>"$WORK/router.log" &
-for _ in $(seq 200); do [ -s "$WORK/router.ready" ] && break; sleep 0.05; done
-PORT=$(python3 -c "import json;print(json.load(open('$WORK/router.ready'))['listener'])")
+wait_file "$WORK/router.ready"
+PORT=$(ready_port "$WORK/router.ready" listener)
 RESULTS=${RESULTS:-bench/results}
 mkdir -p "$RESULTS"
 RUNS=()

@@ -4,6 +4,7 @@
 # Usage: bench/memory.sh [connections] [streams]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 CONNS=${1:-10000}
 STREAMS=${2:-1000}
 BIN=${SLUICE_BIN_DIR:-build/bin}
@@ -15,7 +16,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # A slow engine: streams of 4000 tokens at 20 ms a step stay open for minutes.
 "$BIN/sluice-sim" --replicas 1 --address 127.0.0.1 --port 0 --model sim-llama \
   --step-overhead-ms 20 --max-num-seqs 4096 --ready-file "$WORK/sim.ready" 2>"$WORK/sim.log" &
-for _ in $(seq 200); do [ -s "$WORK/sim.ready" ] && break; sleep 0.05; done
+wait_file "$WORK/sim.ready"
 EP=$(head -1 "$WORK/sim.ready")
 cat > "$WORK/sluice.yaml" <<YAML
 listener: {address: 127.0.0.1, port: 0}
@@ -30,8 +31,8 @@ models:
 YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/router.ready" 2>"$WORK/router.log" &
 ROUTER=$!
-for _ in $(seq 200); do [ -s "$WORK/router.ready" ] && break; sleep 0.05; done
-PORT=$(python3 -c "import json;print(json.load(open('$WORK/router.ready'))['listener'])")
+wait_file "$WORK/router.ready"
+PORT=$(ready_port "$WORK/router.ready" listener)
 sleep 1
 IDLE=$(rss $ROUTER)
 echo "idle: ${IDLE} KiB"

@@ -6,6 +6,7 @@
 # Usage: bench/overhead.sh [seconds] [connections] [rounds]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 DURATION=${1:-5}
 CONNS=${2:-32}
 ROUNDS=${3:-3}
@@ -15,7 +16,6 @@ mkdir -p "$RESULTS"
 WORK=$(mktemp -d /tmp/sluice-overhead.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; for p in nginx haproxy; do [ -f "$WORK/$p.pid" ] && kill "$(cat "$WORK/$p.pid")" 2>/dev/null; done; rm -rf "$WORK"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); NGX=$(free_port); HAP=$(free_port)
 
 RESPONSE='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":8,"total_tokens":258}}'
@@ -84,8 +84,8 @@ rate_limits:
   - {name: per-model, per: [model], requests: 1000000000, unit: second}
 YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/sluice.ready" 2>"$WORK/sluice.err" &
-for _ in $(seq 200); do [ -f "$WORK/sluice.ready" ] && break; sleep 0.05; done
-SLUICE=$(python3 -c "import json;print(json.load(open('$WORK/sluice.ready'))['listener'])")
+wait_file "$WORK/sluice.ready"
+SLUICE=$(ready_port "$WORK/sluice.ready" listener)
 
 # A 1 KB chat body.
 python3 - "$WORK/post.lua" <<'PY'

@@ -16,6 +16,7 @@
 # sizes, for `make test`), SLUICE_BIN_DIR (build/bin), RESULTS (bench/results).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 REPLICAS=${REPLICAS:-8}
 SCALE=${TIME_SCALE:-10}
 PRESETS=${PRESETS:-"random round-robin kthena-default gie-default sglang-cache-aware sluice-default"}
@@ -67,7 +68,6 @@ workload() {
   fi
 }
 
-wait_file() { for _ in $(seq 400); do [ -s "$1" ] && return 0; sleep 0.025; done; echo "timeout: $1" >&2; exit 1; }
 
 for wl in "${WORKLOADS[@]}"; do
   workload "$wl"
@@ -92,9 +92,9 @@ YAML
     "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/r.ready" 2>/dev/null &
     ROUTER=$!
     wait_file "$WORK/r.ready"
-    PORT=$(python3 -c "import json;print(json.load(open('$WORK/r.ready'))['listener'])")
+    PORT=$(ready_port "$WORK/r.ready" listener)
     # Every engine scraped once before the load (polled, not slept).
-    ADMIN=$(python3 -c "import json;print(json.load(open('$WORK/r.ready'))['admin'])")
+    ADMIN=$(ready_port "$WORK/r.ready" admin)
     for _ in $(seq 300); do
       n=$(curl -sf "http://127.0.0.1:$ADMIN/debug/endpoints" | grep -o '"scraped":true' | wc -l || true)
       [ "$n" -ge "$REPLICAS" ] && break

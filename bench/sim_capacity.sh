@@ -4,6 +4,7 @@
 # Usage: bench/sim_capacity.sh [replicas=16] [connections=64] [seconds=10]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 REPLICAS=${1:-16}
 CONNS=${2:-64}
 SECONDS_RUN=${3:-10}
@@ -14,7 +15,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 "$BIN/sluice-sim" --replicas "$REPLICAS" --address 127.0.0.11 --port 0 --model llama \
   --ready-file "$WORK/sim.ready" 2>/dev/null &
 SIM_PID=$!
-for _ in $(seq 200); do [ -s "$WORK/sim.ready" ] && break; sleep 0.05; done
+wait_file "$WORK/sim.ready"
 cat > "$WORK/sluice.yaml" <<YAML
 listener: {address: 127.0.0.1, port: 0}
 admin: {address: 127.0.0.1, port: 0}
@@ -24,8 +25,8 @@ access_log: {path: "off"}
 models: [{name: llama, endpoints: [$(paste -sd, "$WORK/sim.ready")]}]
 YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/r.ready" 2>/dev/null &
-for _ in $(seq 200); do [ -s "$WORK/r.ready" ] && break; sleep 0.05; done
-PORT=$(python3 -c "import json;print(json.load(open('$WORK/r.ready'))['listener'])")
+wait_file "$WORK/r.ready"
+PORT=$(ready_port "$WORK/r.ready" listener)
 cat > "$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

@@ -4,6 +4,7 @@
 # router's relay adds to every token. Usage: bench/streaming.sh [tokens=512] [levels="10 100 400"]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 TOKENS=${1:-512}
 CONCURRENCY=${2:-"10 100 400"}
 BIN=${SLUICE_BIN_DIR:-build/bin}
@@ -14,7 +15,7 @@ mkdir -p "$RESULTS"
 "$BIN/sluice-sim" --replicas 1 --address 127.0.0.1 --port 0 --model m --step-overhead-ms 10 \
   --decode-ms-per-seq 0 --max-num-seqs 4096 --num-gpu-blocks 1000000 \
   --ready-file "$WORK/sim.ready" 2>"$WORK/sim.log" &
-for _ in $(seq 200); do [ -s "$WORK/sim.ready" ] && break; sleep 0.05; done
+wait_file "$WORK/sim.ready"
 EP=$(head -1 "$WORK/sim.ready")
 cat > "$WORK/sluice.yaml" <<YAML
 listener: {address: 127.0.0.1, port: 0}
@@ -26,8 +27,8 @@ models:
   - {name: m, endpoints: [$EP]}
 YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/router.ready" 2>"$WORK/router.log" &
-for _ in $(seq 200); do [ -s "$WORK/router.ready" ] && break; sleep 0.05; done
-PORT=$(python3 -c "import json;print(json.load(open('$WORK/router.ready'))['listener'])")
+wait_file "$WORK/router.ready"
+PORT=$(ready_port "$WORK/router.ready" listener)
 RUNS=()
 for conc in $CONCURRENCY; do
   for target in "direct $EP" "sluice 127.0.0.1:$PORT"; do

@@ -203,35 +203,31 @@ awaitable<std::string> MetricsFetcher::get(Target& t, std::string_view path, err
     std::string body = co_await getH2(t, path, ec, status);
     co_return body;
   }
-  bool keep = false;
-  if (t.spec.tls) {
-    if (!t.tls_conn) {
-      if (!tls_) {
-        tls_ = std::make_unique<ProviderPool>(0, config_.timeout);
-        tls_->configure(0, config_.timeout, config_.ca_file);
-      }
-      std::string why;
-      t.tls_conn = co_await tls_->connectEndpoint(t.spec.endpoint, config_.verify_tls,
-                                                  config_.timeout, ec, why);
-      if (ec) {
-        co_return std::string();
-      }
+  // A kept-alive connection, TLS or not, opened when there is none.
+  if (t.spec.tls && !t.tls_conn) {
+    if (!tls_) {
+      tls_ = std::make_unique<ProviderPool>(0, config_.timeout);
+      tls_->configure(0, config_.timeout, config_.ca_file);
     }
-    std::string body = co_await getOver(*t.tls_conn, t, path, ec, status, keep);
-    if (ec || !keep) {
-      t.tls_conn.reset();
-    }
-    co_return body;
-  }
-  if (!t.conn) {
+    std::string why;
+    t.tls_conn = co_await tls_->connectEndpoint(t.spec.endpoint, config_.verify_tls,
+                                                config_.timeout, ec, why);
+  } else if (!t.spec.tls && !t.conn) {
     t.conn = co_await UpstreamPool::connect(t.spec.endpoint, config_.timeout, ec);
-    if (ec) {
-      co_return std::string();
-    }
   }
-  std::string body = co_await getOver(*t.conn, t, path, ec, status, keep);
+  if (ec) {
+    co_return std::string();
+  }
+  bool keep = false;
+  std::string body;
+  if (t.spec.tls) {
+    body = co_await getOver(*t.tls_conn, t, path, ec, status, keep);
+  } else {
+    body = co_await getOver(*t.conn, t, path, ec, status, keep);
+  }
   if (ec || !keep) {
     t.conn.reset();
+    t.tls_conn.reset();
   }
   co_return body;
 }

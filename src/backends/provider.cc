@@ -1,5 +1,6 @@
 #include "backends/provider.h"
 
+#include <algorithm>
 #include <array>
 
 #include <boost/asio/connect.hpp>
@@ -50,12 +51,8 @@ bool forwardsToProvider(std::string_view name) {
       "x-b3-spanid",  "x-b3-sampled", "x-b3-flags",        "x-b3-parentspanid",
       "openai-beta",
   };
-  for (auto a : kAllowed) {
-    if (name == a) {
-      return true;
-    }
-  }
-  return false;
+  return std::any_of(kAllowed.begin(), kAllowed.end(),
+                     [&](std::string_view a) { return base::iequals(name, a); });
 }
 
 std::string_view providerTypeName(Type type) {

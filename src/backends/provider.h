@@ -34,8 +34,8 @@ std::string providerRequestTarget(const router::ProviderTarget& p, std::string_v
 
 // Client headers passed on to a provider: an allow-list (content negotiation without
 // compression, the Anthropic version and beta headers, tracing). Everything else (cookies, the
-// client's credentials, internal headers) stays inside. `lower_name` is lower case.
-bool forwardsToProvider(std::string_view lower_name);
+// client's credentials, internal headers) stays inside. Names compare case-insensitively.
+bool forwardsToProvider(std::string_view name);
 
 std::string_view providerTypeName(router::ProviderTarget::Type type);
 

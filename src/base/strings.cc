@@ -256,4 +256,25 @@ std::optional<std::string> base64Decode(std::string_view in, bool lenient) {
   return out;
 }
 
+std::string base64UrlEncode(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  out.reserve((in.size() * 4 + 2) / 3);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kAlphabet[(acc >> bits) & 63]);
+    }
+  }
+  if (bits > 0) {
+    out.push_back(kAlphabet[(acc << (6 - bits)) & 63]);
+  }
+  return out;
+}
+
 }  // namespace sluice::base

@@ -37,5 +37,7 @@ std::string jsonQuote(std::string_view s);
 // Base64 (standard or URL alphabet, padding optional). `lenient` also skips whitespace and
 // '=' anywhere (Kubernetes Secret data); strict mode refuses them and impossible lengths (JWT).
 std::optional<std::string> base64Decode(std::string_view in, bool lenient);
+// Base64 with the URL alphabet and no padding (JWT segments, JWK key material).
+std::string base64UrlEncode(std::string_view in);
 
 }  // namespace sluice::base

@@ -986,6 +986,11 @@ class Builder {
         target->host = url->host;
         target->port = url->port;
         target->base_path = url->path;
+        const bool v6 = url->host.find(':') != std::string::npos;
+        target->authority = v6 ? "[" + url->host + "]" : url->host;
+        if (url->port != 443) {
+          target->authority += ":" + std::to_string(url->port);
+        }
       }
       target->pool_key = fmt::format("{}:{}{}", target->host, target->port,
                                      target->insecure_skip_verify ? "/insecure" : "");

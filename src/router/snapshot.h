@@ -116,8 +116,9 @@ struct ModelRewrite {
 struct ProviderTarget {
   enum class Type { OpenAI, Anthropic };
   Type type = Type::OpenAI;
-  std::string host;  // from baseURL; the TLS server name and the Host header
+  std::string host;  // from baseURL; the TLS server name
   uint16_t port = 443;
+  std::string authority;  // the Host header: host ([v6] bracketed), ":port" unless 443
   std::string base_path;  // baseURL's path without a trailing '/', may be empty
   bool insecure_skip_verify = false;
   std::string auth_header;  // "Authorization" (Bearer) | "x-api-key" (APIKey) | "" (none)

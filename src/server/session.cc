@@ -1283,13 +1283,8 @@ std::string providerHead(const Exchange& x, const router::ProviderTarget& p,
                          std::string_view target, size_t body_size) {
   std::string head;
   head.reserve(512);
-  fmt::format_to(std::back_inserter(head), "{} {} HTTP/1.1\r\nHost: ", x.method, target);
-  const bool v6 = p.host.find(':') != std::string::npos;
-  head += v6 ? "[" + p.host + "]" : p.host;
-  if (p.port != 443) {
-    fmt::format_to(std::back_inserter(head), ":{}", p.port);
-  }
-  head += "\r\n";
+  fmt::format_to(std::back_inserter(head), "{} {} HTTP/1.1\r\nHost: {}\r\n", x.method, target,
+                 p.authority);
   bool content_type = false;
   bool anthropic_version = false;
   for (const auto& [name, value] : p.headers) {
@@ -1297,12 +1292,12 @@ std::string providerHead(const Exchange& x, const router::ProviderTarget& p,
     anthropic_version = anthropic_version || base::iequals(name, "anthropic-version");
   }
   for (const auto& f : x.req) {
-    std::string lower = base::toLower(f.name_string());
-    if (!backends::forwardsToProvider(lower) || listedIn(p.headers, lower)) {
+    const std::string_view name = f.name_string();
+    if (!backends::forwardsToProvider(name) || listedIn(p.headers, name)) {
       continue;
     }
-    content_type = content_type || lower == "content-type";
-    anthropic_version = anthropic_version || lower == "anthropic-version";
+    content_type = content_type || base::iequals(name, "content-type");
+    anthropic_version = anthropic_version || base::iequals(name, "anthropic-version");
     fmt::format_to(std::back_inserter(head), "{}: {}\r\n", f.name_string(), f.value());
   }
   for (const auto& [name, value] : p.headers) {

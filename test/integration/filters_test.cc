@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <openssl/hmac.h>
 
+#include "base/strings.h"
 #include "fakes/sim_fleet.h"
 #include "fakes/test_client.h"
 #include "filters/auth.h"
@@ -290,22 +291,7 @@ class JwksServer {
 };
 
 std::string b64url(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char ch : in) {
-    acc = (acc << 8) | ch;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kAlphabet[(acc >> bits) & 63]);
-    }
-  }
-  if (bits > 0)
-    out.push_back(kAlphabet[(acc << (6 - bits)) & 63]);
-  return out;
+  return base::base64UrlEncode(in);
 }
 
 std::string hs256(const std::string& kid, const std::string& secret) {

@@ -90,5 +90,17 @@ TEST(Random, IsDeterministicForASeed) {
   EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos);
 }
 
+TEST(Strings, Base64UrlEncodeRoundTrips) {
+  EXPECT_EQ(base64UrlEncode(""), "");
+  EXPECT_EQ(base64UrlEncode("f"), "Zg");
+  EXPECT_EQ(base64UrlEncode("foobar"), "Zm9vYmFy");
+  EXPECT_EQ(base64UrlEncode("\xfb\xff"), "-_8");  // the URL alphabet, no padding
+  std::string all;
+  for (int c = 0; c < 256; ++c) {
+    all.push_back(static_cast<char>(c));
+  }
+  EXPECT_EQ(base64Decode(base64UrlEncode(all), false), all);
+}
+
 }  // namespace
 }  // namespace sluice::base

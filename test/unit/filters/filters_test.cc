@@ -6,6 +6,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rsa.h>
 
+#include "base/strings.h"
 #include "filters/auth.h"
 #include "filters/filter_chain.h"
 #include "filters/flow_control.h"
@@ -15,22 +16,7 @@ namespace sluice::filters {
 namespace {
 
 std::string b64url(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : in) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kAlphabet[(acc >> bits) & 63]);
-    }
-  }
-  if (bits > 0)
-    out.push_back(kAlphabet[(acc << (6 - bits)) & 63]);
-  return out;
+  return base::base64UrlEncode(in);
 }
 
 std::string bnB64(const BIGNUM* bn, int size = 0) {

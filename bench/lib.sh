@@ -1,0 +1,15 @@
+# Shared by the bench scripts (sourced; each script stays runnable alone): free loopback ports,
+# waiting for the ready files sluice and sluice-sim write once they listen, and reading the
+# router's ports from its ready file.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_file PATH: until the file exists and is not empty (10 s at most, then the script fails).
+wait_file() {
+  for _ in $(seq 400); do [ -s "$1" ] && return 0; sleep 0.025; done
+  echo "timeout waiting for $1" >&2
+  exit 1
+}
+
+# ready_port FILE listener|admin|metrics: a port from a router ready file.
+ready_port() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
