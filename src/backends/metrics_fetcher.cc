@@ -78,6 +78,13 @@ MetricsViewPtr MetricsFetcher::latest() const {
 }
 
 void MetricsFetcher::publishNow() {
+  if (!first_round_done_.load(std::memory_order_relaxed) && started_ticks_ > 0) {
+    bool all = true;
+    for (const auto& [_, t] : targets_) {
+      all = all && t->attempted;
+    }
+    first_round_done_.store(all, std::memory_order_relaxed);
+  }
   auto view = std::make_shared<MetricsView>();
   view->published = time_.monotonicNow();
   view->endpoints.reserve(targets_.size());
@@ -114,6 +121,7 @@ awaitable<void> MetricsFetcher::tickLoop() {
       ++in_flight_;
       asio::co_spawn(ioc_, scrape(t), asio::detached);
     }
+    ++started_ticks_;
     publishNow();
     timespec ts{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -253,6 +261,7 @@ awaitable<void> MetricsFetcher::scrape(std::shared_ptr<Target> target) {
     failures_.fetch_add(1, std::memory_order_relaxed);
   }
   scrapes_.fetch_add(1, std::memory_order_relaxed);
+  t.attempted = true;
   // Adapters change rarely: /v1/models is read on a slower clock.
   const auto now = time_.monotonicNow();
   if (!t.removed && t.tracker.metrics().healthy && now - t.last_models >= config_.models_interval) {

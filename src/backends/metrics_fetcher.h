@@ -69,6 +69,8 @@ class MetricsFetcher {
   uint64_t scrapes() const { return scrapes_.load(std::memory_order_relaxed); }
   uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
   uint64_t skippedBusy() const { return skipped_busy_.load(std::memory_order_relaxed); }
+  // Every endpoint known has been scraped (or failed) once: readiness waits for it. Latched.
+  bool firstRoundDone() const { return first_round_done_.load(std::memory_order_relaxed); }
 
  private:
   struct Target {
@@ -79,6 +81,7 @@ class MetricsFetcher {
     ProviderConnectionPtr tls_conn;    // TLS endpoints
     bool in_flight = false;
     bool removed = false;
+    bool attempted = false;
     base::MonoTime last_models{};
   };
   awaitable<void> tickLoop();
@@ -98,6 +101,7 @@ class MetricsFetcher {
   std::thread thread_;
   std::unordered_map<std::string, std::shared_ptr<Target>> targets_;  // fetcher thread only
   uint32_t in_flight_ = 0;
+  uint64_t started_ticks_ = 0;
   mutable std::mutex latest_mu_;  // control plane readers only (admin), never a worker
   MetricsViewPtr latest_;
   std::atomic<double> cpu_seconds_{0};
@@ -105,6 +109,7 @@ class MetricsFetcher {
   std::atomic<uint64_t> failures_{0};
   std::atomic<uint64_t> skipped_busy_{0};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> first_round_done_{false};
 };
 
 // A JSON rendering of a view for /debug/endpoints.

@@ -1593,6 +1593,22 @@ void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& ou
 
 }  // namespace
 
+// The order objects were first seen, over every source: the tie-break between equal timestamps.
+namespace {
+std::atomic<uint64_t> g_seq{1};
+}  // namespace
+
+ParseResult parseManifestNode(const YAML::Node& doc, std::string_view source) {
+  uint64_t seq = g_seq.fetch_add(1);
+  ParseResult out;
+  try {
+    parseObject(doc, source, out, seq);
+  } catch (const std::exception& e) {
+    out.errors.push_back({std::string(source), "", fmt::format("<document>: {}", e.what())});
+  }
+  return out;
+}
+
 ParseResult parseManifests(std::string_view text, std::string_view source) {
   ParseResult out;
   if (text.size() > kMaxManifestBytes) {
@@ -1634,8 +1650,7 @@ ParseResult parseManifests(std::string_view text, std::string_view source) {
          fmt::format("{} documents; the limit is {}", chunks.size(), kMaxDocuments)});
     return out;
   }
-  static std::atomic<uint64_t> seq_source{1};
-  uint64_t seq = seq_source.fetch_add(chunks.size() + 1);
+  uint64_t seq = g_seq.fetch_add(chunks.size() + 1);
   for (size_t i = 0; i < chunks.size(); ++i) {
     std::string where = chunks.size() > 1 ? fmt::format("{}#{}", source, i) : std::string(source);
     YAML::Node doc;

@@ -13,6 +13,10 @@
 #include <variant>
 #include <vector>
 
+namespace YAML {
+class Node;
+}  // namespace YAML
+
 namespace sluice::config {
 
 enum class Kind {
@@ -371,6 +375,10 @@ struct ParseResult {
 // Parses one YAML or JSON text that may hold several documents (--- separated) or a v1 List.
 // A bad document is reported and skipped; the others are returned. Never throws.
 ParseResult parseManifests(std::string_view text, std::string_view source);
+
+// One object already held as a node (the API-server source converts each JSON object it
+// receives), validated exactly as a manifest document is. Never throws.
+ParseResult parseManifestNode(const YAML::Node& doc, std::string_view source);
 
 // Bounds on what a manifest may hold.
 inline constexpr size_t kMaxManifestBytes = 32 * 1024 * 1024;  // per file

@@ -41,6 +41,14 @@ std::vector<StoreEvent> ObjectStore::erase(const std::string& key) {
   return events;
 }
 
+void ObjectStore::setErrors(const std::string& source, std::vector<ManifestError> errors) {
+  if (errors.empty()) {
+    errors_.erase(source);
+  } else {
+    errors_[source] = std::move(errors);
+  }
+}
+
 std::vector<StoreEvent> ObjectStore::applySource(const std::string& source, ParseResult result) {
   std::vector<StoreEvent> events;
   std::set<std::string> keep;

@@ -29,6 +29,9 @@ class ObjectStore {
   // Single-object events (API server watches).
   StoreEvent put(Object object);
   std::vector<StoreEvent> erase(const std::string& key);
+  // The validation errors of what `source` delivered one object at a time (an API-server
+  // object's key); empty clears them.
+  void setErrors(const std::string& source, std::vector<ManifestError> errors);
 
   const std::map<std::string, Object>& objects() const { return objects_; }
   const Object* find(std::string_view key) const;

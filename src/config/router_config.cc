@@ -137,9 +137,62 @@ class Parser {
     }
   }
 
+  void boolean(const YAML::Node& parent, std::string_view key, const std::string& path, bool& out) {
+    if (auto n = parent[std::string(key)]) {
+      if (auto v = scalar(n, join(path, key))) {
+        if (*v == "true" || *v == "false") {
+          out = *v == "true";
+        } else {
+          error(join(path, key), "must be true or false");
+        }
+      }
+    }
+  }
+
  private:
   ConfigErrors& errors_;
 };
+
+void parseKubernetes(Parser& p, const YAML::Node& n, RouterConfig::Kubernetes& k) {
+  const std::string path = "kubernetes";
+  if (!p.mapWithKeys(n, path,
+                     {"kubeconfig", "context", "namespace", "controller_name", "qps", "burst",
+                      "debounce", "write_status", "leader_election"})) {
+    return;
+  }
+  p.string(n, "kubeconfig", path, k.kubeconfig);
+  p.string(n, "context", path, k.context);
+  p.string(n, "namespace", path, k.ns);
+  p.string(n, "controller_name", path, k.controller_name);
+  p.uint(n, "qps", path, k.qps, 1, 100000);
+  p.uint(n, "burst", path, k.burst, 1, 100000);
+  p.duration(n, "debounce", path, k.debounce);
+  p.boolean(n, "write_status", path, k.write_status);
+  if (k.controller_name.empty() || k.controller_name.find('/') == std::string::npos) {
+    p.error("kubernetes.controller_name", "must be a domain-prefixed path such as example.com/x");
+  }
+  if (auto le = n["leader_election"]) {
+    const std::string lpath = "kubernetes.leader_election";
+    auto& l = k.leader_election;
+    if (p.mapWithKeys(le, lpath,
+                      {"enabled", "lease_name", "lease_namespace", "identity", "lease_duration",
+                       "renew_deadline", "retry_period"})) {
+      p.boolean(le, "enabled", lpath, l.enabled);
+      p.string(le, "lease_name", lpath, l.lease_name);
+      p.string(le, "lease_namespace", lpath, l.lease_namespace);
+      p.string(le, "identity", lpath, l.identity);
+      p.duration(le, "lease_duration", lpath, l.lease_duration);
+      p.duration(le, "renew_deadline", lpath, l.renew_deadline);
+      p.duration(le, "retry_period", lpath, l.retry_period);
+      if (!(l.retry_period < l.renew_deadline && l.renew_deadline < l.lease_duration)) {
+        p.error(lpath, "needs retry_period < renew_deadline < lease_duration");
+      }
+      if (l.lease_name.empty()) {
+        p.error(lpath + ".lease_name", "must not be empty");
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -241,10 +294,26 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   Parser p(errors);
   try {
     if (!p.mapWithKeys(root, "",
-                       {"listener", "admin", "metrics", "workers", "limits", "timeouts", "upstream",
-                        "metrics_fetcher", "scheduler", "access_log", "models", "manifests",
-                        "manifests_debounce", "auth", "rate_limits", "flow_control",
-                        "redis_timeout", "redis_auth", "stop_streams_over_budget"})) {
+                       {"listener",
+                        "admin",
+                        "metrics",
+                        "workers",
+                        "limits",
+                        "timeouts",
+                        "upstream",
+                        "metrics_fetcher",
+                        "scheduler",
+                        "access_log",
+                        "models",
+                        "manifests",
+                        "manifests_debounce",
+                        "auth",
+                        "rate_limits",
+                        "flow_control",
+                        "redis_timeout",
+                        "redis_auth",
+                        "stop_streams_over_budget",
+                        "kubernetes"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -254,6 +323,9 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
     p.string(root, "manifests", "", config.manifests);
     p.duration(root, "manifests_debounce", "", config.manifests_debounce);
     p.duration(root, "redis_timeout", "", config.redis_timeout);
+    if (auto n = root["kubernetes"]) {
+      parseKubernetes(p, n, config.kubernetes);
+    }
     if (auto n = root["redis_auth"]) {
       if (p.mapWithKeys(n, "redis_auth", {"username", "password_file"})) {
         p.string(n, "username", "redis_auth", config.redis_auth.username);

@@ -30,6 +30,30 @@ struct RouterConfig {
   std::string manifests;
   milliseconds manifests_debounce{100};  // quiet time after a change before re-reading
 
+  // The Kubernetes API server as the source of objects (`sluice serve --kubeconfig FILE`, or
+  // in-cluster when KUBERNETES_SERVICE_HOST is set and no --manifests is given).
+  struct Kubernetes {
+    std::string kubeconfig;  // empty = in-cluster (or none)
+    std::string context;     // empty = the kubeconfig's current-context
+    std::string ns;          // watch only this namespace; empty = all
+    std::string controller_name = "sluice.dev/gateway-controller";
+    uint32_t qps = 50;  // client-side rate limit towards the API server
+    uint32_t burst = 100;
+    milliseconds debounce{20};  // events are batched this long before routes are rebuilt
+    bool write_status = true;
+    struct LeaderElection {
+      bool enabled = true;
+      std::string lease_name = "sluice-router";
+      std::string lease_namespace;  // empty = the Pod's namespace, else "default"
+      std::string identity;         // empty = $POD_NAME, else the host name
+      milliseconds lease_duration{15'000};
+      milliseconds renew_deadline{10'000};
+      milliseconds retry_period{2'000};
+    } leader_election;
+    bool enabled() const { return !kubeconfig.empty() || in_cluster; }
+    bool in_cluster = false;  // set by `serve` from the environment, not by the file
+  } kubernetes;
+
   struct Limits {
     uint64_t max_header_bytes = 64 * 1024;
     uint64_t max_body_bytes = 32 * 1024 * 1024;

@@ -645,11 +645,11 @@ class Builder {
   void gatewayClasses() {
     for (const auto* o : by_kind_[static_cast<size_t>(Kind::GatewayClass)]) {
       const auto& gc = std::get<config::GatewayClass>(o->spec);
-      if (gc.controller_name != kControllerName)
+      if (gc.controller_name != options_.controller_name)
         continue;
       our_classes_.insert(o->meta.name);
       status(o->key()).conditions.push_back(
-          {"Accepted", true, "Accepted", "handled by " + std::string(kControllerName)});
+          {"Accepted", true, "Accepted", "handled by " + options_.controller_name});
     }
   }
 
@@ -657,7 +657,8 @@ class Builder {
     if (our_classes_.count(name) > 0)
       return true;
     // The built-in class, unless a GatewayClass object of that name belongs to someone else.
-    return name == kGatewayClassName &&
+    // In a cluster only GatewayClass objects count.
+    return options_.builtin_class && name == kGatewayClassName &&
            store_.find(fmt::format("GatewayClass/{}", name)) == nullptr;
   }
 

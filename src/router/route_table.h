@@ -286,8 +286,12 @@ struct RouteBuildOptions {
   // The router file's models: entries, each compiled into a ModelRoute (one rule, one target)
   // served on every listener after its ModelRoutes and HTTPRoutes.
   std::vector<std::shared_ptr<const Backend>> config_models;
-  std::vector<std::string> profiles;     // scheduler presets and configured profiles
-  std::vector<std::string> rate_limits;  // names of the configured rate_limits
+  std::vector<std::string> profiles;             // scheduler presets and configured profiles
+  std::vector<std::string> rate_limits;          // names of the configured rate_limits
+  std::string controller_name{kControllerName};  // GatewayClasses naming it are ours
+  // Gateways of class "sluice" are ours without a GatewayClass object (manifest directories);
+  // off for the API server, where only GatewayClass objects decide.
+  bool builtin_class = true;
 };
 
 // Translates the objects (the store's current contents) into a route table, with the status

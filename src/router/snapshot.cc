@@ -113,6 +113,8 @@ base::Result<std::shared_ptr<const Snapshot>> buildSnapshot(const config::Router
   RouteBuildOptions options;
   options.default_address = config.listener.address;
   options.default_port = default_port != 0 ? default_port : config.listener.port;
+  options.controller_name = config.kubernetes.controller_name;
+  options.builtin_class = !config.kubernetes.enabled();
   for (const auto& m : config.models) {
     options.config_models.push_back(snap->models.at(m.name));
   }

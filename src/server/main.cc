@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -30,6 +31,12 @@ constexpr std::string_view kUsage = R"(usage:
 options for serve:
   --manifests DIR        Kubernetes manifests (Gateway API, Inference Extension, Kthena, Pods),
                          watched for changes (overrides manifests:)
+  --kubeconfig FILE      read the objects from the Kubernetes API server this kubeconfig names,
+                         and write their status (overrides kubernetes.kubeconfig); without it and
+                         without --manifests, in a Pod (KUBERNETES_SERVICE_HOST set), the
+                         service account is used
+  --context NAME         the kubeconfig context (default: its current-context)
+  --namespace NS         watch only this namespace (overrides kubernetes.namespace)
   --listen ADDR:PORT     inference listener (overrides listener:)
   --admin ADDR:PORT      admin listener (overrides admin:)
   --metrics ADDR:PORT    metrics listener (overrides metrics:)
@@ -160,7 +167,7 @@ int main(int argc, char** argv) {
     return usage(2);
   }
 
-  std::string config_path, ready_file, manifests;
+  std::string config_path, ready_file, manifests, kubeconfig, kube_context, kube_namespace;
   bool json = false;
   std::optional<config::ListenAddress> listen, admin, metrics;
   std::optional<int> workers;
@@ -184,6 +191,13 @@ int main(int argc, char** argv) {
         return 2;
       }
       manifests = *v;
+    } else if (arg == "--kubeconfig" || arg == "--context" || arg == "--namespace") {
+      if (!(v = value(arg))) {
+        return 2;
+      }
+      (arg == "--kubeconfig" ? kubeconfig
+       : arg == "--context"  ? kube_context
+                             : kube_namespace) = *v;
     } else if (arg == "--json") {
       json = true;
     } else if (arg == "--listen" || arg == "--admin" || arg == "--metrics") {
@@ -252,6 +266,23 @@ int main(int argc, char** argv) {
     }
     std::printf("%s: ok (%zu models)\n", config_path.c_str(), cfg.models.size());
     return 0;
+  }
+  if (!kubeconfig.empty()) {
+    cfg.kubernetes.kubeconfig = kubeconfig;
+  }
+  if (!kube_context.empty()) {
+    cfg.kubernetes.context = kube_context;
+  }
+  if (!kube_namespace.empty()) {
+    cfg.kubernetes.ns = kube_namespace;
+  }
+  if (cfg.kubernetes.kubeconfig.empty() && cfg.manifests.empty() &&
+      std::getenv("KUBERNETES_SERVICE_HOST") != nullptr) {
+    cfg.kubernetes.in_cluster = true;
+  }
+  if (cfg.kubernetes.enabled() && !cfg.manifests.empty()) {
+    std::fprintf(stderr, "--manifests and the Kubernetes API server cannot be used together\n");
+    return 2;
   }
   if (listen) {
     cfg.listener = *listen;

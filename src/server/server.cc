@@ -1,8 +1,10 @@
 #include "server/server.h"
 
 #include <condition_variable>
+#include <cstdlib>
 #include <list>
 #include <thread>
+#include <unistd.h>
 #include <unordered_set>
 
 #include <boost/asio/signal_set.hpp>
@@ -17,6 +19,7 @@
 #include "base/random.h"
 #include "config/manifest_source.h"
 #include "filters/filter_chain.h"
+#include "k8s/api_source.h"
 #include "router/route_table.h"
 #include "server/context.h"
 #include "server/jwks_fetcher.h"
@@ -243,6 +246,9 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
         "sluice_prefix_index_evictions_total {}\n",
         st.entries, st.blocks, st.evictions);
     scheduler_->appendMetrics(out);
+    if (api_source_) {
+      api_source_->appendMetrics(out);
+    }
     // Flow control: requests waiting now, over every backend.
     size_t queued = 0;
     ctx_->flows.forEach(
@@ -349,6 +355,9 @@ Server::~Server() {
   if (source_) {
     source_->stop();
   }
+  if (api_source_) {
+    api_source_->stop();
+  }
   if (jwks_fetcher_) {
     jwks_fetcher_->stop();
   }
@@ -364,8 +373,11 @@ std::shared_ptr<const router::Snapshot> Server::snapshot() const {
 }
 
 base::Result<void> Server::reload(const config::RouterConfig& config) {
+  // Where the objects come from is fixed at start (flags, environment); a reload keeps it.
+  config::RouterConfig c = config;
+  c.kubernetes = config_.kubernetes;
   std::lock_guard<std::mutex> lock(snapshot_mu_);
-  return publishLocked(config);
+  return publishLocked(c);
 }
 
 void Server::applyObjects(const config::ObjectStore& objects) {
@@ -472,6 +484,9 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   }
   listening_ = std::move(addresses);
   updateFetchTargets(*snap);
+  if (api_source_) {
+    api_source_->publishStatus(snap->routes->status);
+  }
   registry_->config_reloads.fetch_add(1);
   registry_->snapshot_version.store(static_cast<int64_t>(snap->version));
   return {};
@@ -508,6 +523,11 @@ base::Result<void> Server::start() {
         SLUICE_LOG(Error, "config", "{}: {}{}{}", e.where, e.object, e.object.empty() ? "" : ": ",
                    e.message);
       }
+    }
+  }
+  if (config_.kubernetes.enabled()) {
+    if (auto r = openApiServer(); !r) {
+      return r;
     }
   }
   if (const auto& url = config_.auth.jwt.jwks_url; !url.empty()) {
@@ -576,6 +596,14 @@ base::Result<void> Server::start() {
       return r;
     }
   }
+  if (api_source_) {
+    auto r =
+        api_source_->start([this](const config::ObjectStore& store,
+                                  const std::vector<config::StoreEvent>&) { applyObjects(store); });
+    if (!r) {
+      return r;
+    }
+  }
   std::string ports;
   for (const auto& [addr, port] : listening_) {
     ports += fmt::format("{}{}:{}", ports.empty() ? "" : ", ", addr, port);
@@ -593,7 +621,66 @@ bool Server::draining() const {
   return ctx_->draining.load();
 }
 bool Server::ready() const {
-  return started_.load() && !draining();
+  if (!started_.load() || draining()) {
+    return false;
+  }
+  if (api_source_ && !api_source_->synced()) {
+    return false;  // routes would be missing
+  }
+  return !api_source_ || !fetcher_ || fetcher_->firstRoundDone();
+}
+
+base::Result<void> Server::openApiServer() {
+  const auto& k = config_.kubernetes;
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v ? v : "");
+  };
+  auto access = k.kubeconfig.empty() ? k8s::inClusterAccess(env)
+                                     : k8s::loadKubeconfig(k.kubeconfig, k.context);
+  if (!access) {
+    return base::Error{access.error().message};
+  }
+  k8s::ApiServerSource::Options o;
+  o.config = k;
+  auto& le = o.config.leader_election;
+  if (le.lease_namespace.empty()) {
+    le.lease_namespace = !env("POD_NAMESPACE").empty() ? env("POD_NAMESPACE")
+                         : !access->ns.empty()         ? access->ns
+                                                       : "default";
+  }
+  if (le.identity.empty()) {
+    le.identity = env("POD_NAME");
+  }
+  if (le.identity.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    le.identity = fmt::format("{}-{}", host, getpid());
+  }
+  if (const std::string ip = env("POD_IP"); !ip.empty()) {
+    error_code ec;
+    asio::ip::make_address(ip, ec);
+    o.addresses.emplace_back(ec ? "Hostname" : "IPAddress", ip);
+  }
+  for (const auto& key : config_.auth.api_keys) {
+    if (!key.secret.name.empty()) {
+      o.config_secrets.emplace_back(key.secret.ns, key.secret.name);
+    }
+  }
+  o.access = std::move(*access);
+  o.time = &time_;
+  o.seed = seed_ ? *seed_ : base::osSeed();
+  api_source_ = std::make_unique<k8s::ApiServerSource>(std::move(o));
+  if (auto r = api_source_->open(); !r) {
+    return r;
+  }
+  if (!api_source_->waitSynced(std::chrono::seconds(5))) {
+    SLUICE_LOG(Warn, "k8s", "not every resource has synced yet; serving what arrived, not ready");
+  }
+  auto store = std::make_shared<const config::ObjectStore>(api_source_->copyStore());
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  objects_ = std::move(store);
+  return {};
 }
 std::string Server::decisionsJson() const {
   std::string out = "{\"decisions\":[";

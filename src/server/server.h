@@ -28,6 +28,9 @@ struct TlsConfig;
 namespace sluice::backends {
 class MetricsFetcher;
 }  // namespace sluice::backends
+namespace sluice::k8s {
+class ApiServerSource;
+}  // namespace sluice::k8s
 namespace sluice::config {
 class ObjectStore;
 class ManifestDirectory;
@@ -93,6 +96,8 @@ class Server {
  private:
   friend class ControlPlane;
   void stopAll();
+  // Connects to the API server and waits (bounded) for the first sync.
+  base::Result<void> openApiServer();
   void updateFetchTargets(const router::Snapshot& snap);
   base::Result<void> publishLocked(const config::RouterConfig& config);
   std::vector<std::pair<std::string, uint16_t>> listenerAddresses(const router::Snapshot& snap);
@@ -117,6 +122,7 @@ class Server {
   std::shared_ptr<const router::Snapshot> snapshot_;
   uint64_t next_version_ = 1;
   std::unique_ptr<config::ManifestDirectory> source_;
+  std::unique_ptr<k8s::ApiServerSource> api_source_;    // kubernetes: the API server
   std::shared_ptr<const config::ObjectStore> objects_;  // guarded by snapshot_mu_
   uint16_t default_port_ = 0;                           // the default listener's, once bound
   std::vector<std::pair<std::string, uint16_t>> listening_;
