@@ -39,6 +39,17 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+std::string_view trimWhitespace(std::string_view s) {
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  while (!s.empty() && space(s.front())) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && space(s.back())) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
 std::optional<uint64_t> parseUint(std::string_view text) {
   uint64_t v = 0;
   if (text.empty()) {

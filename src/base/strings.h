@@ -13,6 +13,8 @@ bool iequals(std::string_view a, std::string_view b);
 char asciiLower(char c);
 std::string toLower(std::string_view s);
 std::string_view trim(std::string_view s);
+// Also line breaks: for values read from files (tokens, namespaces).
+std::string_view trimWhitespace(std::string_view s);
 
 // "250ms", "10s", "5m", "1h", "1.5s". Returns nullopt on anything else.
 std::optional<std::chrono::milliseconds> parseDuration(std::string_view text);

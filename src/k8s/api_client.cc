@@ -131,7 +131,7 @@ std::string ApiClient::bearer() {
   std::string stamp = fmt::format("{}:{}:{}", st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
   if (stamp != token_file_stamp_) {
     if (auto t = readSmallFile(access_.token_file)) {
-      token_ = std::string(base::trim(*t));
+      token_ = std::string(base::trimWhitespace(*t));
       token_file_stamp_ = std::move(stamp);
     }
   }

@@ -225,7 +225,7 @@ base::Result<ClusterAccess> inClusterAccess(const EnvLookup& env, const std::str
   }
   a.ca_pem = *ca;
   if (auto ns = readSmallFile(sa_dir + "/namespace")) {
-    a.ns = std::string(base::trim(*ns));
+    a.ns = std::string(base::trimWhitespace(*ns));
   }
   if (auto t = readSmallFile(a.token_file); !t) {
     return base::Error{"in-cluster: " + t.error().message};

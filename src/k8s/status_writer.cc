@@ -11,12 +11,22 @@ namespace {
 using json = nlohmann::json;
 constexpr std::string_view kGatewayGroup = "gateway.networking.k8s.io";
 
+// A string field, or `dflt` when absent or of another type: the server's objects may hold
+// anything another writer put there.
+std::string str(const json& j, const char* key, const char* dflt = "") {
+  if (!j.is_object()) {
+    return dflt;
+  }
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string(dflt);
+}
+
 const json* findCondition(const json& list, const std::string& type) {
   if (!list.is_array()) {
     return nullptr;
   }
   for (const auto& c : list) {
-    if (c.is_object() && c.value("type", std::string()) == type) {
+    if (c.is_object() && str(c, "type") == type) {
       return &c;
     }
   }
@@ -31,7 +41,7 @@ json conditions(const std::vector<router::Condition>& conds, const json& previou
     const std::string status = c.status ? "True" : "False";
     std::string since = now;
     if (const json* old = findCondition(previous, c.type);
-        old != nullptr && old->value("status", std::string()) == status &&
+        old != nullptr && str(*old, "status") == status &&
         old->value("lastTransitionTime", json()).is_string()) {
       since = (*old)["lastTransitionTime"].get<std::string>();
     }
@@ -70,9 +80,7 @@ std::optional<ParentName> parseParent(std::string_view ref) {
 }
 
 bool sameParentRef(const json& a, const json& b) {
-  auto field = [](const json& j, const char* k, const char* dflt) {
-    return j.is_object() ? j.value(k, std::string(dflt)) : std::string(dflt);
-  };
+  auto field = [](const json& j, const char* k, const char* dflt) { return str(j, k, dflt); };
   auto port = [](const json& j) { return j.is_object() ? j.value("port", json()) : json(); };
   return field(a, "group", "gateway.networking.k8s.io") ==
              field(b, "group", "gateway.networking.k8s.io") &&
@@ -90,7 +98,7 @@ json routeParents(const router::ObjectStatus& st, const Observed& obs, const Sta
   json out = json::array();
   if (held.is_array()) {
     for (const auto& p : held) {
-      if (p.is_object() && p.value("controllerName", std::string()) != ctx.controller_name) {
+      if (p.is_object() && str(p, "controllerName") != ctx.controller_name) {
         out.push_back(p);
       }
     }
@@ -149,8 +157,8 @@ json supportedKinds(const json& listener) {
     return kinds;
   }
   for (const auto& k : *allowed) {
-    const std::string group = k.is_object() ? k.value("group", std::string(kGatewayGroup)) : "";
-    const std::string kind = k.is_object() ? k.value("kind", std::string()) : "";
+    const std::string group = str(k, "group", kGatewayGroup.data());
+    const std::string kind = k.is_object() ? str(k, "kind") : "";
     if ((group == kGatewayGroup && kind == "HTTPRoute") ||
         (group == "networking.serving.volcano.sh" && kind == "ModelRoute")) {
       kinds.push_back({{"group", group}, {"kind", kind}});
@@ -175,7 +183,7 @@ json gatewayStatus(const router::ObjectStatus& st, const Observed& obs, const St
     const auto& l = st.listeners[i];
     json previous = json::array();
     for (const auto& h : held_listeners) {
-      if (h.is_object() && h.value("name", std::string()) == l.name) {
+      if (h.is_object() && str(h, "name") == l.name) {
         previous = h.value("conditions", json::array());
       }
     }
@@ -214,7 +222,7 @@ std::optional<json> desiredStatus(const router::ObjectStatus& st, const Observed
       auto ours = [&](const json& list) {
         size_t n = 0;
         for (const auto& p : list.is_array() ? list : json::array()) {
-          n += p.is_object() && p.value("controllerName", std::string()) == ctx.controller_name;
+          n += p.is_object() && str(p, "controllerName") == ctx.controller_name;
         }
         return n;
       };
