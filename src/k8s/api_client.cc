@@ -327,8 +327,9 @@ awaitable<Response> ApiClient::stream(std::string target, LineHandler on_line,
     parser.get().body().data = chunk;
     parser.get().body().size = sizeof(chunk);
     layer.expires_after(idle);
-    co_await bhttp::async_read(conn->stream, conn->buffer, parser,
-                               asio::redirect_error(asio::use_awaitable, ec));
+    // read_some: an event must be handed on as soon as it arrives, not once 64 KiB are in.
+    co_await bhttp::async_read_some(conn->stream, conn->buffer, parser,
+                                    asio::redirect_error(asio::use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) {
       ec = {};
     }
