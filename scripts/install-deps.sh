@@ -11,6 +11,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nginx-light haproxy wrk redis-server curl procps python3-matplotlib openssl
   nodejs npm
+  kubernetes-client
 )
 
 missing=()
@@ -20,6 +21,7 @@ for p in "${PKGS[@]}"; do
     case "$p" in
       nodejs) command -v node >/dev/null 2>&1 && continue ;;
       npm) command -v npm >/dev/null 2>&1 && continue ;;
+      kubernetes-client) command -v kubectl >/dev/null 2>&1 && continue ;;
     esac
     missing+=("$p")
   fi

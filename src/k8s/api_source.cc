@@ -129,6 +129,7 @@ bool ApiServerSource::waitSynced(std::chrono::milliseconds timeout) {
 config::ObjectStore ApiServerSource::copyStore() {
   return runOn(ioc_, [this] {
     flushed_generation_ = store_.generation();
+    updateSecretWatches();  // what the synced objects reference; they arrive in a later batch
     return store_;
   });
 }
