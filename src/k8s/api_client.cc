@@ -261,7 +261,8 @@ awaitable<Response> ApiClient::request(std::string_view method, std::string targ
     }
     if (ec) {
       open_.erase(conn);
-      layer.socket().close(ec);
+      error_code ignored;
+      layer.socket().close(ignored);
       if (conn->reused && !parser.got_some()) {
         continue;
       }

@@ -198,9 +198,11 @@ void ApiServerSource::observe(const ResourceType& type, const std::string& key, 
     o.parent_refs = spec.value("parentRefs", json());
     o.listeners = spec.value("listeners", json());
   }
+  // A new generation must be acknowledged (observedGeneration) even when nothing else moved.
   const bool status_moved = [&] {
     auto it = observed_.find(key);
-    return it == observed_.end() || it->second.status != o.status;
+    return it == observed_.end() || it->second.status != o.status ||
+           it->second.generation != o.generation;
   }();
   observed_[key] = std::move(o);
   if (status_moved && statuses_.count(key) > 0) {
