@@ -43,6 +43,8 @@ std::string_view kindName(Kind kind) {
       return "Service";
     case Kind::Secret:
       return "Secret";
+    case Kind::EndpointSlice:
+      return "EndpointSlice";
     case Kind::Namespace:
       return "Namespace";
   }
@@ -66,6 +68,8 @@ std::string_view kindGroup(Kind kind) {
     case Kind::ModelServer:
     case Kind::ExternalModelProvider:
       return "networking.serving.volcano.sh";
+    case Kind::EndpointSlice:
+      return "discovery.k8s.io";
     default:
       return "";
   }
@@ -1401,6 +1405,34 @@ Secret parseSecret(const Field& obj) {
   return s;
 }
 
+EndpointSlice parseEndpointSlice(const Field& obj) {
+  EndpointSlice es;
+  es.service = obj["metadata"]["labels"]["kubernetes.io/service-name"].str(63).value_or("");
+  es.address_type = obj["addressType"].oneOf({"IPv4", "IPv6", "FQDN"}, "IPv4");
+  Field ports = obj["ports"];
+  for (size_t i = 0; ports.isSeq() && i < ports.size(); ++i) {
+    Field pf = ports.at(i);
+    EndpointSlice::Port port;
+    port.name = pf["name"].str(63).value_or("");
+    port.port = static_cast<uint16_t>(pf["port"].integer(1, 65535).value_or(0));
+    es.ports.push_back(std::move(port));
+  }
+  Field eps = obj["endpoints"];
+  for (size_t i = 0; eps.isSeq() && i < eps.size(); ++i) {
+    Field ef = eps.at(i);
+    EndpointSlice::Endpoint ep;
+    Field addrs = ef["addresses"];
+    for (size_t j = 0; addrs.isSeq() && j < addrs.size(); ++j) {
+      if (auto a = addrs.at(j).str(253)) {
+        ep.addresses.push_back(*a);
+      }
+    }
+    ep.ready = ef["conditions"]["ready"].str().value_or("true") != "false";
+    es.endpoints.push_back(std::move(ep));
+  }
+  return es;
+}
+
 struct KindInfo {
   std::string_view api_version;
   std::string_view kind;
@@ -1432,6 +1464,7 @@ constexpr KindInfo kKinds[] = {
     {"v1", "Service", Kind::Service, true},
     {"v1", "Secret", Kind::Secret, true},
     {"v1", "Namespace", Kind::Namespace, false},
+    {"discovery.k8s.io/v1", "EndpointSlice", Kind::EndpointSlice, true},
 };
 
 void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& out, uint64_t& seq) {
@@ -1512,8 +1545,9 @@ void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& ou
           : (info->namespaced ? fmt::format("{}/{}/{}", kind, obj.meta.ns, obj.meta.name)
                               : fmt::format("{}/{}", kind, obj.meta.name));
   Field spec = root["spec"];
-  bool needs_spec = !(obj.kind == Kind::Pod || obj.kind == Kind::Service ||
-                      obj.kind == Kind::Secret || obj.kind == Kind::Namespace);
+  bool needs_spec =
+      !(obj.kind == Kind::Pod || obj.kind == Kind::Service || obj.kind == Kind::Secret ||
+        obj.kind == Kind::Namespace || obj.kind == Kind::EndpointSlice);
   if (needs_spec && !spec.isMap()) {
     spec.error(spec ? "must be an object" : "is required");
     report(key);
@@ -1579,6 +1613,9 @@ void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& ou
       break;
     case Kind::Secret:
       obj.spec = parseSecret(root);
+      break;
+    case Kind::EndpointSlice:
+      obj.spec = parseEndpointSlice(root);
       break;
     case Kind::Namespace:
       obj.spec = Namespace{};

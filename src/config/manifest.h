@@ -34,7 +34,8 @@ enum class Kind {
   Pod,
   Service,
   Secret,
-  Namespace,
+  EndpointSlice,
+  Namespace,  // last: arrays are sized by it
 };
 std::string_view kindName(Kind kind);
 // The API group a kind belongs to ("" for core v1).
@@ -341,11 +342,29 @@ struct Secret {
   std::map<std::string, std::string> data;  // decoded
 };
 
+// discovery.k8s.io/v1: the endpoints of a Service (kubernetes.io/service-name label), as the
+// cluster's endpoint controller (or anyone, for Services without a selector) publishes them.
+struct EndpointSlice {
+  std::string service;
+  std::string address_type = "IPv4";  // IPv4 | IPv6 | FQDN (not routable here)
+  struct Port {
+    std::string name;
+    uint16_t port = 0;
+  };
+  std::vector<Port> ports;
+  struct Endpoint {
+    std::vector<std::string> addresses;
+    bool ready = true;  // conditions.ready; unset means ready
+  };
+  std::vector<Endpoint> endpoints;
+};
+
 struct Namespace {};
 
-using Spec = std::variant<GatewayClass, Gateway, HTTPRoute, ReferenceGrant, InferencePool,
-                          InferenceObjective, InferenceModelRewrite, InferenceModel, ModelRoute,
-                          ModelServer, ExternalModelProvider, Pod, Service, Secret, Namespace>;
+using Spec =
+    std::variant<GatewayClass, Gateway, HTTPRoute, ReferenceGrant, InferencePool,
+                 InferenceObjective, InferenceModelRewrite, InferenceModel, ModelRoute, ModelServer,
+                 ExternalModelProvider, Pod, Service, Secret, EndpointSlice, Namespace>;
 
 struct Object {
   Kind kind = Kind::Namespace;

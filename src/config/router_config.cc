@@ -157,7 +157,7 @@ void parseKubernetes(Parser& p, const YAML::Node& n, RouterConfig::Kubernetes& k
   const std::string path = "kubernetes";
   if (!p.mapWithKeys(n, path,
                      {"kubeconfig", "context", "namespace", "controller_name", "qps", "burst",
-                      "debounce", "write_status", "leader_election"})) {
+                      "debounce", "write_status", "gateway_addresses", "leader_election"})) {
     return;
   }
   p.string(n, "kubeconfig", path, k.kubeconfig);
@@ -168,6 +168,18 @@ void parseKubernetes(Parser& p, const YAML::Node& n, RouterConfig::Kubernetes& k
   p.uint(n, "burst", path, k.burst, 1, 100000);
   p.duration(n, "debounce", path, k.debounce);
   p.boolean(n, "write_status", path, k.write_status);
+  if (auto list = n["gateway_addresses"]) {
+    if (!list.IsSequence()) {
+      p.error("kubernetes.gateway_addresses", "must be a list of IP addresses or host names");
+    } else {
+      for (size_t i = 0; i < list.size(); ++i) {
+        auto v = p.scalar(list[i], fmt::format("kubernetes.gateway_addresses[{}]", i));
+        if (v && !v->empty()) {
+          k.gateway_addresses.push_back(*v);
+        }
+      }
+    }
+  }
   if (k.controller_name.empty() || k.controller_name.find('/') == std::string::npos) {
     p.error("kubernetes.controller_name", "must be a domain-prefixed path such as example.com/x");
   }

@@ -41,6 +41,9 @@ struct RouterConfig {
     uint32_t burst = 100;
     milliseconds debounce{20};  // events are batched this long before routes are rebuilt
     bool write_status = true;
+    // Gateway status.addresses (IPs or host names clients use: the Service's or load
+    // balancer's); empty = $POD_IP.
+    std::vector<std::string> gateway_addresses;
     struct LeaderElection {
       bool enabled = true;
       std::string lease_name = "sluice-router";

@@ -49,6 +49,8 @@ const std::vector<ResourceType>& watchedResources() {
       {Kind::Namespace, "", "v1", "namespaces", "Namespace", false, false},
       {Kind::Service, "", "v1", "services", "Service", true, false},
       {Kind::Pod, "", "v1", "pods", "Pod", true, false},
+      {Kind::EndpointSlice, "discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true,
+       false},
       {Kind::InferencePool, kInference, "v1", "inferencepools", "InferencePool", true, true},
       {Kind::InferencePool, kInferenceX, "v1alpha2", "inferencepools", "InferencePool", true, true},
       {Kind::InferenceObjective, kInferenceX, "v1alpha2", "inferenceobjectives",

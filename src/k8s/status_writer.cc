@@ -153,7 +153,9 @@ json supportedKinds(const json& listener) {
     }
   }
   if (allowed == nullptr) {
+    // What an HTTP(S) listener takes when allowedRoutes.kinds is empty.
     kinds.push_back({{"group", kGatewayGroup}, {"kind", "HTTPRoute"}});
+    kinds.push_back({{"group", "networking.serving.volcano.sh"}, {"kind", "ModelRoute"}});
     return kinds;
   }
   for (const auto& k : *allowed) {

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <re2/re2.h>
 #include <set>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <fmt/core.h>
 
@@ -571,8 +573,42 @@ class Builder {
         }
       } else if (obj.kind == Kind::Namespace) {
         namespaces_[obj.meta.name] = &obj.meta.labels;
+      } else if (obj.kind == Kind::EndpointSlice) {
+        const auto& es = std::get<config::EndpointSlice>(obj.spec);
+        if (!es.service.empty())
+          slices_[obj.meta.ns + "/" + es.service].push_back(&es);
       }
     }
+  }
+
+  // A Service port's ready endpoints from its EndpointSlices (each address once, in slice
+  // order); false when the Service has none, and the Pods its selector matches are used.
+  bool sliceEndpoints(const std::string& ns, const std::string& name,
+                      const config::Service::Port& port, std::vector<Endpoint>& out) {
+    auto it = slices_.find(ns + "/" + name);
+    if (it == slices_.end())
+      return false;
+    std::unordered_set<std::string> seen;
+    for (const auto* es : it->second) {
+      if (es->address_type == "FQDN")
+        continue;
+      uint16_t target = 0;
+      for (const auto& p : es->ports) {
+        if (p.name == port.name)
+          target = p.port;
+      }
+      if (target == 0)
+        continue;
+      for (const auto& e : es->endpoints) {
+        for (const auto& a : e.ready ? e.addresses : std::vector<std::string>{}) {
+          if (seen.insert(fmt::format("{}:{}", a, target)).second) {
+            if (auto ep = endpoint(a, target))
+              out.push_back(std::move(*ep));
+          }
+        }
+      }
+    }
+    return true;
   }
 
   void parseErrors() {
@@ -1148,6 +1184,10 @@ class Builder {
     b->engine = "vllm";
     // Backend protocol from the Service port's appProtocol (Gateway API GEP-1911).
     b->h2c = port->app_protocol == "kubernetes.io/h2c";
+    if (sliceEndpoints(ns, ref.name, *port, b->endpoints)) {
+      services_[key] = b;
+      return b;
+    }
     for (const auto& p : selectPods(ns, svc.selector)) {
       uint16_t target = port->target_port;
       if (target == 0) {
@@ -1691,6 +1731,7 @@ class Builder {
   };
   std::unordered_map<std::string, NamespacePods> pods_;
   std::unordered_map<std::string, const std::map<std::string, std::string>*> namespaces_;
+  std::unordered_map<std::string, std::vector<const config::EndpointSlice*>> slices_;
   std::map<std::string, ObjectStatus> status_;
   std::set<std::string> our_classes_;
   std::map<std::string, GatewayInfo> gateways_;

@@ -657,10 +657,14 @@ base::Result<void> Server::openApiServer() {
     gethostname(host, sizeof(host) - 1);
     le.identity = fmt::format("{}-{}", host, getpid());
   }
-  if (const std::string ip = env("POD_IP"); !ip.empty()) {
+  std::vector<std::string> addresses = k.gateway_addresses;
+  if (addresses.empty() && !env("POD_IP").empty()) {
+    addresses.push_back(env("POD_IP"));
+  }
+  for (const auto& a : addresses) {
     error_code ec;
-    asio::ip::make_address(ip, ec);
-    o.addresses.emplace_back(ec ? "Hostname" : "IPAddress", ip);
+    asio::ip::make_address(a, ec);
+    o.addresses.emplace_back(ec ? "Hostname" : "IPAddress", a);
   }
   for (const auto& key : config_.auth.api_keys) {
     if (!key.secret.name.empty()) {

@@ -51,6 +51,48 @@ models:
   EXPECT_EQ(c->models[0].endpoints[1].host, "::1");
 }
 
+TEST(RouterConfig, KubernetesSection) {
+  ConfigErrors errors;
+  auto c = parseRouterConfig(R"(
+kubernetes:
+  namespace: team
+  controller_name: example.com/router
+  qps: 5
+  burst: 10
+  debounce: 50ms
+  write_status: false
+  gateway_addresses: [10.0.0.9, lb.example.com]
+  leader_election: {enabled: false, lease_name: x, lease_duration: 6s, renew_deadline: 4s,
+                    retry_period: 1s}
+)",
+                             errors);
+  ASSERT_TRUE(c) << (errors.errors.empty() ? "" : errors.errors[0]);
+  const auto& k = c->kubernetes;
+  EXPECT_EQ(k.ns, "team");
+  EXPECT_EQ(k.controller_name, "example.com/router");
+  EXPECT_EQ(k.qps, 5u);
+  EXPECT_EQ(k.debounce.count(), 50);
+  EXPECT_FALSE(k.write_status);
+  EXPECT_THAT(k.gateway_addresses, ElementsAre("10.0.0.9", "lb.example.com"));
+  EXPECT_FALSE(k.leader_election.enabled);
+  EXPECT_EQ(k.leader_election.lease_duration.count(), 6000);
+  EXPECT_FALSE(k.enabled());  // no kubeconfig and not in a cluster
+
+  ConfigErrors bad;
+  EXPECT_FALSE(parseRouterConfig(R"(
+kubernetes:
+  controller_name: nodomain
+  qps: 0
+  flavour: x
+  leader_election: {lease_duration: 2s, renew_deadline: 5s}
+)",
+                                 bad));
+  EXPECT_THAT(bad.errors, ::testing::Contains(HasSubstr("kubernetes.controller_name")));
+  EXPECT_THAT(bad.errors, ::testing::Contains(HasSubstr("kubernetes.qps")));
+  EXPECT_THAT(bad.errors, ::testing::Contains(HasSubstr("kubernetes.flavour: unknown field")));
+  EXPECT_THAT(bad.errors, ::testing::Contains(HasSubstr("retry_period < renew_deadline")));
+}
+
 TEST(RouterConfig, ReportsEveryErrorWithItsPath) {
   ConfigErrors errors;
   auto c = parseRouterConfig(R"(

@@ -487,6 +487,66 @@ spec:
   EXPECT_TRUE(backendFor("/v1/chat/completions")->error.empty());
 }
 
+// Service backends take their endpoints from the Service's EndpointSlices when it has any
+// (ready endpoints, the port named like the Service port, each address once), and from the
+// Pods its selector matches otherwise.
+TEST_F(RouteTableTest, ServiceEndpointsFromEndpointSlices) {
+  load(std::string(kGateway) + pod("a0", "app", "a", "10.0.0.1") + R"(apiVersion: v1
+kind: Service
+metadata: {name: sliced, namespace: app}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8000}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: sliced-1, namespace: app, labels: {kubernetes.io/service-name: sliced}}
+addressType: IPv4
+ports: [{name: http, port: 9000}, {name: other, port: 9001}]
+endpoints:
+- addresses: [10.1.0.1]
+  conditions: {ready: true}
+- addresses: [10.1.0.2]
+  conditions: {ready: false}
+- addresses: [10.1.0.3]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: sliced-2, namespace: app, labels: {kubernetes.io/service-name: sliced}}
+addressType: IPv4
+ports: [{name: http, port: 9000}]
+endpoints:
+- addresses: [10.1.0.3, 10.1.0.4]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: selected, namespace: app}
+spec:
+  selector: {app: a}
+  ports: [{name: http, port: 80, targetPort: 8000}]
+---
+)" +
+       httpRoute("r", "app",
+                 "  - matches: [{path: {value: /sliced}}]\n"
+                 "    backendRefs: [{name: sliced, port: 80}]\n"
+                 "  - backendRefs: [{name: selected, port: 80}]\n"));
+  ASSERT_TRUE(errors.empty()) << errors[0];
+  const auto* l = table->listenerFor(8080, "h");
+  ASSERT_NE(l, nullptr);
+  auto endpoints = [&](const char* path) {
+    RequestView req;
+    req.method = "POST";
+    req.path = path;
+    auto m = RouteTable::matchHttp(*l, req);
+    std::vector<std::string> out;
+    for (const auto& ep : m.action->targets[0].backend->endpoints)
+      out.push_back(ep.address);
+    return out;
+  };
+  EXPECT_THAT(endpoints("/sliced"),
+              ::testing::ElementsAre("10.1.0.1:9000", "10.1.0.3:9000", "10.1.0.4:9000"));
+  EXPECT_THAT(endpoints("/other"), ::testing::ElementsAre("10.0.0.1:8000"));
+}
+
 // allowedRoutes: Same (the default), Selector on Namespace labels, and kinds.
 TEST_F(RouteTableTest, AllowedRoutes) {
   load(R"(
