@@ -68,14 +68,20 @@ const syncMs = performance.now() - t;
 const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${router.pid}/status`, 'utf8'))[1]) / 1024;
 console.log(`initial sync to ready: ${syncMs.toFixed(0)} ms (target < 5000); router RSS ${rss.toFixed(0)} MiB`);
 
+if (process.env.PERF_PID_FILE) writeFileSync(process.env.PERF_PID_FILE, String(router.pid));
+if (process.env.FLIP_PAUSE_MS) await delay(Number(process.env.FLIP_PAUSE_MS));
 // Pod readiness flips, one at a time, each measured by the rebuild it causes.
 const rebuilds = () => [...log.matchAll(/rebuilt in ([\d.]+) ms/g)].map((m) => Number(m[1]));
 const samples = [];
 for (let k = 0; k < flips; k++) {
   const before = rebuilds().length;
   const sent = performance.now();
-  api.put(pod(k, k % 2 === 1));
-  while (rebuilds().length === before) await delay(1);
+  api.put(pod(Math.floor(k / 2), k % 2 === 1));  // down, then up again: every put a change
+  const deadline = performance.now() + 30000;
+  while (rebuilds().length === before) {
+    if (performance.now() > deadline) throw new Error(`no rebuild after a Pod update:\n${log.slice(-3000)}`);
+    await delay(1);
+  }
   samples.push(performance.now() - sent);
 }
 samples.sort((a, b) => a - b);

@@ -6,7 +6,7 @@ namespace sluice::config {
 
 const Object* ObjectStore::find(std::string_view key) const {
   auto it = objects_.find(std::string(key));
-  return it == objects_.end() ? nullptr : &it->second;
+  return it == objects_.end() ? nullptr : it->second.get();
 }
 
 size_t ObjectStore::errorCount() const {
@@ -22,12 +22,12 @@ StoreEvent ObjectStore::put(Object object) {
   auto it = objects_.find(key);
   ++generation_;
   if (it == objects_.end()) {
-    objects_.emplace(key, std::move(object));
+    objects_.emplace(key, std::make_shared<const Object>(std::move(object)));
     return {StoreEvent::Type::Added, key};
   }
   // Keep the first-seen order: an update does not make an object younger.
-  object.meta.seq = it->second.meta.seq;
-  it->second = std::move(object);
+  object.meta.seq = it->second->meta.seq;
+  it->second = std::make_shared<const Object>(std::move(object));
   return {StoreEvent::Type::Updated, key};
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,10 @@ class ObjectStore {
   // object's key); empty clears them.
   void setErrors(const std::string& source, std::vector<ManifestError> errors);
 
-  const std::map<std::string, Object>& objects() const { return objects_; }
+  // Objects are shared, never changed in place: copying a store (each rebuild takes one)
+  // copies pointers, not 30,000 objects.
+  using Objects = std::map<std::string, std::shared_ptr<const Object>>;
+  const Objects& objects() const { return objects_; }
   const Object* find(std::string_view key) const;
   // Errors and warnings from the last parse of each source.
   const std::map<std::string, std::vector<ManifestError>>& errors() const { return errors_; }
@@ -42,7 +46,7 @@ class ObjectStore {
   uint64_t generation() const { return generation_; }
 
  private:
-  std::map<std::string, Object> objects_;
+  Objects objects_;
   std::map<std::string, std::string> owner_;  // key -> source
   std::map<std::string, std::vector<ManifestError>> errors_;
   std::map<std::string, std::vector<ManifestError>> warnings_;

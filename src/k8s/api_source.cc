@@ -318,7 +318,8 @@ void ApiServerSource::flush() {
 void ApiServerSource::updateSecretWatches() {
   std::set<std::pair<std::string, std::string>> wanted(options_.config_secrets.begin(),
                                                        options_.config_secrets.end());
-  for (const auto& [key, obj] : store_.objects()) {
+  for (const auto& [key, ptr] : store_.objects()) {
+    const config::Object& obj = *ptr;
     if (const auto* gw = std::get_if<config::Gateway>(&obj.spec)) {
       for (const auto& l : gw->listeners) {
         for (const auto& ref : l.certificate_refs) {

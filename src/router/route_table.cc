@@ -559,7 +559,8 @@ class Builder {
   }
 
   void index() {
-    for (const auto& [key, obj] : store_.objects()) {
+    for (const auto& [key, ptr] : store_.objects()) {
+      const Object& obj = *ptr;
       by_kind_[static_cast<size_t>(obj.kind)].push_back(&obj);
       if (obj.kind == Kind::Pod) {
         const auto& pod = std::get<config::Pod>(obj.spec);
