@@ -210,6 +210,15 @@ void ApiServerSource::observe(const ResourceType& type, const std::string& key, 
   }
 }
 
+bool ApiServerSource::preferredHolds(const Watched& w, const std::string& key) const {
+  for (const auto& other : watched_) {
+    if (other->priority < w.priority && other->keys.count(key) > 0) {
+      return true;  // a preferred resource (InferencePool v1) holds this name
+    }
+  }
+  return false;
+}
+
 void ApiServerSource::apply(Watched& w, const json& item) {
   auto conv = convertObject(*w.type, item);
   if (conv.key.empty()) {
@@ -217,11 +226,15 @@ void ApiServerSource::apply(Watched& w, const json& item) {
   }
   const std::string source = "api:" + conv.key;
   if (!conv.object) {
-    // Invalid: reported, and the last good version (if any) stays.
+    // Invalid: reported (log, /debug/status and the object's own status), and the last good
+    // version, if any, stays.
     for (const auto& e : conv.errors) {
       SLUICE_LOG(Warn, "k8s", "{}: {}", conv.key, e.message);
     }
     store_.setErrors(source, std::move(conv.errors));
+    if (!preferredHolds(w, conv.key)) {
+      observe(*w.type, conv.key, item);
+    }
     changed({config::StoreEvent::Type::Updated, conv.key});
     return;
   }
@@ -230,25 +243,32 @@ void ApiServerSource::apply(Watched& w, const json& item) {
   if (w.shared_kind) {
     w.shadow[conv.key] = *conv.object;
   }
-  for (const auto& other : watched_) {
-    if (other->priority < w.priority && other->keys.count(conv.key) > 0) {
-      return;  // a preferred resource (InferencePool v1) holds this name
-    }
+  if (preferredHolds(w, conv.key)) {
+    return;
   }
   observe(*w.type, conv.key, item);
   changed(store_.put(std::move(*conv.object)));
 }
 
 void ApiServerSource::remove(Watched& w, const std::string& key) {
-  if (w.keys.erase(key) == 0) {
-    return;
-  }
+  const bool held = w.keys.erase(key) > 0;
   w.shadow.erase(key);
-  for (const auto& other : watched_) {
-    if (other.get() != &w && other->shared_kind && other->type->kind == w.type->kind) {
-      if (auto it = other->shadow.find(key); it != other->shadow.end()) {
-        changed(store_.put(it->second));  // the other version takes over
+  if (!held) {
+    for (const auto& other : watched_) {
+      if (other->keys.count(key) > 0) {
+        // Another resource serves this name (the invalid version here never replaced it).
+        store_.setErrors("api:" + key, {});
+        changed({config::StoreEvent::Type::Updated, key});
         return;
+      }
+    }
+  } else {
+    for (const auto& other : watched_) {
+      if (other.get() != &w && other->shared_kind && other->type->kind == w.type->kind) {
+        if (auto it = other->shadow.find(key); it != other->shadow.end()) {
+          changed(store_.put(it->second));  // the other version takes over
+          return;
+        }
       }
     }
   }
@@ -256,9 +276,8 @@ void ApiServerSource::remove(Watched& w, const std::string& key) {
   statuses_.erase(key);
   dirty_status_.erase(key);
   store_.setErrors("api:" + key, {});
-  for (auto& ev : store_.erase(key)) {
-    changed(std::move(ev));
-  }
+  changed({config::StoreEvent::Type::Deleted, key});
+  store_.erase(key);
 }
 
 void ApiServerSource::onReplace(Watched& w, std::vector<json>&& items) {

@@ -83,6 +83,7 @@ class ApiServerSource final : public config::ConfigSource {
   void onEvent(Watched& w, std::string_view type, const nlohmann::json& item);
   void apply(Watched& w, const nlohmann::json& item);
   void remove(Watched& w, const std::string& key);
+  bool preferredHolds(const Watched& w, const std::string& key) const;
   void observe(const ResourceType& type, const std::string& key, const nlohmann::json& item);
   void changed(config::StoreEvent event);
   void flush();

@@ -201,12 +201,58 @@ json gatewayStatus(const router::ObjectStatus& st, const Observed& obs, const St
   return out;
 }
 
+// An object whose current version failed validation: Accepted=False with the errors, for
+// each parent its spec names (routes) or on the object. The router may still serve the last
+// valid version; the message says so.
+router::ObjectStatus invalidStatus(const router::ObjectStatus& st, const Observed& obs) {
+  std::string message;
+  for (const auto& e : st.errors) {
+    message += (message.empty() ? "" : "; ") + e;
+  }
+  if (!st.conditions.empty() || !st.parents.empty()) {
+    message += " (the last valid version is still served)";
+  }
+  router::ObjectStatus out;
+  out.key = st.key;
+  out.listeners = st.listeners;
+  const bool route = obs.type->kind == config::Kind::HTTPRoute;
+  const router::Condition rejected{"Accepted", false, route ? "UnsupportedValue" : "Invalid",
+                                   message};
+  if (!route) {
+    out.conditions.push_back(rejected);
+    if (obs.type->kind == config::Kind::Gateway) {
+      out.conditions.push_back({"Programmed", false, "Invalid", ""});
+    }
+    return out;
+  }
+  if (obs.parent_refs.is_array()) {
+    for (const auto& ref : obs.parent_refs) {
+      if (str(ref, "kind", "Gateway") != "Gateway" ||
+          str(ref, "group", kGatewayGroup.data()) != kGatewayGroup) {
+        out.parents.push_back({"-", {}});  // keeps the index aligned with the spec
+        continue;
+      }
+      const std::string ns = str(ref, "namespace", obs.ns.c_str());
+      const std::string section = str(ref, "sectionName");
+      out.parents.push_back({fmt::format("Gateway/{}/{}{}{}", ns, str(ref, "name"),
+                                         section.empty() ? "" : "/", section),
+                             {rejected}});
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::optional<json> desiredStatus(const router::ObjectStatus& st, const Observed& obs,
                                   const StatusContext& ctx) {
   if (obs.type == nullptr || !obs.type->writes_status) {
     return std::nullopt;
+  }
+  if (!st.errors.empty() && obs.type->kind != config::Kind::GatewayClass) {
+    router::ObjectStatus rejected = invalidStatus(st, obs);
+    rejected.errors.clear();
+    return desiredStatus(rejected, obs, ctx);
   }
   const json held = obs.status.is_object() ? obs.status : json::object();
   using config::Kind;

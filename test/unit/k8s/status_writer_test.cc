@@ -1,5 +1,6 @@
 #include "k8s/status_writer.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "k8s/convert.h"
@@ -137,6 +138,35 @@ TEST(StatusWriter, PoolParentsUseTheVersionsListName) {
   auto v1alpha2 = desiredStatus(st, o, context());
   ASSERT_TRUE(v1alpha2);
   EXPECT_TRUE(v1alpha2->contains("parent"));
+}
+
+TEST(StatusWriter, InvalidObjectsAreRejectedOnTheirOwnStatus) {
+  router::ObjectStatus st;
+  st.key = "HTTPRoute/default/r";
+  st.errors.push_back("spec.rules[0].matches[0].path.value: must start with /");
+  auto desired = desiredStatus(st, routeObserved(json()), context());
+  ASSERT_TRUE(desired);
+  const auto& parents = (*desired)["parents"];
+  ASSERT_EQ(parents.size(), 1u);  // only the parentRef naming our Gateway
+  const auto& c = parents[0]["conditions"][0];
+  EXPECT_EQ(c["type"], "Accepted");
+  EXPECT_EQ(c["status"], "False");
+  EXPECT_EQ(c["reason"], "UnsupportedValue");
+  EXPECT_THAT(c["message"].get<std::string>(), ::testing::HasSubstr("must start with /"));
+
+  router::ObjectStatus ms;
+  ms.key = "ModelServer/default/m";
+  ms.conditions.push_back({"Accepted", true, "Accepted", ""});
+  ms.errors.push_back("spec.workloadPort.port: must be 1..65535");
+  Observed o;
+  o.type = &typeOf(config::Kind::ModelServer);
+  o.ns = "default";
+  o.name = "m";
+  auto server = desiredStatus(ms, o, context());
+  ASSERT_TRUE(server);
+  EXPECT_EQ((*server)["conditions"][0]["reason"], "Invalid");
+  EXPECT_THAT((*server)["conditions"][0]["message"].get<std::string>(),
+              ::testing::HasSubstr("the last valid version is still served"));
 }
 
 TEST(StatusWriter, PatchCarriesTheResourceVersion) {
