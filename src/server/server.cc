@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <array>
 #include <condition_variable>
 #include <cstdlib>
 #include <list>
@@ -588,17 +589,12 @@ base::Result<void> Server::start() {
         [this](const std::string& jwks) { applyJwks(jwks); });
     jwks_fetcher_->start();
   }
-  if (source_) {
-    auto r =
-        source_->start([this](const config::ObjectStore& store,
-                              const std::vector<config::StoreEvent>&) { applyObjects(store); });
-    if (!r) {
-      return r;
+  const std::array<config::ConfigSource*, 2> sources{source_.get(), api_source_.get()};
+  for (config::ConfigSource* source : sources) {
+    if (source == nullptr) {
+      continue;
     }
-  }
-  if (api_source_) {
-    auto r =
-        api_source_->start([this](const config::ObjectStore& store,
+    auto r = source->start([this](const config::ObjectStore& store,
                                   const std::vector<config::StoreEvent>&) { applyObjects(store); });
     if (!r) {
       return r;

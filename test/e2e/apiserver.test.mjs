@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { startFakeApiServer } from '../fakes/apiserver.mjs';
+import { kubectl, kubectlOk, kubectlPath } from './helpers.mjs';
 import { crdsFor } from '../fakes/crds.mjs';
 import { toYaml } from '../fakes/apiserver/yaml.mjs';
 
@@ -28,7 +29,6 @@ function kubectlMinor() {
   }
 }
 
-const kubectlPath = process.env.KUBECTL ?? '/usr/bin/kubectl';
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const fakeCli = join(repo, 'test', 'fakes', 'apiserver.mjs');
 const gw = 'gateway.networking.k8s.io';
@@ -55,27 +55,6 @@ async function eventually(fn, what, timeoutMs = 5000) {
   }
 }
 
-// Asynchronous on purpose: the server answers from this same process.
-function kubectl(api, args, { kubeconfig = api.kubeconfig } = {}) {
-  const env = { ...process.env, HOME: api.dir };
-  delete env.KUBECONFIG;
-  const p = spawn(kubectlPath, ['--kubeconfig', kubeconfig, '--cache-dir', join(api.dir, 'kube-cache'),
-    '--request-timeout=10s', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  p.stdout.on('data', (d) => { stdout += d; });
-  p.stderr.on('data', (d) => { stderr += d; });
-  return new Promise((resolve, reject) => {
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-async function kubectlOk(api, args, opts) {
-  const r = await kubectl(api, args, opts);
-  assert.equal(r.code, 0, `kubectl ${args.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
 
 // One https request; the answer's body parsed as JSON when it is JSON.
 function request(api, method, path, { body, type = 'application/json', token = api.token } = {}) {

@@ -56,3 +56,30 @@ export async function startRouterOnManifests(processes, dir, manifests, configTe
     '--ready-file', ready]);
   return JSON.parse(await waitForFile(ready, router));
 }
+
+// kubectl against a test API server (test/fakes/apiserver.mjs), through `kubeconfig` (default:
+// the server's own), with its HOME and discovery cache inside the server's directory.
+// Asynchronous on purpose: the API server answers from this same process.
+export const kubectlPath = process.env.KUBECTL ?? 'kubectl';
+export function kubectl(api, args, { kubeconfig = api.kubeconfig, cacheDir = 'kube-cache', input } = {}) {
+  const env = { ...process.env, HOME: api.dir };
+  delete env.KUBECONFIG;
+  const p = spawn(kubectlPath, ['--kubeconfig', kubeconfig, '--cache-dir', join(api.dir, cacheDir),
+    '--request-timeout=10s', ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  p.stdout.on('data', (d) => { stdout += d; });
+  p.stderr.on('data', (d) => { stderr += d; });
+  p.stdin.end(input ?? '');
+  return new Promise((resolve, reject) => {
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+// kubectl that must succeed: its stdout.
+export async function kubectlOk(api, args, opts) {
+  const r = await kubectl(api, args, opts);
+  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout;
+}

@@ -20,11 +20,10 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { startFakeApiServer } from '../fakes/apiserver.mjs';
 import { crdsFor } from '../fakes/crds.mjs';
 import { toYaml } from '../fakes/apiserver/yaml.mjs';
-import { freePort } from './helpers.mjs';
+import { freePort, kubectl, kubectlOk, kubectlPath } from './helpers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const bin = process.env.SLUICE_BIN_DIR ?? join(here, '..', '..', 'build', 'bin');
-const kubectlPath = process.env.KUBECTL ?? 'kubectl';
 const withKubectl = { skip: spawnSync(kubectlPath, ['version', '--client']).error ? `no ${kubectlPath}` : false };
 const examples = join(here, '..', '..', 'examples');
 const controllerName = 'sluice.dev/gateway-controller';
@@ -85,27 +84,6 @@ async function waitForFile(path, proc, timeoutMs = 15000) {
   return readFileSync(path, 'utf8');
 }
 
-// Asynchronous on purpose: the API server answers from this same process.
-function kubectl(api, args, { cacheDir = 'kube-cache', input } = {}) {
-  const env = { ...process.env, KUBECONFIG: api.kubeconfig, HOME: api.dir };
-  const p = spawn(kubectlPath, ['--cache-dir', join(api.dir, cacheDir), '--request-timeout=10s', ...args],
-    { env, stdio: ['pipe', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  p.stdout.on('data', (d) => { stdout += d; });
-  p.stderr.on('data', (d) => { stderr += d; });
-  p.stdin.end(input ?? '');
-  return new Promise((resolve, reject) => {
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-async function kubectlOk(api, args, opts) {
-  const r = await kubectl(api, args, opts);
-  assert.equal(r.code, 0, `kubectl ${args.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
 
 const kubectlJson = async (api, args, opts) => JSON.parse(await kubectlOk(api, [...args, '-o', 'json'], opts));
 
