@@ -2,7 +2,23 @@
 # waiting for the ready files sluice and sluice-sim write once they listen, and reading the
 # router's ports from its ready file.
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port: a free port chosen at random below the kernel's ephemeral range, where outgoing
+# connections cannot take it between this check and the listener's bind.
+free_port() {
+  python3 -c '
+import random, socket
+for _ in range(100):
+    port = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", port)); print(port); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+else:
+    raise SystemExit("no free port in 20000-31999")'
+}
 
 # wait_file PATH: until the file exists and is not empty (10 s at most, then the script fails).
 wait_file() {

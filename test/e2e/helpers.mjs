@@ -2,6 +2,7 @@
 // them all, pick free ports.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomInt } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -37,11 +38,23 @@ export async function waitForFile(path, proc) {
   throw new Error(`timed out waiting for ${path}`);
 }
 
-export function freePort(host) {
-  return new Promise((resolve, reject) => {
+// A free port for a test listener: chosen at random below the kernel's ephemeral range
+// (32768-60999 here), because outgoing connections and listen(0) take their ports from that
+// range and could grab one between this check and the router's bind (a CI flake: "Address
+// already in use"). Checked on every address, whatever `host` the caller will use.
+export async function freePort(host = '0.0.0.0') {
+  for (let i = 0; i < 100; i++) {
+    const port = 20000 + randomInt(12000);
+    if (await canListen('0.0.0.0', port) && (host === '0.0.0.0' || await canListen(host, port))) return port;
+  }
+  throw new Error('no free port found in 20000-31999');
+}
+
+function canListen(host, port) {
+  return new Promise((resolve) => {
     const s = createServer();
-    s.on('error', reject);
-    s.listen(0, host, () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.on('error', () => resolve(false));
+    s.listen({ port, host, exclusive: true }, () => s.close(() => resolve(true)));
   });
 }
 

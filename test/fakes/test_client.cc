@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <random>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -209,16 +210,37 @@ std::optional<HttpResponse> request(uint16_t port, const std::string& method,
   return c.readResponse();
 }
 
-uint16_t freePort() {
+namespace {
+
+bool canBind(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) {
+    return false;
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(port);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   ::close(fd);
-  return ntohs(addr.sin_port);
+  return ok;
+}
+
+}  // namespace
+
+// Chosen at random below the kernel's ephemeral range (32768-60999): outgoing connections and
+// bind-to-0 take their ports from that range, so one of them could otherwise take this port
+// between the check and the router's own bind.
+uint16_t freePort() {
+  static std::mt19937 rng{std::random_device{}()};
+  std::uniform_int_distribution<int> pick(20000, 31999);
+  for (int i = 0; i < 100; ++i) {
+    const auto port = static_cast<uint16_t>(pick(rng));
+    if (canBind(port)) {
+      return port;
+    }
+  }
+  return 0;
 }
 
 bool waitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
