@@ -41,6 +41,24 @@ std::vector<StoreEvent> ObjectStore::erase(const std::string& key) {
   return events;
 }
 
+void ObjectStore::follow(const ObjectStore& from, const std::vector<StoreEvent>& events) {
+  for (const auto& e : events) {
+    auto it = from.objects_.find(e.key);
+    if (it == from.objects_.end()) {
+      objects_.erase(e.key);
+      owner_.erase(e.key);
+      continue;
+    }
+    objects_[e.key] = it->second;
+    if (auto owner = from.owner_.find(e.key); owner != from.owner_.end()) {
+      owner_[e.key] = owner->second;
+    }
+  }
+  errors_ = from.errors_;
+  warnings_ = from.warnings_;
+  generation_ = from.generation_;
+}
+
 void ObjectStore::setErrors(const std::string& source, std::vector<ManifestError> errors) {
   if (errors.empty()) {
     errors_.erase(source);

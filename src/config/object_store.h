@@ -33,6 +33,10 @@ class ObjectStore {
   // The validation errors of what `source` delivered one object at a time (an API-server
   // object's key); empty clears them.
   void setErrors(const std::string& source, std::vector<ManifestError> errors);
+  // Makes this copy of `from` current again after `events` (every change `from` made since
+  // the copy, or more): the objects of their keys, and `from`'s errors and warnings. Costs
+  // O(events), where a fresh copy costs O(objects).
+  void follow(const ObjectStore& from, const std::vector<StoreEvent>& events);
 
   // Objects are shared, never changed in place: copying a store (each rebuild takes one)
   // copies pointers, not 30,000 objects.

@@ -129,6 +129,7 @@ bool ApiServerSource::waitSynced(std::chrono::milliseconds timeout) {
 config::ObjectStore ApiServerSource::copyStore() {
   return runOn(ioc_, [this] {
     flushed_generation_ = store_.generation();
+    pending_.clear();       // the copy holds them: the first flush carries only what came after
     updateSecretWatches();  // what the synced objects reference; they arrive in a later batch
     return store_;
   });
@@ -337,7 +338,17 @@ void ApiServerSource::flush() {
 void ApiServerSource::updateSecretWatches() {
   std::set<std::pair<std::string, std::string>> wanted(options_.config_secrets.begin(),
                                                        options_.config_secrets.end());
-  for (const auto& [key, ptr] : store_.objects()) {
+  // Only Gateways and ExternalModelProviders reference Secrets: their two ranges of the store
+  // (keys are Kind/ns/name), not all of it, on every batch.
+  std::vector<const config::Object*> referrers;
+  for (std::string_view kind : {"Gateway/", "ExternalModelProvider/"}) {
+    const auto& objects = store_.objects();
+    for (auto it = objects.lower_bound(std::string(kind));
+         it != objects.end() && it->first.compare(0, kind.size(), kind) == 0; ++it) {
+      referrers.push_back(it->second.get());
+    }
+  }
+  for (const config::Object* ptr : referrers) {
     const config::Object& obj = *ptr;
     if (const auto* gw = std::get_if<config::Gateway>(&obj.spec)) {
       for (const auto& l : gw->listeners) {
@@ -426,12 +437,12 @@ bool sameStatus(const router::ObjectStatus& a, const router::ObjectStatus& b) {
 
 }  // namespace
 
-void ApiServerSource::publishStatus(const std::vector<router::ObjectStatus>& status) {
+void ApiServerSource::publishStatus(std::vector<router::ObjectStatus> status, bool complete) {
   if (!options_.config.write_status) {
     return;
   }
-  auto copy = std::make_shared<std::vector<router::ObjectStatus>>(status);
-  asio::post(ioc_, [this, copy] {
+  auto copy = std::make_shared<std::vector<router::ObjectStatus>>(std::move(status));
+  asio::post(ioc_, [this, copy, complete] {
     std::unordered_set<std::string> seen;
     for (auto& st : *copy) {
       if (observed_.count(st.key) == 0) {
@@ -444,7 +455,7 @@ void ApiServerSource::publishStatus(const std::vector<router::ObjectStatus>& sta
         statuses_[st.key] = std::move(st);
       }
     }
-    for (auto it = statuses_.begin(); it != statuses_.end();) {
+    for (auto it = statuses_.begin(); complete && it != statuses_.end();) {
       it = seen.count(it->first) > 0 ? std::next(it) : statuses_.erase(it);
     }
     if (leader_ && !writing_ && !dirty_status_.empty()) {

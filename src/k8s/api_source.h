@@ -62,7 +62,9 @@ class ApiServerSource final : public config::ConfigSource {
   void stop() override;
 
   // The route table's status after a rebuild (any thread).
-  void publishStatus(const std::vector<router::ObjectStatus>& status);
+  // Every object's status after a rebuild (`complete`: statuses not in it are forgotten), or
+  // just the ones an endpoint-only update changed.
+  void publishStatus(std::vector<router::ObjectStatus> status, bool complete = true);
   bool leader() const { return leader_.load(); }
   // sluice_kubernetes_* families (any thread).
   void appendMetrics(std::string& out) const;

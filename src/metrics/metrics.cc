@@ -346,6 +346,10 @@ std::string Registry::renderPrometheus() const {
   out += fmt::format("sluice_flow_control_total{{outcome=\"expired\"}} {}\n", flow_expired);
   appendHeader(out, "sluice_config_reloads_total", "counter", "Configuration snapshots published.");
   out += fmt::format("sluice_config_reloads_total {}\n", config_reloads.load());
+  appendHeader(out, "sluice_endpoint_updates_total", "counter",
+               "Endpoint-only snapshots published (Pod readiness, EndpointSlices), without a "
+               "full rebuild.");
+  out += fmt::format("sluice_endpoint_updates_total {}\n", endpoint_updates.load());
   appendHeader(out, "sluice_config_reload_errors_total", "counter",
                "Configuration updates rejected.");
   out += fmt::format("sluice_config_reload_errors_total {}\n", config_reload_errors.load());

@@ -125,6 +125,7 @@ class Registry {
 
   // Process-wide values set by the control thread.
   std::atomic<uint64_t> config_reloads{0};
+  std::atomic<uint64_t> endpoint_updates{0};
   std::atomic<uint64_t> config_reload_errors{0};
   std::atomic<uint64_t> access_log_dropped{0};
   std::atomic<int64_t> snapshot_version{0};

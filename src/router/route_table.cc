@@ -11,6 +11,7 @@
 #include <fmt/core.h>
 
 #include "base/strings.h"
+#include "router/endpoint_resolver.h"
 
 namespace sluice::router {
 
@@ -438,6 +439,10 @@ void appendConditions(std::string& out, const std::vector<Condition>& conds) {
 }  // namespace
 
 std::string RouteTable::statusJson() const {
+  return router::statusJson(status);
+}
+
+std::string statusJson(const std::vector<ObjectStatus>& status) {
   std::string out = "{\"objects\":[";
   for (size_t i = 0; i < status.size(); ++i) {
     const auto& s = status[i];
@@ -482,17 +487,12 @@ std::string RouteTable::statusJson() const {
 
 namespace {
 
-struct PodRef {
-  const Object* obj;
-  const config::Pod* pod;
-};
-
 // Everything the translation needs while it runs.
 class Builder {
  public:
   Builder(const config::ObjectStore& store, const RouteBuildOptions& options,
           EndpointRegistry& registry)
-      : store_(store), options_(options), registry_(registry) {
+      : store_(store), options_(options), resolver_(store, registry) {
     table_ = std::make_shared<RouteTable>();
   }
 
@@ -562,54 +562,10 @@ class Builder {
     for (const auto& [key, ptr] : store_.objects()) {
       const Object& obj = *ptr;
       by_kind_[static_cast<size_t>(obj.kind)].push_back(&obj);
-      if (obj.kind == Kind::Pod) {
-        const auto& pod = std::get<config::Pod>(obj.spec);
-        if (!pod.ready || obj.meta.terminating)
-          continue;
-        auto& ns = pods_[obj.meta.ns];
-        size_t idx = ns.all.size();
-        ns.all.push_back({&obj, &pod});
-        for (const auto& [k, v] : obj.meta.labels) {
-          ns.by_label[k + "=" + v].push_back(idx);
-        }
-      } else if (obj.kind == Kind::Namespace) {
+      if (obj.kind == Kind::Namespace) {
         namespaces_[obj.meta.name] = &obj.meta.labels;
-      } else if (obj.kind == Kind::EndpointSlice) {
-        const auto& es = std::get<config::EndpointSlice>(obj.spec);
-        if (!es.service.empty())
-          slices_[obj.meta.ns + "/" + es.service].push_back(&es);
       }
     }
-  }
-
-  // A Service port's ready endpoints from its EndpointSlices (each address once, in slice
-  // order); false when the Service has none, and the Pods its selector matches are used.
-  bool sliceEndpoints(const std::string& ns, const std::string& name,
-                      const config::Service::Port& port, std::vector<Endpoint>& out) {
-    auto it = slices_.find(ns + "/" + name);
-    if (it == slices_.end())
-      return false;
-    std::unordered_set<std::string> seen;
-    for (const auto* es : it->second) {
-      if (es->address_type == "FQDN")
-        continue;
-      uint16_t target = 0;
-      for (const auto& p : es->ports) {
-        if (p.name == port.name)
-          target = p.port;
-      }
-      if (target == 0)
-        continue;
-      for (const auto& e : es->endpoints) {
-        for (const auto& a : e.ready ? e.addresses : std::vector<std::string>{}) {
-          if (seen.insert(fmt::format("{}:{}", a, target)).second) {
-            if (auto ep = endpoint(a, target))
-              out.push_back(std::move(*ep));
-          }
-        }
-      }
-    }
-    return true;
   }
 
   void parseErrors() {
@@ -623,60 +579,6 @@ class Builder {
         }
       }
     }
-  }
-
-  // Ready pods in `ns` whose labels include all of `selector`.
-  std::vector<PodRef> selectPods(const std::string& ns,
-                                 const std::map<std::string, std::string>& selector) const {
-    std::vector<PodRef> out;
-    auto it = pods_.find(ns);
-    if (it == pods_.end() || selector.empty())
-      return out;
-    const auto& nsp = it->second;
-    // Walk the shortest posting list and check the rest of the labels.
-    const std::vector<size_t>* best = nullptr;
-    for (const auto& [k, v] : selector) {
-      auto pl = nsp.by_label.find(k + "=" + v);
-      if (pl == nsp.by_label.end())
-        return out;
-      if (best == nullptr || pl->second.size() < best->size())
-        best = &pl->second;
-    }
-    for (size_t idx : *best) {
-      const auto& ref = nsp.all[idx];
-      bool ok = true;
-      for (const auto& [k, v] : selector) {
-        auto l = ref.obj->meta.labels.find(k);
-        if (l == ref.obj->meta.labels.end() || l->second != v) {
-          ok = false;
-          break;
-        }
-      }
-      if (ok)
-        out.push_back(ref);
-    }
-    std::sort(out.begin(), out.end(),
-              [](const PodRef& a, const PodRef& b) { return a.obj->meta.name < b.obj->meta.name; });
-    return out;
-  }
-
-  std::optional<Endpoint> endpoint(const std::string& ip, uint16_t port) {
-    Endpoint ep;
-    ep.port = port;
-    in_addr v4{};
-    in6_addr v6{};
-    if (inet_pton(AF_INET, ip.c_str(), &v4) == 1) {
-      std::memcpy(ep.ip.data(), &v4, 4);
-      ep.address = fmt::format("{}:{}", ip, port);
-    } else if (inet_pton(AF_INET6, ip.c_str(), &v6) == 1) {
-      ep.v6 = true;
-      std::memcpy(ep.ip.data(), &v6, 16);
-      ep.address = fmt::format("[{}]:{}", ip, port);
-    } else {
-      return std::nullopt;
-    }
-    ep.state = registry_.get(ep.address);
-    return ep;
   }
 
   void gatewayClasses() {
@@ -910,12 +812,7 @@ class Builder {
       b->h2c = pool.app_protocol == "kubernetes.io/h2c";
       auto engine = o->meta.labels.find("inference.networking.k8s.io/engine-type");
       b->engine = engine != o->meta.labels.end() ? base::toLower(engine->second) : "vllm";
-      for (const auto& p : selectPods(o->meta.ns, pool.selector)) {
-        for (uint16_t port : pool.target_ports) {
-          if (auto ep = endpoint(p.pod->ip, port))
-            b->endpoints.push_back(std::move(*ep));
-        }
-      }
+      b->endpoints = resolver_.pool(o->meta.ns, pool);
       schedulerAnnotation(*o, *b);
       if (pool.endpoint_picker) {
         const auto& ref = *pool.endpoint_picker;
@@ -963,18 +860,12 @@ class Builder {
       if (ms.retry_attempts) {
         b->retry_interval = ms.retry_interval;
       }
-      std::map<std::string, std::string> selector = ms.selector;
-      for (const auto& p : selectPods(o->meta.ns, selector)) {
-        if (auto ep = endpoint(p.pod->ip, ms.port))
-          b->endpoints.push_back(std::move(*ep));
-      }
+      b->endpoints = resolver_.modelServer(o->meta.ns, ms);
       schedulerAnnotation(*o, *b);
       b->tls = ms.protocol == "https";
       auto& st = status(o->key());
       st.conditions.push_back({"Accepted", true, "Accepted", ""});
-      st.conditions.push_back({"Ready", !b->endpoints.empty(),
-                               b->endpoints.empty() ? "NoReadyEndpoints" : "Ready",
-                               fmt::format("{} ready endpoint(s)", b->endpoints.size())});
+      st.conditions.push_back(readyCondition(b->endpoints.size()));
       servers_[b->name] = b;
     }
     for (const auto* o : sorted(Kind::ExternalModelProvider)) {
@@ -1185,21 +1076,8 @@ class Builder {
     b->engine = "vllm";
     // Backend protocol from the Service port's appProtocol (Gateway API GEP-1911).
     b->h2c = port->app_protocol == "kubernetes.io/h2c";
-    if (sliceEndpoints(ns, ref.name, *port, b->endpoints)) {
-      services_[key] = b;
-      return b;
-    }
-    for (const auto& p : selectPods(ns, svc.selector)) {
-      uint16_t target = port->target_port;
-      if (target == 0) {
-        auto np = p.pod->named_ports.find(port->target_port_name);
-        if (np == p.pod->named_ports.end())
-          continue;
-        target = np->second;
-      }
-      if (auto ep = endpoint(p.pod->ip, target))
-        b->endpoints.push_back(std::move(*ep));
-    }
+    b->service_port = port->port;
+    b->endpoints = resolver_.service(ns, ref.name, svc, *port);
     services_[key] = b;
     return b;
   }
@@ -1708,31 +1586,30 @@ class Builder {
         st.parents.push_back(std::move(ps));
       }
       const auto& b = *pools_[name];
-      st.conditions.push_back({"Ready", !b.endpoints.empty(),
-                               b.endpoints.empty() ? "NoReadyEndpoints" : "Ready",
-                               fmt::format("{} endpoint(s)", b.endpoints.size())});
-      table_->backends.push_back(pools_[name]);
+      st.conditions.push_back(readyCondition(b.endpoints.size()));
+      addBackend(pools_[name]);
     }
     for (const auto& [_, b] : servers_)
-      table_->backends.push_back(b);
+      addBackend(b);
     for (const auto& [_, b] : services_)
-      table_->backends.push_back(b);
+      addBackend(b);
     for (auto& [_, s] : status_)
       table_->status.push_back(std::move(s));
   }
 
+  // A backend whose endpoints come from Pods or EndpointSlices: its slot lets an
+  // endpoint-only update replace it in a later snapshot.
+  void addBackend(const std::shared_ptr<Backend>& b) {
+    b->slot = static_cast<uint32_t>(table_->backends.size());
+    table_->backends.push_back(b);
+  }
+
   const config::ObjectStore& store_;
   const RouteBuildOptions& options_;
-  EndpointRegistry& registry_;
+  EndpointResolver resolver_;
   std::shared_ptr<RouteTable> table_;
   std::vector<const Object*> by_kind_[static_cast<size_t>(Kind::Namespace) + 1];
-  struct NamespacePods {
-    std::vector<PodRef> all;
-    std::unordered_map<std::string, std::vector<size_t>> by_label;
-  };
-  std::unordered_map<std::string, NamespacePods> pods_;
   std::unordered_map<std::string, const std::map<std::string, std::string>*> namespaces_;
-  std::unordered_map<std::string, std::vector<const config::EndpointSlice*>> slices_;
   std::map<std::string, ObjectStatus> status_;
   std::set<std::string> our_classes_;
   std::map<std::string, GatewayInfo> gateways_;

@@ -280,6 +280,9 @@ class RouteTable {
   std::string statusJson() const;
 };
 
+// The statuses as JSON ({"objects":[...]}), for /debug/status and `sluice validate`.
+std::string statusJson(const std::vector<ObjectStatus>& status);
+
 struct RouteBuildOptions {
   std::string default_address = "0.0.0.0";
   uint16_t default_port = 8080;

@@ -20,6 +20,19 @@ const Backend* Snapshot::findModel(std::string_view name) const {
   return it == models.end() ? nullptr : it->second.get();
 }
 
+std::vector<ObjectStatus> Snapshot::statuses() const {
+  std::vector<ObjectStatus> out = routes->status;
+  if (status_patch.empty()) {
+    return out;
+  }
+  for (auto& st : out) {
+    if (auto it = status_patch.find(st.key); it != status_patch.end()) {
+      st = *it->second;
+    }
+  }
+  return out;
+}
+
 std::shared_ptr<EndpointState> EndpointRegistry::get(const std::string& address) {
   auto& slot = states_[address];
   if (!slot) {

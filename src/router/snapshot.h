@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -157,7 +158,14 @@ struct Backend {
   bool tls = false;       // ModelServer workloadPort.protocol https: HTTP/1.1 over TLS
   std::string scheduler;  // annotation sluice.dev/scheduler: a preset or profile; "" = default
   std::shared_ptr<const ProviderTarget> provider;  // set for ExternalModelProvider backends
+  uint16_t service_port = 0;                       // Service backends: the Service port
+  // Its index in the route table's backends when its endpoints come from Pods or
+  // EndpointSlices (InferencePool, ModelServer, Service); kNoSlot otherwise.
+  static constexpr uint32_t kNoSlot = UINT32_MAX;
+  uint32_t slot = kNoSlot;
 };
+
+struct ObjectStatus;
 
 // Immutable routing state built on the control thread and handed to workers. A request keeps
 // the snapshot it started with until it completes.
@@ -169,8 +177,20 @@ struct Snapshot {
   // Routes from Kubernetes objects (manifests): listeners, HTTPRoutes, ModelRoutes, backends
   // and status. Always set; with no objects it holds the one default listener.
   std::shared_ptr<const RouteTable> routes;
+  // Endpoint-only updates (a Pod's readiness, an EndpointSlice) share `routes` with the
+  // snapshot they were made from and replace just the backends whose endpoints changed, by
+  // slot, and the status with their Ready conditions (router/endpoint_update.h).
+  std::vector<std::shared_ptr<const Backend>> updated;  // by slot; null = as in `routes`
+  // Statuses those updates replaced (Ready conditions), by key, over routes->status.
+  std::map<std::string, std::shared_ptr<const ObjectStatus>> status_patch;
 
   const Backend* findModel(std::string_view name) const;
+  // The backend as this snapshot serves it: `b` (from the route table) or its replacement.
+  const Backend& current(const Backend& b) const {
+    return b.slot < updated.size() && updated[b.slot] ? *updated[b.slot] : b;
+  }
+  // routes->status with status_patch applied.
+  std::vector<ObjectStatus> statuses() const;
 };
 
 // Keeps EndpointState objects alive and shared between successive snapshots.

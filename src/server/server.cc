@@ -21,6 +21,7 @@
 #include "config/manifest_source.h"
 #include "filters/filter_chain.h"
 #include "k8s/api_source.h"
+#include "router/endpoint_update.h"
 #include "router/route_table.h"
 #include "server/context.h"
 #include "server/jwks_fetcher.h"
@@ -315,20 +316,46 @@ std::shared_ptr<const scheduler::ProfileSet> Server::buildProfiles(const router:
       set->by_model[b->model] = scheduler_->makeNamed(b->scheduler, sc);
     }
   }
-  // Endpoints that left the configuration leave the prefix index too.
-  std::unordered_set<std::string> live;
+  forgetRemovedEndpoints(snap);
+  return set;
+}
+
+void Server::forgetRemovedEndpoints(const router::Snapshot& snap) {
+  // Endpoints that left the configuration leave the prefix index too. Each address counts the
+  // backends that hold it (pools may share Pods).
+  std::unordered_map<std::string, uint32_t> refs;
   for (const auto& backend : snap.routes->backends) {
-    for (const auto& ep : backend->endpoints) {
-      live.insert(ep.address);
+    for (const auto& ep : snap.current(*backend).endpoints) {
+      ++refs[ep.address];
     }
   }
-  for (const auto& address : indexed_endpoints_) {
-    if (live.count(address) == 0) {
+  for (const auto& [address, _] : endpoint_refs_) {
+    if (refs.count(address) == 0) {
       scheduler_->index().removeEndpoint(address);
     }
   }
-  indexed_endpoints_ = std::move(live);
-  return set;
+  endpoint_refs_ = std::move(refs);
+}
+
+void Server::moveEndpointRefs(const router::Snapshot& before, const router::Snapshot& after) {
+  // Only the backends an endpoint-only update replaced can have moved an endpoint.
+  for (const auto& backend : after.routes->backends) {
+    const router::Backend& was = before.current(*backend);
+    const router::Backend& now = after.current(*backend);
+    if (&was == &now) {
+      continue;
+    }
+    for (const auto& ep : now.endpoints) {
+      ++endpoint_refs_[ep.address];
+    }
+    for (const auto& ep : was.endpoints) {
+      auto it = endpoint_refs_.find(ep.address);
+      if (it != endpoint_refs_.end() && --it->second == 0) {
+        endpoint_refs_.erase(it);
+        scheduler_->index().removeEndpoint(ep.address);
+      }
+    }
+  }
 }
 
 void Server::updateFetchTargets(const router::Snapshot& snap) {
@@ -346,7 +373,7 @@ void Server::updateFetchTargets(const router::Snapshot& snap) {
     }
   };
   for (const auto& backend : snap.routes->backends) {
-    add(*backend);
+    add(snap.current(*backend));
   }
   fetcher_->setTargets(std::move(targets));
 }
@@ -381,20 +408,63 @@ base::Result<void> Server::reload(const config::RouterConfig& config) {
   return publishLocked(c);
 }
 
-void Server::applyObjects(const config::ObjectStore& objects) {
-  auto copy = std::make_shared<const config::ObjectStore>(objects);
+void Server::applyObjects(const config::ObjectStore& objects,
+                          const std::vector<config::StoreEvent>& events) {
   std::lock_guard<std::mutex> lock(snapshot_mu_);
-  objects_ = std::move(copy);
   const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&start] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+        .count();
+  };
+  // Only Pods or EndpointSlices changed since the published snapshot's objects: move endpoints
+  // without the full rebuild, and bring the copy up to date once the snapshot is out.
+  if (snapshot_ && objects_ && objects_published_) {
+    if (auto u = router::updateEndpoints(*snapshot_, next_version_, *objects_, objects, events,
+                                         endpoints_)) {
+      if (u->snapshot) {
+        ++next_version_;
+        publishEndpointsLocked(u->snapshot, std::move(u->statuses));
+        SLUICE_LOG(Info, "config",
+                   "endpoints updated: {} change(s), {} backend(s) changed in {:.1f} ms",
+                   events.size(), u->backends_changed, elapsed());
+      }
+      objects_->follow(objects, events);
+      return;
+    }
+  }
+  if (objects_) {
+    objects_->follow(objects, events);
+  } else {
+    objects_ = std::make_shared<config::ObjectStore>(objects);
+  }
   auto r = publishLocked(snapshot_ ? snapshot_->config : config_);
-  const double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (!r) {
     SLUICE_LOG(Error, "config", "manifest update rejected: {}", r.error().message);
     return;
   }
   SLUICE_LOG(Info, "config", "manifests applied: {} objects, {} errors, rebuilt in {:.1f} ms",
-             objects_->objects().size(), objects_->errorCount(), ms);
+             objects_->objects().size(), objects_->errorCount(), elapsed());
+}
+
+// An endpoint-only snapshot: the route table, filters, TLS and profiles stay as they are.
+void Server::publishEndpointsLocked(std::shared_ptr<const router::Snapshot> snap,
+                                    std::vector<router::ObjectStatus> changed) {
+  moveEndpointRefs(*snapshot_, *snap);
+  snapshot_ = snap;
+  // Pruning walks every endpoint state: now and then, not on every Pod event.
+  if (++updates_since_prune_ >= 64) {
+    updates_since_prune_ = 0;
+    endpoints_.prune();
+  }
+  for (auto& w : workers_) {
+    w->publish(snap);
+  }
+  updateFetchTargets(*snap);
+  if (api_source_) {
+    api_source_->publishStatus(std::move(changed), false);
+  }
+  registry_->endpoint_updates.fetch_add(1);
+  registry_->snapshot_version.store(static_cast<int64_t>(snap->version));
 }
 
 void Server::applyJwks(const std::string& jwks) {
@@ -420,7 +490,7 @@ std::string Server::statusJson() const {
   if (!snap || !snap->routes) {
     return "{\"objects\":[]}\n";
   }
-  return snap->routes->statusJson();
+  return router::statusJson(snap->statuses());
 }
 
 std::vector<std::pair<std::string, uint16_t>> Server::listenerAddresses(
@@ -437,11 +507,13 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
       router::buildSnapshot(config, next_version_, endpoints_, objects_.get(), default_port_);
   if (!built) {
     registry_->config_reload_errors.fetch_add(1);
+    objects_published_ = false;
     return base::Error{built.error().message};
   }
   ++next_version_;
   std::shared_ptr<const router::Snapshot> snap = *built;
   snapshot_ = snap;
+  objects_published_ = true;
   endpoints_.prune();
   auto profiles = buildProfiles(*snap);
   profiles_for_start_ = profiles;
@@ -486,7 +558,7 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   listening_ = std::move(addresses);
   updateFetchTargets(*snap);
   if (api_source_) {
-    api_source_->publishStatus(snap->routes->status);
+    api_source_->publishStatus(snap->statuses());
   }
   registry_->config_reloads.fetch_add(1);
   registry_->snapshot_version.store(static_cast<int64_t>(snap->version));
@@ -518,7 +590,7 @@ base::Result<void> Server::start() {
       return base::Error{scanned.error().message};
     }
     std::lock_guard<std::mutex> lock(snapshot_mu_);
-    objects_ = std::make_shared<const config::ObjectStore>(source_->store());
+    objects_ = std::make_shared<config::ObjectStore>(source_->store());
     for (const auto& [file, errors] : source_->store().errors()) {
       for (const auto& e : errors) {
         SLUICE_LOG(Error, "config", "{}: {}{}{}", e.where, e.object, e.object.empty() ? "" : ": ",
@@ -594,8 +666,10 @@ base::Result<void> Server::start() {
     if (source == nullptr) {
       continue;
     }
-    auto r = source->start([this](const config::ObjectStore& store,
-                                  const std::vector<config::StoreEvent>&) { applyObjects(store); });
+    auto r = source->start(
+        [this](const config::ObjectStore& store, const std::vector<config::StoreEvent>& events) {
+          applyObjects(store, events);
+        });
     if (!r) {
       return r;
     }
@@ -677,7 +751,7 @@ base::Result<void> Server::openApiServer() {
   if (!api_source_->waitSynced(std::chrono::seconds(5))) {
     SLUICE_LOG(Warn, "k8s", "not every resource has synced yet; serving what arrived, not ready");
   }
-  auto store = std::make_shared<const config::ObjectStore>(api_source_->copyStore());
+  auto store = std::make_shared<config::ObjectStore>(api_source_->copyStore());
   std::lock_guard<std::mutex> lock(snapshot_mu_);
   objects_ = std::move(store);
   return {};

@@ -7,11 +7,13 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/result.h"
+#include "config/object_store.h"
 #include "config/router_config.h"
 #include "metrics/access_log.h"
 #include "metrics/metrics.h"
@@ -63,7 +65,10 @@ class Server {
   base::Result<void> reload(const config::RouterConfig& config);
   // Replaces the Kubernetes objects (a manifest directory changed) and republishes. Runs on
   // the config source's thread; the workers only ever see the finished snapshot.
-  void applyObjects(const config::ObjectStore& objects);
+  // A source's objects changed (`events` since its last call): an endpoint-only update when
+  // only Pods and EndpointSlices changed, else a full rebuild.
+  void applyObjects(const config::ObjectStore& objects,
+                    const std::vector<config::StoreEvent>& events);
   // A new JWKS arrived from auth.jwt.jwks_url: the filters are rebuilt with it.
   void applyJwks(const std::string& jwks);
   // Status of every object (admin /debug/status).
@@ -102,6 +107,10 @@ class Server {
   base::Result<void> publishLocked(const config::RouterConfig& config);
   std::vector<std::pair<std::string, uint16_t>> listenerAddresses(const router::Snapshot& snap);
   std::shared_ptr<const scheduler::ProfileSet> buildProfiles(const router::Snapshot& snap);
+  void forgetRemovedEndpoints(const router::Snapshot& snap);
+  void moveEndpointRefs(const router::Snapshot& before, const router::Snapshot& after);
+  void publishEndpointsLocked(std::shared_ptr<const router::Snapshot> snap,
+                              std::vector<router::ObjectStatus> changed);
 
   config::RouterConfig config_;
   const base::TimeSource& time_;
@@ -116,15 +125,19 @@ class Server {
   std::unique_ptr<backends::MetricsFetcher> fetcher_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   std::shared_ptr<const scheduler::ProfileSet> profiles_for_start_;  // before workers exist
-  std::unordered_set<std::string> indexed_endpoints_;
+  std::unordered_map<std::string, uint32_t> endpoint_refs_;  // address -> backends holding it
   router::EndpointRegistry endpoints_;
   mutable std::mutex snapshot_mu_;  // control plane only
   std::shared_ptr<const router::Snapshot> snapshot_;
   uint64_t next_version_ = 1;
   std::unique_ptr<config::ManifestDirectory> source_;
-  std::unique_ptr<k8s::ApiServerSource> api_source_;    // kubernetes: the API server
-  std::shared_ptr<const config::ObjectStore> objects_;  // guarded by snapshot_mu_
-  uint16_t default_port_ = 0;                           // the default listener's, once bound
+  std::unique_ptr<k8s::ApiServerSource> api_source_;  // kubernetes: the API server
+  // A copy of the source's objects, kept current from its events; guarded by snapshot_mu_.
+  std::shared_ptr<config::ObjectStore> objects_;
+  // snapshot_ was built from (or updated to) objects_: false while a rebuild was refused.
+  bool objects_published_ = false;
+  uint32_t updates_since_prune_ = 0;
+  uint16_t default_port_ = 0;  // the default listener's, once bound
   std::vector<std::pair<std::string, uint16_t>> listening_;
   std::shared_ptr<const TlsConfig> tls_;  // contexts of HTTPS listeners, with each snapshot
   std::shared_ptr<filters::BucketRegistry> buckets_;  // rate-limit state across reloads

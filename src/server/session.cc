@@ -1721,7 +1721,7 @@ void startMirrors(Exchange& x, const router::RouteAction& action,
     }
     const auto now = w.context().time.monotonicNow().time_since_epoch().count();
     std::vector<const router::Endpoint*> live;
-    for (const auto& ep : m.backend->endpoints) {
+    for (const auto& ep : snapshot->current(*m.backend).endpoints) {
       if (!ep.state->ejected(now)) {
         live.push_back(&ep);
       }
@@ -1897,7 +1897,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
       if (!mt.target->backend) {
         route_error = mt.target->error;
       } else {
-        route.backend = mt.target->backend.get();
+        route.backend = &snapshot->current(*mt.target->backend);
         route.lora = mt.lora;
         if (!mt.lora && !route.backend->upstream_model.empty()) {
           route.upstream_model = route.backend->upstream_model;
@@ -1937,7 +1937,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
       } else if (!target->backend) {
         route_error = target->error;
       } else {
-        route.backend = target->backend.get();
+        route.backend = &snapshot->current(*target->backend);
         if (route.backend->kind == "InferencePool" && !peek.model.empty()) {
           // x-gateway-model-name-rewrite presets the target; else InferenceModelRewrite.
           if (auto it = x.req.find("x-gateway-model-name-rewrite"); it != x.req.end()) {
@@ -1964,7 +1964,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     auto mt = router::RouteTable::matchConfigModel(*listener, view, w.random());
     if (mt.target != nullptr && mt.target->backend) {
       routed = true;
-      route.backend = mt.target->backend.get();
+      route.backend = &snapshot->current(*mt.target->backend);
       route.upstream_model = route.backend->upstream_model;
     }
   }

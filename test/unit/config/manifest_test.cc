@@ -149,6 +149,34 @@ spec:
   EXPECT_NE(r.warnings[0].message.find("spec.rulez: unknown field"), std::string::npos);
 }
 
+// A copy kept current from events ends up equal to the store it follows: objects (shared, not
+// copied), deletions, errors.
+TEST(ObjectStore, FollowKeepsACopyCurrent) {
+  ObjectStore source;
+  source.applySource("a.yaml", parseManifests("apiVersion: v1\nkind: Namespace\nmetadata: "
+                                              "{name: one}\n---\napiVersion: v1\nkind: "
+                                              "Namespace\nmetadata: {name: two}\n",
+                                              "a.yaml"));
+  ObjectStore copy = source;
+  std::vector<StoreEvent> events = source.applySource(
+      "a.yaml", parseManifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: one, labels: "
+                               "{x: y}}\n---\nkind: Bogus\n",
+                               "a.yaml"));
+  events.push_back(
+      source.put(parseManifests("apiVersion: v1\nkind: Namespace\nmetadata: {name: three}\n", "api")
+                     .objects.at(0)));
+  copy.follow(source, events);
+  ASSERT_EQ(copy.objects().size(), source.objects().size());
+  for (const auto& [key, ptr] : source.objects()) {
+    ASSERT_EQ(copy.objects().count(key), 1u) << key;
+    EXPECT_EQ(copy.objects().at(key).get(), ptr.get()) << key;
+  }
+  EXPECT_EQ(copy.find("Namespace/two"), nullptr);
+  EXPECT_EQ(copy.errorCount(), source.errorCount());
+  EXPECT_GT(copy.errorCount(), 0u);
+  EXPECT_EQ(copy.generation(), source.generation());
+}
+
 TEST(ObjectStore, SourcesReplaceTheirObjects) {
   ObjectStore store;
   auto a = parseManifests(R"(
