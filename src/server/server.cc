@@ -446,6 +446,16 @@ void Server::applyObjects(const config::ObjectStore& objects,
              objects_->objects().size(), objects_->errorCount(), elapsed());
 }
 
+// The current snapshot, profiles, filters and TLS contexts as one generation, in one message
+// to each worker.
+void Server::publishGenerationLocked() {
+  generation_ =
+      std::make_shared<const Generation>(Generation{snapshot_, profiles_, filters_, tls_});
+  for (auto& w : workers_) {
+    w->publish(generation_);
+  }
+}
+
 // An endpoint-only snapshot: the route table, filters, TLS and profiles stay as they are.
 void Server::publishEndpointsLocked(std::shared_ptr<const router::Snapshot> snap,
                                     std::vector<router::ObjectStatus> changed) {
@@ -456,9 +466,7 @@ void Server::publishEndpointsLocked(std::shared_ptr<const router::Snapshot> snap
     updates_since_prune_ = 0;
     endpoints_.prune();
   }
-  for (auto& w : workers_) {
-    w->publish(snap);
-  }
+  publishGenerationLocked();
   updateFetchTargets(*snap);
   if (api_source_) {
     api_source_->publishStatus(std::move(changed), false);
@@ -479,9 +487,7 @@ void Server::applyJwks(const std::string& jwks) {
   for (const auto& e : errors) {
     SLUICE_LOG(Error, "config", "{}", e);
   }
-  for (auto& w : workers_) {
-    w->publishFilters(filters_);
-  }
+  publishGenerationLocked();
   SLUICE_LOG(Info, "auth", "JWKS from {} applied", snapshot_->config.auth.jwt.jwks_url);
 }
 
@@ -516,7 +522,7 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   objects_published_ = true;
   endpoints_.prune();
   auto profiles = buildProfiles(*snap);
-  profiles_for_start_ = profiles;
+  profiles_ = profiles;
   std::vector<std::string> tls_errors;
   tls_ = buildTls(*snap->routes, tls_errors);
   for (const auto& e : tls_errors) {
@@ -532,12 +538,7 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   for (const auto& e : filter_errors) {
     SLUICE_LOG(Error, "config", "{}", e);
   }
-  for (auto& w : workers_) {
-    w->publishProfiles(profiles);
-    w->publishTls(tls_);
-    w->publishFilters(filters_);
-    w->publish(snap);
-  }
+  publishGenerationLocked();
   auto addresses = listenerAddresses(*snap);
   if (started_ && addresses != listening_) {
     std::vector<tcp::endpoint> eps;
@@ -617,13 +618,13 @@ base::Result<void> Server::start() {
     return r;
   }
   const uint64_t seed = seed_ ? *seed_ : base::osSeed();
-  auto snap = snapshot();
+  const GenerationPtr gen = [this] {
+    std::lock_guard<std::mutex> lock(snapshot_mu_);
+    return generation_;
+  }();
   for (size_t i = 0; i < worker_count_; ++i) {
     auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
-    w->publish(snap);
-    w->publishProfiles(profiles_for_start_);
-    w->publishTls(tls_);
-    w->publishFilters(filters_);
+    w->publish(gen);
     for (const auto& [addr, port] : listening_) {
       auto ip = asio::ip::make_address(addr, ec);
       if (ec) {

@@ -19,6 +19,7 @@
 #include "metrics/metrics.h"
 #include "router/snapshot.h"
 #include "scheduler/scheduler.h"
+#include "server/generation.h"
 
 namespace sluice::server {
 
@@ -109,6 +110,7 @@ class Server {
   std::shared_ptr<const scheduler::ProfileSet> buildProfiles(const router::Snapshot& snap);
   void forgetRemovedEndpoints(const router::Snapshot& snap);
   void moveEndpointRefs(const router::Snapshot& before, const router::Snapshot& after);
+  void publishGenerationLocked();
   void publishEndpointsLocked(std::shared_ptr<const router::Snapshot> snap,
                               std::vector<router::ObjectStatus> changed);
 
@@ -124,7 +126,7 @@ class Server {
   std::unique_ptr<ControlPlane> control_;
   std::unique_ptr<backends::MetricsFetcher> fetcher_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
-  std::shared_ptr<const scheduler::ProfileSet> profiles_for_start_;  // before workers exist
+  std::shared_ptr<const scheduler::ProfileSet> profiles_;
   std::unordered_map<std::string, uint32_t> endpoint_refs_;  // address -> backends holding it
   router::EndpointRegistry endpoints_;
   mutable std::mutex snapshot_mu_;  // control plane only
@@ -143,6 +145,7 @@ class Server {
   std::shared_ptr<filters::BucketRegistry> buckets_;  // rate-limit state across reloads
   std::shared_ptr<filters::RedisRegistry> redis_;     // global limits' Redis clients
   std::shared_ptr<const filters::FilterChain> filters_;
+  GenerationPtr generation_;  // the four above, as the workers were last sent them
   std::string jwks_;  // the last JWKS fetched from auth.jwt.jwks_url (guarded by snapshot_mu_)
   std::unique_ptr<JwksFetcher> jwks_fetcher_;
   uint16_t listener_port_ = 0;

@@ -54,9 +54,11 @@ std::string_view reasonFor(int status) {
 
 // What happened to one request; feeds metrics and the access log.
 struct Exchange {
-  Exchange(Session& s, Request& r) : session(s), req(r) {}
+  Exchange(Session& s, Request& r, GenerationPtr g) : session(s), req(r), gen(std::move(g)) {}
   Session& session;
   Request& req;
+  // The configuration this request is served by, whatever reloads happen meanwhile.
+  const GenerationPtr gen;
   std::string_view method;
   std::string_view target;
   std::string_view path;
@@ -86,7 +88,6 @@ struct Exchange {
   std::string identity_tag;
   // Flow control: the queue this request holds a slot in, released when it ends.
   std::shared_ptr<filters::FlowQueue> flow;
-  std::shared_ptr<const router::Snapshot> flow_snapshot;
   const router::Backend* flow_backend = nullptr;
   double queue_ms = -1;        // waited in a flow-control queue
   uint64_t output_budget = 0;  // stop_streams_over_budget: events allowed; 0 = unlimited
@@ -260,7 +261,7 @@ std::string simpleHead(int status, std::string_view content_type, size_t length,
 awaitable<void> writeSimple(Exchange& x, int status, std::string_view content_type,
                             std::string_view body, std::string_view extra_headers = {}) {
   x.status = status;
-  const auto& cfg = x.session.worker.snapshot()->config;
+  const auto& cfg = x.gen->snapshot->config;
   std::string head =
       simpleHead(status, content_type, body.size(), x.request_id, !x.keep_alive, extra_headers);
   std::vector<asio::const_buffer> bufs{asio::buffer(head)};
@@ -560,7 +561,7 @@ awaitable<RelayEnd> relayBody(Exchange& x, Body& upstream, bool sse, bool chunke
                               ClientWatch& watch, std::string& head,
                               const ModelWriteBack* write_back) {
   Session& s = x.session;
-  const auto& cfg = s.worker.snapshot()->config;
+  const auto& cfg = x.gen->snapshot->config;  // the request holds its generation
   const auto& time = s.worker.context().time;
   ChunkWriter writer(chunked);
   http::SseSplitter splitter;
@@ -736,7 +737,7 @@ awaitable<bool> relayResponse(Exchange& x, const bhttp::response_header<>& res, 
                               const RouteChoice& route, std::string_view client_model,
                               router::Reservation* held) {
   Session& s = x.session;
-  const auto& cfg = s.worker.snapshot()->config;
+  const auto& cfg = x.gen->snapshot->config;  // the request holds its generation
   bool keep = false;
   x.status = static_cast<int>(res.result_int());
   std::string_view content_type;
@@ -891,7 +892,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   const router::Backend& backend = *route.backend;
   Session& s = x.session;
   Worker& w = s.worker;
-  const auto snapshot = w.snapshot();  // keep the config this request started with
+  const auto& snapshot = x.gen->snapshot;
   const auto& cfg = snapshot->config;
 
   const bool rewrite_model = !route.upstream_model.empty() && route.upstream_model != peek.model;
@@ -927,7 +928,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   };
 
   // Schedule: the profile orders the endpoints; the first is dispatched to at once.
-  const scheduler::Profile& profile = w.profiles().forModel(backend.model);
+  const scheduler::Profile& profile = x.gen->profiles->forModel(backend.model);
   scheduler::RequestInfo info;
   info.model = route.upstream_model.empty() ? std::string_view(peek.model)
                                             : std::string_view(route.upstream_model);
@@ -1326,8 +1327,7 @@ awaitable<void> proxyProvider(Exchange& x, const RouteChoice& route,
   const router::ProviderTarget& p = *backend.provider;
   Session& s = x.session;
   Worker& w = s.worker;
-  const auto snapshot =
-      w.snapshot();  // keep the config (and the provider) this request started with
+  const auto& snapshot = x.gen->snapshot;
   const auto& cfg = snapshot->config;
   if (x.method != "POST" || !backends::providerServesPath(p.type, x.path)) {
     std::string message =
@@ -1529,12 +1529,12 @@ awaitable<void> writeRefusal(Exchange& x, const filters::Admission& a) {
 
 awaitable<void> handleModels(Exchange& x, const router::ListenerRoutes* listener) {
   Worker& w = x.session.worker;
-  const auto& snap = *w.snapshot();
+  const auto& snap = *x.gen->snapshot;
   const bool scoped = listener != nullptr && listener->space;
   // The list is behind the same authentication as the models themselves (the Gateway's mode,
   // else the global one); a key limited to some models sees only those.
   const std::vector<std::string>* allowed = nullptr;
-  if (const auto& chain = w.filters(); chain && chain->active()) {
+  if (const auto& chain = x.gen->filters; chain && chain->active()) {
     filters::FilterRequest fr;
     fr.mode = chain->defaultMode();
     if (listener != nullptr && !listener->auth_mode.empty()) {
@@ -1763,9 +1763,8 @@ void startMirrors(Exchange& x, const router::RouteAction& action,
 // Flow control: admitted at once when the backend has room and nobody waits; otherwise shed
 // (negative priority), refused (queue full) or queued until a slot frees or the TTL passes.
 // Returns false when a response was written.
-awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snapshot>& snapshot,
-                          const router::Backend& backend) {
-  const auto& fc = snapshot->config.flow_control;
+awaitable<bool> admitFlow(Exchange& x, const router::Backend& backend) {
+  const auto& fc = x.gen->snapshot->config.flow_control;
   if (!fc.enabled() || backend.endpoints.empty()) {
     co_return true;
   }
@@ -1778,7 +1777,6 @@ awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snaps
   };
   auto admitted = [&] {
     x.flow = queue;
-    x.flow_snapshot = snapshot;
     x.flow_backend = &backend;
   };
   if (queue->tryAdmit(capacity())) {
@@ -1856,7 +1854,7 @@ awaitable<bool> admitFlow(Exchange& x, const std::shared_ptr<const router::Snaps
 
 awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listener) {
   Worker& w = x.session.worker;
-  const auto snapshot = w.snapshot();
+  const auto& snapshot = x.gen->snapshot;
   const bool is_v1 = x.path.substr(0, 4) == "/v1/";
   // Inference requests carry a JSON body whose model drives routing; other requests reach
   // HTTPRoutes as they are.
@@ -1970,7 +1968,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
   }
   // Filters: authentication, model access and rate limits, before anything is revealed about
   // routing (an unauthenticated client learns nothing, not even whether a model exists).
-  if (const auto& chain = w.filters(); chain && chain->active()) {
+  if (const auto& chain = x.gen->filters; chain && chain->active()) {
     // The mode: the route's annotation, else the Gateway's, else the global default.
     std::string_view mode_text;
     const router::ModelRouteEntry* model_route = nullptr;
@@ -2027,7 +2025,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
       auto lease = x.admission.wait_for;
       const auto generation = x.admission.wait_generation;
       const auto until =
-          w.context().time.monotonicNow() + 2 * x.session.worker.snapshot()->config.redis_timeout;
+          w.context().time.monotonicNow() + 2 * x.gen->snapshot->config.redis_timeout;
       asio::steady_timer pause(x.session.stream.get_executor());
       while (lease->generation.load() == generation && w.context().time.monotonicNow() < until) {
         pause.expires_after(std::chrono::milliseconds(1));
@@ -2043,7 +2041,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     }
     x.filters = chain;
     x.identity_tag = x.admission.identity.tag;
-    if (x.admission.ok && w.snapshot()->config.stop_streams_over_budget) {
+    if (x.admission.ok && x.gen->snapshot->config.stop_streams_over_budget) {
       for (const auto& r : x.admission.reservations) {
         using Kind = filters::Admission::Reservation::Kind;
         if (r.kind == Kind::Output || r.kind == Kind::Total) {
@@ -2091,7 +2089,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     x.model_label = route.backend->model;
   }
   x.series = &w.shard().model(x.model_label);
-  if (!co_await admitFlow(x, snapshot, *route.backend)) {
+  if (!co_await admitFlow(x, *route.backend)) {
     co_return;
   }
   if (route.backend->provider) {
@@ -2102,7 +2100,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
 }
 
 awaitable<void> dispatch(Exchange& x) {
-  const auto snapshot = x.session.worker.snapshot();
+  const auto& snapshot = x.gen->snapshot;
   const router::ListenerRoutes* listener = listenerOf(x, *snapshot);
   if (snapshot->routes && listener == nullptr) {
     co_await writeError(x, ErrorKind::NotFound,
@@ -2143,7 +2141,7 @@ void finishExchange(Exchange& x) {
   if (x.flow) {
     // Free the slot and hand it to the best waiter.
     x.flow->release();
-    x.flow->dispatch(flowCapacity(*x.flow_backend, x.flow_snapshot->config.flow_control,
+    x.flow->dispatch(flowCapacity(*x.flow_backend, x.gen->snapshot->config.flow_control,
                                   w.metricsView(), now.time_since_epoch().count()));
   }
   if (x.filters && !x.admission.reservations.empty()) {
@@ -2204,13 +2202,15 @@ Session::~Session() {
 awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
   Session s(worker, std::move(socket), port);
   ServerContext& ctx = worker.context();
-  if (TlsPort* tls_port = worker.tls() ? worker.tls()->find(port) : nullptr) {
+  // The connection's TLS contexts come from the generation current when it was accepted.
+  const GenerationPtr accepted = worker.generation();
+  if (TlsPort* tls_port = accepted->tls ? accepted->tls->find(port) : nullptr) {
     // HTTPS listener: the handshake (SNI picks the listener's certificate) within the header
     // read timeout.
-    s.tls_config = worker.tls();
+    s.tls_config = accepted->tls;
     s.tls = std::make_unique<asio::ssl::stream<beast::tcp_stream&>>(s.stream, tls_port->initial());
     error_code ec;
-    s.stream.expires_after(worker.snapshot()->config.timeouts.header_read);
+    s.stream.expires_after(accepted->snapshot->config.timeouts.header_read);
     co_await s.tls->async_handshake(asio::ssl::stream_base::server,
                                     asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
@@ -2219,8 +2219,9 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
     }
   }
   while (true) {
-    const auto snapshot = worker.snapshot();
-    const auto& cfg = snapshot->config;
+    // One generation per request: taken here, held by the exchange until it is finished.
+    const GenerationPtr gen = worker.generation();
+    const auto& cfg = gen->snapshot->config;
     error_code ec;
 
     // Wait for the first byte of the next request (keep-alive idle time).
@@ -2305,7 +2306,7 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
     }
 
     Request& req = parser.get();
-    Exchange x(s, req);
+    Exchange x(s, req, gen);
     x.start = ctx.time.monotonicNow();
     x.method = req.method_string();
     x.target = req.target();

@@ -105,14 +105,14 @@ void Worker::reconcileListeners(const std::vector<tcp::endpoint>& endpoints) {
 
 backends::H2Pool& Worker::h2Pool() {
   if (!h2_pool_) {
-    h2_pool_ = std::make_unique<backends::H2Pool>(snapshot_->config.upstream.idle_timeout);
+    h2_pool_ = std::make_unique<backends::H2Pool>(gen_->snapshot->config.upstream.idle_timeout);
   }
   return *h2_pool_;
 }
 
 backends::ProviderPool& Worker::providerPool() {
   if (!provider_pool_) {
-    const auto& u = snapshot_->config.upstream;
+    const auto& u = gen_->snapshot->config.upstream;
     provider_pool_ =
         std::make_unique<backends::ProviderPool>(u.max_idle_per_endpoint, u.idle_timeout);
     provider_pool_->configure(u.max_idle_per_endpoint, u.idle_timeout, u.ca_file);
@@ -121,9 +121,9 @@ backends::ProviderPool& Worker::providerPool() {
 }
 
 void Worker::start() {
-  if (snapshot_) {
-    pool_.configure(snapshot_->config.upstream.max_idle_per_endpoint,
-                    snapshot_->config.upstream.idle_timeout);
+  if (gen_) {
+    pool_.configure(gen_->snapshot->config.upstream.max_idle_per_endpoint,
+                    gen_->snapshot->config.upstream.idle_timeout);
   }
   for (const auto& [port, acceptor] : acceptors_) {
     asio::co_spawn(*ioc_, acceptLoop(acceptor, port), logCoroutineFailure);
@@ -134,47 +134,22 @@ void Worker::start() {
   });
 }
 
-void Worker::publish(std::shared_ptr<const router::Snapshot> snapshot) {
+void Worker::publish(GenerationPtr gen) {
   if (!thread_.joinable()) {
-    snapshot_ = std::move(snapshot);
+    gen_ = std::move(gen);
     return;
   }
-  asio::post(*ioc_, [this, snap = std::move(snapshot)]() mutable {
-    pool_.configure(snap->config.upstream.max_idle_per_endpoint,
-                    snap->config.upstream.idle_timeout);
+  asio::post(*ioc_, [this, g = std::move(gen)]() mutable {
+    const auto& u = g->snapshot->config.upstream;
+    pool_.configure(u.max_idle_per_endpoint, u.idle_timeout);
     if (provider_pool_) {
-      const auto& u = snap->config.upstream;
       provider_pool_->configure(u.max_idle_per_endpoint, u.idle_timeout, u.ca_file);
     }
     if (h2_pool_) {
-      h2_pool_->configure(snap->config.upstream.idle_timeout);
+      h2_pool_->configure(u.idle_timeout);
     }
-    snapshot_ = std::move(snap);
+    gen_ = std::move(g);
   });
-}
-
-void Worker::publishProfiles(std::shared_ptr<const scheduler::ProfileSet> profiles) {
-  if (!thread_.joinable()) {
-    profiles_ = std::move(profiles);
-    return;
-  }
-  asio::post(*ioc_, [this, p = std::move(profiles)]() mutable { profiles_ = std::move(p); });
-}
-
-void Worker::publishFilters(std::shared_ptr<const filters::FilterChain> chain) {
-  if (!thread_.joinable()) {
-    filters_ = std::move(chain);
-    return;
-  }
-  asio::post(*ioc_, [this, c = std::move(chain)]() mutable { filters_ = std::move(c); });
-}
-
-void Worker::publishTls(std::shared_ptr<const TlsConfig> tls) {
-  if (!thread_.joinable()) {
-    tls_ = std::move(tls);
-    return;
-  }
-  asio::post(*ioc_, [this, t = std::move(tls)]() mutable { tls_ = std::move(t); });
 }
 
 void Worker::publishMetrics(backends::MetricsViewPtr view) {
@@ -261,7 +236,7 @@ awaitable<void> Worker::acceptLoop(std::shared_ptr<tcp::acceptor> acceptor, uint
       co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
-    const auto max = static_cast<int64_t>(snapshot_->config.limits.max_connections);
+    const auto max = static_cast<int64_t>(gen_->snapshot->config.limits.max_connections);
     if (ctx_.connections.fetch_add(1, std::memory_order_relaxed) >= max) {
       ctx_.connections.fetch_sub(1, std::memory_order_relaxed);
       shard_.connections_rejected.fetch_add(1, std::memory_order_relaxed);

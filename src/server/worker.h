@@ -18,6 +18,7 @@
 #include "router/snapshot.h"
 #include "scheduler/scheduler.h"
 #include "server/context.h"
+#include "server/generation.h"
 #include "server/tls.h"
 
 namespace sluice::backends {
@@ -45,18 +46,13 @@ class Worker {
   // the worker; a port that cannot be bound is logged and skipped.
   void setListeners(std::vector<tcp::endpoint> endpoints);
   void start();
-  // Posts a new snapshot; requests in flight keep the one they started with.
-  void publish(std::shared_ptr<const router::Snapshot> snapshot);
+  // Posts a new configuration generation; requests in flight keep the one they started with.
+  void publish(GenerationPtr gen);
   // The last scheduling decisions of this worker (kept when scheduler.decisions > 0).
   void recordDecision(std::string_view request_id, std::string_view model,
                       scheduler::Decision&& decision, size_t keep);
   // Appends this worker's decisions as JSON objects (control thread).
   void appendDecisionsJson(std::string& out, bool& first) const;
-  // Posts the scheduling profiles for a new configuration.
-  void publishProfiles(std::shared_ptr<const scheduler::ProfileSet> profiles);
-  // Posts the request filters (built with each snapshot).
-  void publishFilters(std::shared_ptr<const filters::FilterChain> chain);
-  const std::shared_ptr<const filters::FilterChain>& filters() const { return filters_; }
   filters::BucketCache& buckets() { return buckets_; }
   // The flow-control queue of a backend (the registry's mutex only on this worker's first use).
   const std::shared_ptr<filters::FlowQueue>& flowQueue(const std::string& backend_key) {
@@ -66,9 +62,6 @@ class Worker {
     }
     return it->second;
   }
-  // Posts the TLS contexts of HTTPS listeners (built with each snapshot).
-  void publishTls(std::shared_ptr<const TlsConfig> tls);
-  const std::shared_ptr<const TlsConfig>& tls() const { return tls_; }
   // Posts the engines' latest scraped state.
   void publishMetrics(backends::MetricsViewPtr view);
   // Stops accepting and closes idle keep-alive connections (drain).
@@ -79,9 +72,9 @@ class Worker {
   size_t index() const { return index_; }
   ServerContext& context() { return ctx_; }
   asio::io_context& ioContext() { return *ioc_; }
-  const std::shared_ptr<const router::Snapshot>& snapshot() const { return snapshot_; }
+  // The current generation: a request takes it once, at its start, and keeps it.
+  const GenerationPtr& generation() const { return gen_; }
   const backends::MetricsView* metricsView() const { return metrics_view_.get(); }
-  const scheduler::ProfileSet& profiles() const { return *profiles_; }
   scheduler::Scheduler& scheduler() { return *ctx_.scheduler; }
   backends::UpstreamPool& pool() { return pool_; }
   // Keep-alive TLS connections to external providers (created on first use).
@@ -109,11 +102,8 @@ class Worker {
   std::unique_ptr<asio::io_context> ioc_;
   std::map<uint16_t, std::shared_ptr<tcp::acceptor>> acceptors_;  // by port
   bool accepting_ = true;
-  std::shared_ptr<const router::Snapshot> snapshot_;
+  GenerationPtr gen_;
   backends::MetricsViewPtr metrics_view_;
-  std::shared_ptr<const scheduler::ProfileSet> profiles_;
-  std::shared_ptr<const TlsConfig> tls_;
-  std::shared_ptr<const filters::FilterChain> filters_;
   filters::BucketCache buckets_;
   std::unordered_map<std::string, std::shared_ptr<filters::FlowQueue>> flow_queues_;
   backends::UpstreamPool pool_;

@@ -506,6 +506,42 @@ TEST_F(ProxyTest, ReloadPublishesANewSnapshot) {
   EXPECT_TRUE(metricsShow("sluice_config_snapshot_version 2"));
 }
 
+// One generation per request: 100 reloads while ten streams are held open, each stream
+// started between two reloads. Every stream keeps the configuration it started with and ends
+// complete; the generations it held are freed only when it ends (under ASan, a reference into
+// a configuration that outlived its owner would be reported here).
+TEST_F(ProxyTest, HundredReloadsDuringOpenStreamsLoseNothing) {
+  startDefault();
+  sim().hold_after_first = true;
+  std::vector<std::unique_ptr<TestConnection>> streams;
+  for (int i = 0; i < 100; ++i) {
+    const bool open = i % 10 == 0;
+    if (open) {
+      streams.push_back(std::make_unique<TestConnection>(port_));
+      ASSERT_TRUE(streams.back()->send(
+          postRequest(kChat, R"({"model":"m","prompt":"x","stream":true,"max_tokens":8})")));
+    }
+    auto c = baseConfig();
+    c.limits.max_body_bytes = (1u << 20) + static_cast<uint64_t>(i);  // a new configuration
+    ASSERT_TRUE(router_->reload(c));
+    if (open) {
+      ASSERT_TRUE(streams.back()->readUntil("tok0")) << "stream " << streams.size();
+    }
+  }
+  EXPECT_TRUE(metricsShow("sluice_config_snapshot_version 101"));
+  sims_[0]->release();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    auto rest = streams[i]->readUntil("0\r\n\r\n");
+    ASSERT_TRUE(rest) << "stream " << i;
+    EXPECT_THAT(*rest, HasSubstr("tok7")) << "stream " << i;
+    EXPECT_THAT(*rest, HasSubstr("data: [DONE]")) << "stream " << i;
+  }
+  EXPECT_TRUE(waitFor([&] { return sim().completed.load() == 10; }));
+  auto after = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200);
+}
+
 TEST_F(ProxyTest, DrainFinishesInFlightStreamsAndRefusesNewConnections) {
   sim::SimOptions slow;
   slow.engine.step_overhead_ms = 10;
