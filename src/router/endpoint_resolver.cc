@@ -226,6 +226,16 @@ std::optional<Endpoint> EndpointResolver::endpoint(const std::string& ip, uint16
   return ep;
 }
 
+const config::Service::Port* servicePort(const config::Service& svc, uint16_t number) {
+  const config::Service::Port* port = nullptr;
+  for (const auto& p : svc.ports) {
+    if (p.port == number) {
+      port = &p;
+    }
+  }
+  return port;
+}
+
 Condition readyCondition(size_t endpoints) {
   return {"Ready", endpoints != 0, endpoints != 0 ? "Ready" : "NoReadyEndpoints",
           fmt::format("{} ready endpoint(s)", endpoints)};

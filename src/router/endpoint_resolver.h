@@ -60,6 +60,10 @@ class EndpointResolver {
   std::unordered_map<std::string, std::vector<const config::EndpointSlice*>> slices_;
 };
 
+// The port of `svc` a backendRef's port number names (the last one listed with it, as the
+// translation has always chosen), or null.
+const config::Service::Port* servicePort(const config::Service& svc, uint16_t number);
+
 // The Ready condition of a backend with `endpoints` ready endpoints (InferencePool,
 // ModelServer).
 Condition readyCondition(size_t endpoints);

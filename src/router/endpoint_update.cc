@@ -125,12 +125,8 @@ std::vector<Endpoint> resolve(const Backend& b, const config::Object& o,
     return resolver.modelServer(o.meta.ns, *ms);
   }
   const auto& svc = std::get<config::Service>(o.spec);
-  for (const auto& port : svc.ports) {
-    if (port.port == b.service_port) {
-      return resolver.service(o.meta.ns, o.meta.name, svc, port);
-    }
-  }
-  return {};
+  const auto* port = servicePort(svc, b.service_port);
+  return port ? resolver.service(o.meta.ns, o.meta.name, svc, *port) : std::vector<Endpoint>{};
 }
 
 // The status of `key` as `base` serves it (the route table's, or an earlier update's).

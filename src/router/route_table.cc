@@ -1059,11 +1059,7 @@ class Builder {
       message = "ExternalName Services are not supported as backends";
       return nullptr;
     }
-    const config::Service::Port* port = nullptr;
-    for (const auto& p : svc.ports) {
-      if (ref.port && p.port == *ref.port)
-        port = &p;
-    }
+    const config::Service::Port* port = ref.port ? servicePort(svc, *ref.port) : nullptr;
     if (port == nullptr) {
       reason = "BackendNotFound";
       message = fmt::format("Service {}/{} has no port {}", ns, ref.name, ref.port.value_or(0));

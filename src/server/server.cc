@@ -338,17 +338,24 @@ void Server::forgetRemovedEndpoints(const router::Snapshot& snap) {
 }
 
 void Server::moveEndpointRefs(const router::Snapshot& before, const router::Snapshot& after) {
-  // Only the backends an endpoint-only update replaced can have moved an endpoint.
+  // Only the backends an endpoint-only update replaced can have moved an endpoint. Every
+  // addition before any removal: an address that moved from one backend to another in the
+  // batch keeps its prefix-index entries.
+  std::vector<std::pair<const router::Backend*, const router::Backend*>> moved;
   for (const auto& backend : after.routes->backends) {
     const router::Backend& was = before.current(*backend);
     const router::Backend& now = after.current(*backend);
-    if (&was == &now) {
-      continue;
+    if (&was != &now) {
+      moved.emplace_back(&was, &now);
     }
-    for (const auto& ep : now.endpoints) {
+  }
+  for (const auto& [was, now] : moved) {
+    for (const auto& ep : now->endpoints) {
       ++endpoint_refs_[ep.address];
     }
-    for (const auto& ep : was.endpoints) {
+  }
+  for (const auto& [was, now] : moved) {
+    for (const auto& ep : was->endpoints) {
       auto it = endpoint_refs_.find(ep.address);
       if (it != endpoint_refs_.end() && --it->second == 0) {
         endpoint_refs_.erase(it);

@@ -1,0 +1,241 @@
+#include "server/header_policy.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include <fmt/format.h>
+
+#include "backends/provider.h"
+#include "base/strings.h"
+#include "http/headers.h"
+#include "server/client_io.h"
+
+namespace sluice::server {
+
+// Headers routing consumes; they never reach the model server.
+bool controlHeader(std::string_view name) {
+  return base::iequals(name, router::kObjectiveHeader) ||
+         base::iequals(name, "x-gateway-inference-fairness-id") ||
+         base::iequals(name, "x-gateway-model-name-rewrite") ||
+         base::iequals(name, "x-gateway-destination-endpoint") ||
+         base::iequals(name, "x-gateway-destination-endpoint-served");
+}
+
+bool listedIn(const std::vector<std::string>& names, std::string_view name) {
+  return std::any_of(names.begin(), names.end(),
+                     [&](const std::string& n) { return base::iequals(n, name); });
+}
+
+bool listedIn(const std::vector<std::pair<std::string, std::string>>& pairs,
+              std::string_view name) {
+  return std::any_of(pairs.begin(), pairs.end(),
+                     [&](const auto& p) { return base::iequals(p.first, name); });
+}
+
+void appendHeaderEdits(std::string& head, const config::HeaderModifier& mod) {
+  for (const auto& [name, value] : mod.set) {
+    head += name;
+    head += ": ";
+    head += value;
+    head += "\r\n";
+  }
+  for (const auto& [name, value] : mod.add) {
+    head += name;
+    head += ": ";
+    head += value;
+    head += "\r\n";
+  }
+}
+
+// The request line and forwarded headers, without Host and Content-Length (set per attempt).
+std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
+  const Request& req = x.req;
+  const config::HeaderModifier* mod =
+      route.action && route.action->request_headers ? &*route.action->request_headers : nullptr;
+  std::string head;
+  head.reserve(512);
+  head += x.method;
+  head += ' ';
+  head += route.rewritten_path.empty() ? x.target : std::string_view(route.rewritten_path);
+  head += " HTTP/1.1\r\n";
+  std::string_view connection_value;
+  if (auto it = req.find(bhttp::field::connection); it != req.end()) {
+    connection_value = it->value();
+  }
+  std::string_view forwarded_for;
+  std::string_view host;
+  for (const auto& f : req) {
+    std::string_view name = f.name_string();
+    if (http::isHopByHop(name) ||
+        (!connection_value.empty() && http::connectionListsToken(connection_value, name))) {
+      continue;
+    }
+    switch (f.name()) {
+      case bhttp::field::host:
+        host = f.value();
+        continue;
+      case bhttp::field::content_length:
+      case bhttp::field::expect:
+        continue;
+      default:
+        break;
+    }
+    if (base::iequals(name, "x-forwarded-for")) {
+      forwarded_for = f.value();
+      continue;
+    }
+    if (base::iequals(name, "x-request-id") || base::iequals(name, "x-forwarded-proto") ||
+        base::iequals(name, "x-forwarded-host") || controlHeader(name)) {
+      continue;
+    }
+    if (mod != nullptr && (listedIn(mod->remove, name) || listedIn(mod->set, name))) {
+      continue;
+    }
+    if (x.strip_credentials &&
+        (f.name() == bhttp::field::authorization || base::iequals(name, "x-api-key"))) {
+      continue;
+    }
+    head += name;
+    head += ": ";
+    head += f.value();
+    head += "\r\n";
+  }
+  head += "X-Forwarded-For: ";
+  if (!forwarded_for.empty()) {
+    head += forwarded_for;
+    head += ", ";
+  }
+  head += x.session.client_ip;
+  head += x.session.tls ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n";
+  if (!host.empty()) {
+    head += "X-Forwarded-Host: ";
+    head += host;
+    head += "\r\n";
+  }
+  head += "x-request-id: ";
+  head += x.request_id;
+  head += "\r\n";
+  if (mod != nullptr) {
+    appendHeaderEdits(head, *mod);
+  }
+  return head;
+}
+
+// Response headers for the client, from the upstream's.
+std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
+                       std::optional<uint64_t> content_length, bool chunked, bool close,
+                       const config::HeaderModifier* mod) {
+  std::string head;
+  head.reserve(512);
+  int status = static_cast<int>(res.result_int());
+  fmt::format_to(std::back_inserter(head), "HTTP/1.1 {} {}\r\n", status, reasonFor(status));
+  std::string_view connection_value;
+  if (auto it = res.find(bhttp::field::connection); it != res.end()) {
+    connection_value = it->value();
+  }
+  for (const auto& f : res) {
+    std::string_view name = f.name_string();
+    if (http::isHopByHop(name) || f.name() == bhttp::field::content_length ||
+        (!connection_value.empty() && http::connectionListsToken(connection_value, name)) ||
+        base::iequals(name, "x-request-id")) {
+      continue;
+    }
+    if (mod != nullptr && (listedIn(mod->remove, name) || listedIn(mod->set, name))) {
+      continue;
+    }
+    head += name;
+    head += ": ";
+    head += f.value();
+    head += "\r\n";
+  }
+  head += "x-request-id: ";
+  head += x.request_id;
+  head += "\r\n";
+  if (mod != nullptr) {
+    appendHeaderEdits(head, *mod);
+  }
+  if (chunked) {
+    head += "Transfer-Encoding: chunked\r\n";
+  } else if (content_length) {
+    fmt::format_to(std::back_inserter(head), "Content-Length: {}\r\n", *content_length);
+  }
+  if (close) {
+    head += "Connection: close\r\n";
+  }
+  head += "\r\n";
+  return head;
+}
+
+H2Request h2RequestOf(std::string_view head) {
+  H2Request out;
+  size_t line_end = head.find("\r\n");
+  std::string_view line = head.substr(0, line_end);
+  const size_t sp1 = line.find(' ');
+  const size_t sp2 = line.rfind(' ');
+  out.method = std::string(line.substr(0, sp1));
+  out.path = std::string(line.substr(sp1 + 1, sp2 - sp1 - 1));
+  size_t pos = line_end == std::string_view::npos ? head.size() : line_end + 2;
+  while (pos < head.size()) {
+    size_t end = head.find("\r\n", pos);
+    if (end == std::string_view::npos) {
+      end = head.size();
+    }
+    std::string_view h = head.substr(pos, end - pos);
+    pos = end + 2;
+    const size_t colon = h.find(':');
+    if (colon == std::string_view::npos) {
+      continue;
+    }
+    std::string name = base::toLower(h.substr(0, colon));
+    std::string_view value = base::trim(h.substr(colon + 1));
+    if (name == "host" || name == "connection" || name == "keep-alive" ||
+        name == "proxy-connection" || name == "transfer-encoding" || name == "upgrade" ||
+        name == "content-length" || (name == "te" && value != "trailers")) {
+      continue;
+    }
+    out.headers.push_back({std::move(name), std::string(value)});
+  }
+  return out;
+}
+
+// The request head for an external provider: its path and Host, the allow-listed client headers,
+// the static headers and the credential (the client's own never leave the router).
+std::string providerHead(const Exchange& x, const router::ProviderTarget& p,
+                         std::string_view target, size_t body_size) {
+  std::string head;
+  head.reserve(512);
+  fmt::format_to(std::back_inserter(head), "{} {} HTTP/1.1\r\nHost: {}\r\n", x.method, target,
+                 p.authority);
+  bool content_type = false;
+  bool anthropic_version = false;
+  for (const auto& [name, value] : p.headers) {
+    content_type = content_type || base::iequals(name, "content-type");
+    anthropic_version = anthropic_version || base::iequals(name, "anthropic-version");
+  }
+  for (const auto& f : x.req) {
+    const std::string_view name = f.name_string();
+    if (!backends::forwardsToProvider(name) || listedIn(p.headers, name)) {
+      continue;
+    }
+    content_type = content_type || base::iequals(name, "content-type");
+    anthropic_version = anthropic_version || base::iequals(name, "anthropic-version");
+    fmt::format_to(std::back_inserter(head), "{}: {}\r\n", f.name_string(), f.value());
+  }
+  for (const auto& [name, value] : p.headers) {
+    fmt::format_to(std::back_inserter(head), "{}: {}\r\n", name, value);
+  }
+  if (!p.auth_header.empty()) {
+    fmt::format_to(std::back_inserter(head), "{}: {}\r\n", p.auth_header, p.auth_value);
+  }
+  if (!content_type) {
+    head += "Content-Type: application/json\r\n";
+  }
+  if (p.type == router::ProviderTarget::Type::Anthropic && !anthropic_version) {
+    head += "anthropic-version: 2023-06-01\r\n";  // required by the API; clients may set theirs
+  }
+  fmt::format_to(std::back_inserter(head), "x-request-id: {}\r\nContent-Length: {}\r\n\r\n",
+                 x.request_id, body_size);
+  return head;
+}
+
+}  // namespace sluice::server

@@ -1,0 +1,55 @@
+#pragma once
+
+// Header policy for the request path, in one place: which request headers go upstream (hop-by-
+// hop and control headers dropped, X-Forwarded-* and x-request-id set, HTTPRoute header
+// modifiers applied, consumed credentials stripped), which response headers reach the client,
+// the HTTP/2 form of an upstream head, and the head sent to an external provider.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/beast/http/message.hpp>
+
+#include "backends/h2_client.h"
+#include "config/router_config.h"
+#include "router/snapshot.h"
+#include "server/exchange.h"
+
+namespace sluice::server {
+
+// Where routing sent a request: see RouteChoice in exchange.h.
+// Headers routing consumes; they never reach the model server.
+bool controlHeader(std::string_view name);
+bool listedIn(const std::vector<std::string>& names, std::string_view name);
+bool listedIn(const std::vector<std::pair<std::string, std::string>>& pairs, std::string_view name);
+void appendHeaderEdits(std::string& head, const config::HeaderModifier& mod);
+// The request line and forwarded headers, without Host and Content-Length (set per attempt).
+std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route);
+// Response headers for the client, from the upstream's.
+std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
+                       std::optional<uint64_t> content_length, bool chunked, bool close,
+                       const config::HeaderModifier* mod);
+
+// The HTTP/2 form of a request head built for HTTP/1.1 (the request line and header lines of
+// upstreamHeadPrefix): method and path become pseudo-headers, names go to lower case, and the
+// headers HTTP/2 forbids (connection-specific ones) are left out. Host becomes :authority, set
+// per attempt; Content-Length is set here from the body.
+struct H2Request {
+  std::string method;
+  std::string path;
+  std::vector<backends::H2Connection::Header> headers;
+};
+
+H2Request h2RequestOf(std::string_view head);
+
+// The request head for an external provider: its authority, the forwarded headers it accepts,
+// its static headers and credential.
+std::string providerHead(const Exchange& x, const router::ProviderTarget& p,
+                         std::string_view target, size_t body_size);
+
+}  // namespace sluice::server
