@@ -30,13 +30,14 @@
 #include "openai/usage.h"
 #include "router/route_table.h"
 #include "scheduler/scheduler.h"
+#include "server/admission_stage.h"
 #include "server/client_io.h"
 #include "server/completion.h"
 #include "server/exchange.h"
 #include "server/flow_stage.h"
 #include "server/header_policy.h"
-#include "server/mirror.h"
 #include "server/relay.h"
+#include "server/route_stage.h"
 #include "server/worker.h"
 
 namespace sluice::server {
@@ -653,29 +654,6 @@ const router::ListenerRoutes* listenerOf(const Exchange& x, const router::Snapsh
   return snap.routes->listenerFor(x.session.port, x.host);
 }
 
-// A request the filters refused: 401 (with WWW-Authenticate), 403, 429 (with Retry-After) or 503.
-awaitable<void> writeRefusal(Exchange& x, const filters::Admission& a) {
-  Worker& w = x.session.worker;
-  const int status = a.status;
-  if (status == 401) {
-    w.shard().rejected_unauthorized.fetch_add(1, std::memory_order_relaxed);
-  } else if (status == 403) {
-    w.shard().rejected_forbidden.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    w.shard().rejected_rate_limited.fetch_add(1, std::memory_order_relaxed);
-  }
-  std::string extra = status == 401 ? "WWW-Authenticate: Bearer\r\n"
-                      : status == 429 && a.retry_after_s > 0
-                          ? fmt::format("Retry-After: {}\r\n", a.retry_after_s)
-                          : std::string();
-  std::string message = a.message;
-  ErrorKind kind = status == 401   ? ErrorKind::Unauthorized
-                   : status == 403 ? ErrorKind::Forbidden
-                   : status == 503 ? ErrorKind::Unavailable
-                                   : ErrorKind::RateLimited;
-  co_await writeError(x, kind, message, extra);
-}
-
 awaitable<void> handleModels(Exchange& x, const router::ListenerRoutes* listener) {
   Worker& w = x.session.worker;
   const auto& snap = *x.gen->snapshot;
@@ -749,29 +727,8 @@ awaitable<void> handleModels(Exchange& x, const router::ListenerRoutes* listener
                       fmt::format("The model '{}' does not exist", id));
 }
 
-// RequestRedirect: the Location built from the request and the filter.
-std::string redirectLocation(const Exchange& x, const router::MatchEntry& entry,
-                             const config::HttpRouteFilter& f, uint16_t listener_port) {
-  std::string scheme = f.scheme.value_or(x.session.tls ? "https" : "http");
-  std::string host = f.hostname.value_or(std::string(x.host));
-  std::optional<uint16_t> port = f.port;
-  if (!port && !f.scheme) {
-    port = listener_port;
-  }
-  bool default_port =
-      !port || (scheme == "http" && *port == 80) || (scheme == "https" && *port == 443);
-  std::string path = f.path ? router::rewritePath(*f.path, entry, x.path) : std::string(x.path);
-  std::string_view query;
-  if (auto q = x.target.find('?'); q != std::string_view::npos) {
-    query = x.target.substr(q);
-  }
-  return default_port ? fmt::format("{}://{}{}{}", scheme, host, path, query)
-                      : fmt::format("{}://{}:{}{}{}", scheme, host, *port, path, query);
-}
-
 awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listener) {
   Worker& w = x.session.worker;
-  const auto& snapshot = x.gen->snapshot;
   const bool is_v1 = x.path.substr(0, 4) == "/v1/";
   // Inference requests carry a JSON body whose model drives routing; other requests reach
   // HTTPRoutes as they are.
@@ -798,213 +755,17 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
   view.headers = &headers;
   view.model = peek.model;
 
-  RouteChoice route;
-  std::string route_error;
-  bool routed = false;
-  const router::ModelRouteEntry* model_route_hit = nullptr;
-  if (listener != nullptr && !peek.model.empty()) {
-    // ModelRoutes first, on /v1 paths (Kthena's precedence): the oldest route whose rules
-    // match wins.
-    auto mt = router::RouteTable::matchModel(*listener, view, w.random());
-    if (mt.target != nullptr) {
-      routed = true;
-      model_route_hit = mt.route;
-      if (!mt.target->backend) {
-        route_error = mt.target->error;
-      } else {
-        route.backend = &snapshot->current(*mt.target->backend);
-        route.lora = mt.lora;
-        if (!mt.lora && !route.backend->upstream_model.empty()) {
-          route.upstream_model = route.backend->upstream_model;
-        }
-      }
-    }
-  }
-  if (!routed && listener != nullptr) {
-    auto m = router::RouteTable::matchHttp(*listener, view);
-    if (m.action != nullptr) {
-      routed = true;
-      const auto& action = *m.action;
-      route.action = &action;
-      route.entry = m.entry;
-      if (action.request_timeout.count() > 0) {
-        x.deadline = x.start + action.request_timeout;
-      }
-      if (action.redirect) {
-        std::string location = redirectLocation(x, *m.entry, *action.redirect, listener->port);
-        co_await writeSimple(x, action.redirect->status_code, "text/plain", "",
-                             fmt::format("Location: {}\r\n", location));
-        co_return;
-      }
-      if (action.rewrite && action.rewrite->path) {
-        route.rewritten_path = router::rewritePath(*action.rewrite->path, *m.entry, x.path);
-        if (auto q = x.target.find('?'); q != std::string_view::npos) {
-          route.rewritten_path.append(x.target.substr(q));
-        }
-      }
-      if (!action.mirrors.empty()) {
-        startMirrors(x, action, snapshot, route.rewritten_path);
-      }
-      const auto* target = router::RouteTable::pickTarget(action, w.random());
-      if (target == nullptr) {
-        route_error = action.targets.empty() ? "the route has no backends"
-                                             : "every backend of the route has weight 0";
-      } else if (!target->backend) {
-        route_error = target->error;
-      } else {
-        route.backend = &snapshot->current(*target->backend);
-        if (route.backend->kind == "InferencePool" && !peek.model.empty()) {
-          // x-gateway-model-name-rewrite presets the target; else InferenceModelRewrite.
-          if (auto it = x.req.find("x-gateway-model-name-rewrite"); it != x.req.end()) {
-            route.upstream_model = std::string(it->value());
-          } else if (const auto* rw = router::RouteTable::rewriteFor(*route.backend, peek.model)) {
-            route.upstream_model = std::string(router::RouteTable::pickModel(*rw, w.random()));
-          }
-          if (auto it = x.req.find(router::kObjectiveHeader); it != x.req.end()) {
-            auto o = route.backend->objectives.find(std::string(it->value()));
-            if (o != route.backend->objectives.end()) {
-              x.priority = o->second;
-            }
-          } else if (auto p = route.backend->model_priority.find(peek.model);
-                     p != route.backend->model_priority.end()) {
-            x.priority = p->second;
-          }
-        }
-      }
-    }
-  }
-  if (!routed && listener != nullptr && !peek.model.empty()) {
-    // The models: section of the router's own file, compiled into ModelRoutes every listener
-    // shares, consulted last.
-    auto mt = router::RouteTable::matchConfigModel(*listener, view, w.random());
-    if (mt.target != nullptr && mt.target->backend) {
-      routed = true;
-      route.backend = &snapshot->current(*mt.target->backend);
-      route.upstream_model = route.backend->upstream_model;
-    }
-  }
-  // Filters: authentication, model access and rate limits, before anything is revealed about
-  // routing (an unauthenticated client learns nothing, not even whether a model exists).
-  if (const auto& chain = x.gen->filters; chain && chain->active()) {
-    // The mode: the route's annotation, else the Gateway's, else the global default.
-    std::string_view mode_text;
-    const router::ModelRouteEntry* model_route = nullptr;
-    if (route.action != nullptr && !route.action->auth_mode.empty()) {
-      mode_text = route.action->auth_mode;
-    }
-    if (model_route_hit != nullptr) {
-      model_route = model_route_hit;
-      if (!model_route->auth_mode.empty())
-        mode_text = model_route->auth_mode;
-    }
-    if (mode_text.empty() && listener != nullptr && !listener->auth_mode.empty()) {
-      mode_text = listener->auth_mode;
-    }
-    // Which configured limits apply: the route's annotation, else the Gateway's, else all.
-    std::string_view limit_selection;
-    if (model_route_hit != nullptr && !model_route_hit->rate_limits.empty()) {
-      limit_selection = model_route_hit->rate_limits;
-    } else if (route.action != nullptr && !route.action->rate_limits.empty()) {
-      limit_selection = route.action->rate_limits;
-    } else if (listener != nullptr) {
-      limit_selection = listener->rate_limits;
-    }
-    filters::FilterRequest fr;
-    fr.mode = mode_text.empty() ? chain->defaultMode()
-                                : filters::parseAuthMode(mode_text).value_or(chain->defaultMode());
-    if (auto it = x.req.find(bhttp::field::authorization); it != x.req.end()) {
-      fr.authorization = it->value();
-    }
-    if (auto it = x.req.find("x-api-key"); it != x.req.end()) {
-      fr.api_key = it->value();
-    }
-    fr.model = peek.model;
-    fr.limit_selection = limit_selection;
-    if (listener != nullptr)
-      fr.gateway = listener->gateway;
-    if (model_route != nullptr) {
-      fr.route = model_route->qualified;
-      if (model_route->rate_limit)
-        fr.route_limit = &*model_route->rate_limit;
-    } else if (route.action != nullptr) {
-      fr.route = route.action->qualified;
-    }
-    fr.input_tokens = peek.prompt.valid() ? std::max<uint64_t>(1, peek.prompt.length / 4) : 0;
-    fr.output_tokens = peek.model.empty() ? 0 : peek.max_tokens.value_or(kDefaultExpectedOutput);
-    fr.now_ns = w.context().time.monotonicNow().time_since_epoch().count();
-    fr.unix_s = std::chrono::duration_cast<std::chrono::seconds>(
-                    w.context().time.systemNow().time_since_epoch())
-                    .count();
-    x.admission = chain->admit(fr, w.buckets());
-    // A global limit whose local lease is empty: Redis is being asked; wait for its answer
-    // (bounded), then admit again. Most requests never get here.
-    for (int round = 0; !x.admission.ok && x.admission.wait_for && round < 3; ++round) {
-      auto lease = x.admission.wait_for;
-      const auto generation = x.admission.wait_generation;
-      const auto until =
-          w.context().time.monotonicNow() + 2 * x.gen->snapshot->config.redis_timeout;
-      asio::steady_timer pause(x.session.stream.get_executor());
-      while (lease->generation.load() == generation && w.context().time.monotonicNow() < until) {
-        pause.expires_after(std::chrono::milliseconds(1));
-        error_code ignored;
-        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-      }
-      fr.now_ns = w.context().time.monotonicNow().time_since_epoch().count();
-      x.admission = chain->admit(fr, w.buckets());
-    }
-    if (!x.admission.ok && x.admission.status == 0) {
-      x.admission.status = 503;
-      x.admission.message = "a global rate limit could not be checked in time";
-    }
-    x.filters = chain;
-    x.identity_tag = x.admission.identity.tag;
-    if (x.admission.ok && x.gen->snapshot->config.stop_streams_over_budget) {
-      for (const auto& r : x.admission.reservations) {
-        using Kind = filters::Admission::Reservation::Kind;
-        if (r.kind == Kind::Output || r.kind == Kind::Total) {
-          x.output_budget = std::max<uint64_t>(1, fr.output_tokens);
-        }
-      }
-    }
-    x.strip_credentials = fr.mode != filters::AuthMode::Off && x.admission.credentials_present &&
-                          !chain->forwardCredentials();
-    if (!x.admission.ok) {
-      co_await writeRefusal(x, x.admission);
-      co_return;
-    }
-  }
-  if (!routed) {
-    if (!peek.model.empty()) {
-      x.model_label = metrics::kUnknownModel;
-      co_await writeError(x, ErrorKind::ModelNotFound,
-                          fmt::format("The model '{}' does not exist", peek.model));
-    } else {
-      co_await writeError(x, ErrorKind::NotFound, fmt::format("no route for path '{}'", x.path));
-    }
+  RouteMatch match;
+  if (!co_await matchRoute(x, listener, view, peek, match)) {
     co_return;
   }
-  if (route.backend == nullptr || !route.backend->error.empty()) {
-    // An invalid backend reference: a 500 for this share of the traffic (Gateway API).
-    // Built before the co_await: g++ 12 mishandles conditional temporaries across it.
-    std::string message = route.backend
-                              ? route.backend->error
-                              : fmt::format("the route's backend is invalid: {}", route_error);
-    co_await writeError(x, ErrorKind::Internal, message);
+  if (!co_await admit(x, listener, match, peek)) {
     co_return;
   }
-  // The metrics label stays bounded by configuration: a name the listener serves (ModelRoute,
-  // rewrite, models:), else the backend ("InferencePool/ns/name"), never any client string.
-  if (peek.model.empty()) {
-    x.model_label = metrics::kNoModel;
-  } else if (route.backend->kind.empty()) {
-    x.model_label = route.backend->model;
-  } else if (listener != nullptr && listener->space &&
-             std::binary_search(listener->space->names.begin(), listener->space->names.end(),
-                                peek.model)) {
-    x.model_label = peek.model;
-  } else {
-    x.model_label = route.backend->model;
+  if (!co_await checkRoute(x, listener, peek, match)) {
+    co_return;
   }
+  const RouteChoice& route = match.route;
   x.series = &w.shard().model(x.model_label);
   if (!co_await admitFlow(x, *route.backend)) {
     co_return;
