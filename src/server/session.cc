@@ -38,6 +38,7 @@
 #include "server/header_policy.h"
 #include "server/relay.h"
 #include "server/route_stage.h"
+#include "server/schedule_stage.h"
 #include "server/worker.h"
 
 namespace sluice::server {
@@ -117,44 +118,6 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     return t;
   };
 
-  // Schedule: the profile orders the endpoints; the first is dispatched to at once.
-  const scheduler::Profile& profile = x.gen->profiles->forModel(backend.model);
-  scheduler::RequestInfo info;
-  info.model = route.upstream_model.empty() ? std::string_view(peek.model)
-                                            : std::string_view(route.upstream_model);
-  info.prompt_tokens = std::max<uint64_t>(1, peek.prompt.length / 4);
-  // A LoRA adapter: named so by a ModelRoute, or served or run as one by an engine (one set
-  // lookup: the fetcher gathers the adapters when it publishes).
-  if (route.lora) {
-    info.lora = info.model;
-  } else if (const auto* view = w.metricsView();
-             view != nullptr && view->isLoraAdapter(info.model)) {
-    info.lora = info.model;
-  }
-  info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
-  std::vector<uint64_t> prefix_hashes;
-  if (scheduler::usesPrefix(profile) && peek.prompt.valid()) {
-    // Keys come from the prompt rendered in one canonical form (tools, then each message), so
-    // the turns of one conversation share their prefix whatever the client's JSON formatting.
-    thread_local std::string rendered;
-    openai::renderPrompt(peek, body, x.req.body().capacity() + base::PaddedBuffer::kPadding,
-                         rendered);
-    std::string_view parts[] = {rendered};
-    w.scheduler().index().hashPrompt(info.model, parts, prefix_hashes);
-    info.prefix_hashes = &prefix_hashes;
-  }
-  if (!cfg.scheduler.session_header.empty()) {
-    if (auto it = x.req.find(cfg.scheduler.session_header); it != x.req.end()) {
-      info.session = it->value();
-    }
-  }
-  if (info.session.empty()) {
-    info.session = peek.user;
-  }
-  std::vector<const router::Endpoint*> candidates;
-  scheduler::CycleState cycle;
-  const bool explain = cfg.scheduler.decisions > 0 || cfg.access_log.decisions;
-  scheduler::Decision decision;
   // Extra attempts: the HTTPRoute rule's retry, else the ModelServer's trafficPolicy, else the
   // router's default; the pause between attempts likewise.
   const auto* route_retry = route.action && route.action->retry ? &*route.action->retry : nullptr;
@@ -167,38 +130,11 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   const std::vector<int>& retry_codes =
       route_retry ? (route_retry->codes.empty() ? kDefaultRetryCodes : route_retry->codes)
                   : cfg.upstream.retry_on_status;
-  const size_t list = std::min<size_t>(cfg.scheduler.candidates, retries + 1);
-  const auto schedule_start = w.context().time.monotonicNow();
-  w.scheduler().pick(profile, info, backend, w.metricsView(), schedule_start, w.random(), list,
-                     candidates, cycle, explain ? &decision : nullptr);
-  if (explain) {
-    if (cfg.access_log.decisions) {
-      x.decision = scheduler::describe(decision);
-    }
-    if (cfg.scheduler.decisions > 0) {
-      w.recordDecision(x.request_id, backend.model, std::move(decision), cfg.scheduler.decisions);
-    }
-  }
-  if (x.series) {
-    x.series->schedule.observe(
-        base::secondsBetween(schedule_start, w.context().time.monotonicNow()));
-    if (cycle.prefix_computed && cycle.prefix_total > 0 && !cycle.prefix_blocks.empty()) {
-      x.series->prefix_ratio.observe(static_cast<double>(cycle.prefix_blocks[0]) /
-                                     cycle.prefix_total);
-    }
-  }
-  if (!candidates.empty()) {
-    w.shard().picks(candidates.front()->address).fetch_add(1, std::memory_order_relaxed);
-    const auto* view = w.metricsView();
-    w.scheduler().onDispatch(profile, info, cycle, *candidates.front(),
-                             view ? view->find(candidates.front()->address) : nullptr);
-  }
-  // An endpoint's load is the work it was given: the prompt it must compute (less the prefix the
-  // index says it holds) plus the expected output.
+  Schedule plan;
+  schedule(x, route, peek, std::min<size_t>(cfg.scheduler.candidates, retries + 1), plan);
+  const auto& candidates = plan.candidates;
   auto expectedWork = [&](size_t i) {
-    const bool known = cycle.prefix_computed && i < cycle.prefix_blocks.size();
-    return static_cast<int64_t>(info.expectedWorkOn(known ? cycle.prefix_blocks[i] : 0,
-                                                    w.scheduler().index().blockBytes()));
+    return plan.expectedWork(i, w.scheduler().index().blockBytes());
   };
   if (candidates.empty()) {
     co_await writeError(x, ErrorKind::NoEndpoints,
