@@ -20,6 +20,7 @@
 #include <boost/beast/http/write.hpp>
 
 #include "base/strings.h"
+#include "http/headers.h"
 #include "http/sse.h"
 #include "openai/errors.h"
 #include "openai/response_rewrite.h"

@@ -31,6 +31,7 @@
 #include "router/route_table.h"
 #include "scheduler/scheduler.h"
 #include "server/admission_stage.h"
+#include "server/attempts.h"
 #include "server/client_io.h"
 #include "server/completion.h"
 #include "server/exchange.h"
@@ -83,8 +84,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   const router::Backend& backend = *route.backend;
   Session& s = x.session;
   Worker& w = s.worker;
-  const auto& snapshot = x.gen->snapshot;
-  const auto& cfg = snapshot->config;
+  const auto& cfg = x.gen->snapshot->config;
 
   const bool rewrite_model = !route.upstream_model.empty() && route.upstream_model != peek.model;
   openai::BodyEdits edits;
@@ -93,30 +93,13 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   }
   const bool hide_usage = peek.stream && edits.requestUsage(peek);
   std::string_view body = x.req.body().view();
-  std::vector<std::string_view> pieces;
-  edits.pieces(body, pieces);
-  const size_t body_size = edits.editedSize(body.size());
-  const std::string head_prefix = upstreamHeadPrefix(x, route);
-  const std::string_view host_override =
-      route.action && route.action->rewrite && route.action->rewrite->hostname
-          ? std::string_view(*route.action->rewrite->hostname)
-          : std::string_view();
-  // Per attempt: the route's backendRequest timeout, else the ModelServer's, else the default;
-  // never past the request's deadline.
-  auto attemptTimeout = [&]() {
-    auto t = cfg.timeouts.upstream_response;
-    if (route.action && route.action->backend_timeout.count() > 0) {
-      t = route.action->backend_timeout;
-    } else if (backend.timeout.count() > 0) {
-      t = backend.timeout;
-    }
-    if (x.deadline) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          *x.deadline - w.context().time.monotonicNow());
-      t = std::max(std::chrono::milliseconds(1), std::min(t, left));
-    }
-    return t;
-  };
+  OutgoingRequest out;
+  edits.pieces(body, out.pieces);
+  out.body_size = edits.editedSize(body.size());
+  out.head = upstreamHeadPrefix(x, route);
+  if (route.action && route.action->rewrite && route.action->rewrite->hostname) {
+    out.host_override = *route.action->rewrite->hostname;
+  }
 
   // Extra attempts: the HTTPRoute rule's retry, else the ModelServer's trafficPolicy, else the
   // router's default; the pause between attempts likewise.
@@ -124,284 +107,49 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   const uint32_t retries = route_retry && route_retry->attempts ? *route_retry->attempts
                            : backend.retry_attempts             ? *backend.retry_attempts
                                                                 : cfg.upstream.retries;
-  const auto retry_pause = route_retry && route_retry->backoff.count() > 0 ? route_retry->backoff
-                                                                           : backend.retry_interval;
   static const std::vector<int> kDefaultRetryCodes = {500, 502, 503, 504};
-  const std::vector<int>& retry_codes =
-      route_retry ? (route_retry->codes.empty() ? kDefaultRetryCodes : route_retry->codes)
-                  : cfg.upstream.retry_on_status;
-  Schedule plan;
-  schedule(x, route, peek, std::min<size_t>(cfg.scheduler.candidates, retries + 1), plan);
-  const auto& candidates = plan.candidates;
-  auto expectedWork = [&](size_t i) {
-    return plan.expectedWork(i, w.scheduler().index().blockBytes());
-  };
-  if (candidates.empty()) {
+  AttemptPlan plan;
+  plan.retry_pause = route_retry && route_retry->backoff.count() > 0 ? route_retry->backoff
+                                                                     : backend.retry_interval;
+  plan.retry_codes = route_retry
+                         ? (route_retry->codes.empty() ? &kDefaultRetryCodes : &route_retry->codes)
+                         : &cfg.upstream.retry_on_status;
+  // Per attempt: the route's backendRequest timeout, else the ModelServer's, else the default.
+  plan.attempt_timeout = route.action && route.action->backend_timeout.count() > 0
+                             ? route.action->backend_timeout
+                         : backend.timeout.count() > 0 ? backend.timeout
+                                                       : cfg.timeouts.upstream_response;
+  Schedule scheduled;
+  schedule(x, route, peek, std::min<size_t>(cfg.scheduler.candidates, retries + 1), scheduled);
+  if (scheduled.candidates.empty()) {
     co_await writeError(x, ErrorKind::NoEndpoints,
                         fmt::format("model '{}' has no ready endpoints", peek.model));
     co_return;
   }
+  plan.schedule = &scheduled;
+  plan.targets.reserve(scheduled.candidates.size());
+  for (const router::Endpoint* ep : scheduled.candidates) {
+    plan.targets.push_back({ep, ep->address, {}});
+  }
 
   auto watch = std::make_shared<ClientWatch>(s.stream.get_executor());
   startWatch(s, watch);
-
-  backends::UpstreamConnectionPtr conn;
-  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
-  std::shared_ptr<backends::H2Stream> h2;  // h2c pools: the stream instead of conn and parser
-  backends::ProviderConnectionPtr tconn;   // TLS endpoints: the connection instead of conn
-  std::string tls_key;
-  const bool verify_tls = cfg.upstream.verify_workload_tls;
-  H2Request h2_request;
+  RelayArgs relay;
+  relay.hide_usage = hide_usage;
+  relay.write_back_from = rewrite_model ? route.upstream_model : std::string();
+  relay.client_model = peek.model;
+  std::optional<Http1Transport> h1;
+  std::optional<TlsTransport> tls;
+  std::optional<H2Transport> h2;
+  Transport* transport = nullptr;
   if (backend.h2c) {
-    h2_request = h2RequestOf(head_prefix);
-    h2_request.headers.push_back({"content-length", std::to_string(body_size)});
+    transport = &h2.emplace(w, out, *watch);
+  } else if (backend.tls) {
+    transport = &tls.emplace(w, out, *watch, cfg.upstream.verify_workload_tls);
+  } else {
+    transport = &h1.emplace(w, out, *watch);
   }
-  const router::Endpoint* chosen = nullptr;
-  router::Reservation held;  // the chosen endpoint's load, released when the response ends
-  // Outlier detection: every failed attempt counts against its endpoint.
-  auto failed = [&](const router::Endpoint& e) {
-    const auto& u = cfg.upstream;
-    if (u.eject_after_failures > 0 &&
-        e.state->onFailure(w.context().time.monotonicNow().time_since_epoch().count(),
-                           u.eject_after_failures, std::chrono::nanoseconds(u.ejection).count(),
-                           std::chrono::nanoseconds(u.max_ejection).count())) {
-      w.shard().ejections.fetch_add(1, std::memory_order_relaxed);
-      SLUICE_LOG(Warn, "proxy", "endpoint {} ejected after {} consecutive failures", e.address,
-                 u.eject_after_failures);
-    }
-  };
-  ErrorKind failure = ErrorKind::UpstreamUnavailable;
-  std::string failure_message = "no endpoint could be reached";
-  auto connectFailed = [&](const router::Endpoint& e, const error_code& ec,
-                           std::string_view detail = {}) {
-    const bool timeout = isTimeout(ec);
-    if (x.series) {
-      x.series->countUpstreamError(timeout ? metrics::UpstreamError::ConnectTimeout
-                                           : metrics::UpstreamError::ConnectFailed);
-    }
-    failed(e);
-    failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
-    failure_message = fmt::format("connecting to endpoint {} failed: {}", e.address,
-                                  timeout          ? std::string_view("timed out")
-                                  : detail.empty() ? std::string_view(ec.message())
-                                                   : detail);
-  };
-
-  for (size_t i = 0; i < candidates.size() && !watch->client_gone; ++i) {
-    const router::Endpoint& ep = *candidates[i];
-    if (i > 0 && x.series) {
-      x.series->retries.fetch_add(1, std::memory_order_relaxed);
-    }
-    if (i > 0 && x.deadline && w.context().time.monotonicNow() >= *x.deadline) {
-      failure = ErrorKind::UpstreamTimeout;
-      failure_message = "the request's deadline passed before another attempt";
-      break;  // no retry past the request's deadline
-    }
-    if (i > 0 && retry_pause.count() > 0) {
-      // The retry backoff: a pause before the next attempt (never past the request's
-      // deadline).
-      auto pause = retry_pause;
-      if (x.deadline) {
-        pause = std::min(pause, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    *x.deadline - w.context().time.monotonicNow()));
-      }
-      if (pause.count() > 0) {
-        asio::steady_timer timer(s.stream.get_executor(), pause);
-        error_code ignored;
-        co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
-      }
-    }
-    ++x.attempts;
-    x.endpoint = ep.address;
-    router::Reservation reservation(ep.state.get(), expectedWork(i));
-    bool fresh_retry_allowed = true;
-    bool answered = false;
-    while (true) {
-      error_code ec;
-      bool reused = false;
-      if (backend.h2c) {
-        // HTTP/2: a stream on a shared connection to the endpoint.
-        // Arguments hoisted out of the co_await: g++ 12 mishandles temporaries across it.
-        const bool fresh = !fresh_retry_allowed;
-        auto h2conn =
-            co_await w.h2Pool().acquire(ep, cfg.timeouts.upstream_connect, fresh, reused, ec);
-        if (ec) {
-          connectFailed(ep, ec);
-          break;
-        }
-        (reused ? w.shard().upstream_connections_reused : w.shard().upstream_connections_opened)
-            .fetch_add(1, std::memory_order_relaxed);
-        const std::string_view authority =
-            host_override.empty() ? std::string_view(ep.address) : host_override;
-        h2 = h2conn->submit(h2_request.method, authority, h2_request.path, h2_request.headers,
-                            pieces, body_size);
-        if (h2) {
-          watch->h2 = h2.get();
-          const auto head_timeout = attemptTimeout();
-          co_await h2->waitHead(head_timeout, ec);
-        } else {
-          ec = asio::error::connection_reset;  // the connection could not take the stream
-        }
-      } else {
-        std::string head = head_prefix;
-        fmt::format_to(std::back_inserter(head), "Host: {}\r\nContent-Length: {}\r\n\r\n",
-                       host_override.empty() ? std::string_view(ep.address) : host_override,
-                       body_size);
-        std::vector<asio::const_buffer> bufs;
-        bufs.reserve(pieces.size() + 1);
-        bufs.push_back(asio::buffer(head));
-        for (auto p : pieces) {
-          bufs.push_back(asio::buffer(p.data(), p.size()));
-        }
-        const auto head_timeout = attemptTimeout();
-        if (backend.tls) {
-          // HTTP/1.1 over TLS to the endpoint (ModelServer workloadPort.protocol https).
-          tls_key = verify_tls ? ep.address : ep.address + "#unverified";
-          tconn = w.providerPool().takeIdle(tls_key);
-          if (tconn) {
-            reused = true;
-            w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
-          } else {
-            std::string why;
-            tconn = co_await w.providerPool().connectEndpoint(
-                ep, verify_tls, cfg.timeouts.upstream_connect, ec, why);
-            if (ec) {
-              connectFailed(ep, ec, why);
-              break;
-            }
-            w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
-          }
-          watch->upstream = &beast::get_lowest_layer(tconn->stream);
-          co_await sendAndReadHead(*tconn, bufs, parser, head_timeout, ec);
-        } else {
-          conn = w.pool().takeIdle(ep.address);
-          if (conn) {
-            reused = true;
-            w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
-          } else {
-            conn = co_await w.pool().connect(ep, cfg.timeouts.upstream_connect, ec);
-            if (ec) {
-              connectFailed(ep, ec);
-              break;
-            }
-            w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
-          }
-          watch->upstream = &conn->stream;
-          co_await sendAndReadHead(*conn, bufs, parser, head_timeout, ec);
-        }
-      }
-      if (watch->client_gone) {
-        break;
-      }
-      if (!ec) {
-        answered = true;
-        break;
-      }
-      watch->upstream = nullptr;
-      watch->h2 = nullptr;
-      // HTTP/2: a refused stream (REFUSED_STREAM, GOAWAY) was not processed, and a connection
-      // that died under it is the HTTP/1.1 stale case: both are resent on a fresh connection. A
-      // stream the endpoint reset is a failed attempt.
-      const bool stale = h2 ? h2->refused() || h2->connectionFailed() : isStaleConnectionError(ec);
-      if (h2) {
-        h2->cancel();
-        h2.reset();
-      }
-      if (reused && fresh_retry_allowed && (stale || ec == asio::ssl::error::stream_truncated)) {
-        // The pooled connection had been closed by the endpoint: retry on a fresh one.
-        fresh_retry_allowed = false;
-        conn.reset();
-        tconn.reset();
-        continue;
-      }
-      bool timeout = isTimeout(ec);
-      if (x.series) {
-        x.series->countUpstreamError(timeout ? metrics::UpstreamError::ResponseTimeout
-                                     : isStaleConnectionError(ec)
-                                         ? metrics::UpstreamError::Reset
-                                         : metrics::UpstreamError::BadResponse);
-      }
-      failed(ep);
-      failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
-      failure_message = timeout ? fmt::format("endpoint {} did not answer in time", ep.address)
-                                : fmt::format("endpoint {} failed before responding: {}",
-                                              ep.address, ec.message());
-      conn.reset();
-      tconn.reset();
-      break;
-    }
-    if (answered) {
-      int status = static_cast<int>(h2 ? h2->head().result_int() : parser->get().result_int());
-      bool retriable =
-          std::find(retry_codes.begin(), retry_codes.end(), status) != retry_codes.end();
-      if (status >= 500) {
-        failed(ep);
-      } else {
-        ep.state->onSuccess();
-      }
-      if (retriable && i + 1 < candidates.size()) {
-        if (x.series) {
-          x.series->countUpstreamError(metrics::UpstreamError::Status5xx);
-        }
-        watch->upstream = nullptr;
-        watch->h2 = nullptr;
-        conn.reset();
-        tconn.reset();
-        if (h2) {
-          h2->cancel();
-          h2.reset();
-        }
-        continue;
-      }
-      chosen = &ep;
-      held = std::move(reservation);
-      break;
-    }
-    conn.reset();
-    tconn.reset();
-  }
-
-  if (chosen != nullptr) {
-    x.served = true;
-  }
-  if (chosen == nullptr) {
-    co_await stopWatch(s, *watch);
-    if (watch->client_gone) {
-      x.status = 499;
-      x.error_type = "client_closed";
-      x.keep_alive = false;
-      co_return;
-    }
-    co_await writeError(x, failure, failure_message);
-    co_return;
-  }
-
-  // Relay the response.
-  // Hoisted out of the co_await: g++ 12 mishandles conditional temporaries across it.
-  std::string write_back_from = rewrite_model ? route.upstream_model : std::string();
-  if (h2) {
-    // The stream ends here whatever happened; the connection stays for other requests.
-    co_await relayResponse(x, h2->head(), *h2, *watch, hide_usage, std::move(write_back_from),
-                           route, peek.model, &held);
-    watch->h2 = nullptr;
-    h2->cancel();
-    co_return;
-  }
-  if (tconn) {
-    Http1Body tls_body(*tconn, *parser);
-    const bool keep = co_await relayResponse(x, parser->get(), tls_body, *watch, hide_usage,
-                                             std::move(write_back_from), route, peek.model, &held);
-    if (keep) {
-      w.providerPool().release(tls_key, std::move(tconn));
-    }
-    co_return;
-  }
-  Http1Body body_in(*conn, *parser);
-  const bool keep = co_await relayResponse(x, parser->get(), body_in, *watch, hide_usage,
-                                           std::move(write_back_from), route, peek.model, &held);
-  if (keep) {
-    w.pool().release(chosen->address, std::move(conn));
-  }
+  co_await runAttempts(x, route, *transport, *watch, plan, std::move(relay));
 }
 
 // Sends the request to an ExternalModelProvider over HTTPS and relays the answer as it comes.
@@ -413,8 +161,7 @@ awaitable<void> proxyProvider(Exchange& x, const RouteChoice& route,
   const router::ProviderTarget& p = *backend.provider;
   Session& s = x.session;
   Worker& w = s.worker;
-  const auto& snapshot = x.gen->snapshot;
-  const auto& cfg = snapshot->config;
+  const auto& cfg = x.gen->snapshot->config;
   if (x.method != "POST" || !backends::providerServesPath(p.type, x.path)) {
     std::string message =
         fmt::format("model '{}' is served by an external {} provider, which does not serve {} {}",
@@ -432,119 +179,26 @@ awaitable<void> proxyProvider(Exchange& x, const RouteChoice& route,
   const bool hide_usage = p.type == router::ProviderTarget::Type::OpenAI && peek.stream &&
                           x.path != "/v1/responses" && edits.requestUsage(peek);
   std::string_view body = x.req.body().view();
-  std::vector<std::string_view> pieces;
-  edits.pieces(body, pieces);
+  OutgoingRequest out;
+  edits.pieces(body, out.pieces);
+  out.body_size = edits.editedSize(body.size());
   std::string_view query;
   if (auto q = x.target.find('?'); q != std::string_view::npos) {
     query = x.target.substr(q + 1);
   }
-  const std::string head = providerHead(x, p, backends::providerRequestTarget(p, x.path, query),
-                                        edits.editedSize(body.size()));
-  auto attemptTimeout = [&]() {
-    auto t = cfg.timeouts.upstream_response;
-    if (x.deadline) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          *x.deadline - w.context().time.monotonicNow());
-      t = std::max(std::chrono::milliseconds(1), std::min(t, left));
-    }
-    return t;
-  };
-  x.endpoint = fmt::format("{}:{}", p.host, p.port);
-  ++x.attempts;
+  out.head = providerHead(x, p, backends::providerRequestTarget(p, x.path, query), out.body_size);
+  AttemptPlan plan;
+  plan.attempt_timeout = cfg.timeouts.upstream_response;
+  plan.targets.push_back({nullptr, fmt::format("{}:{}", p.host, p.port), backend.name});
 
   auto watch = std::make_shared<ClientWatch>(s.stream.get_executor());
   startWatch(s, watch);
-  auto& pool = w.providerPool();
-  backends::ProviderConnectionPtr conn;
-  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser;
-  bool fresh_retry_allowed = true;
-  bool answered = false;
-  ErrorKind failure = ErrorKind::UpstreamUnavailable;
-  std::string failure_message;
-  while (true) {
-    error_code ec;
-    conn = pool.takeIdle(p.pool_key);
-    if (conn) {
-      w.shard().upstream_connections_reused.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      std::string why;
-      conn = co_await pool.connect(p, cfg.timeouts.upstream_connect, ec, why);
-      if (ec) {
-        const bool timeout = isTimeout(ec);
-        if (x.series) {
-          x.series->countUpstreamError(timeout ? metrics::UpstreamError::ConnectTimeout
-                                               : metrics::UpstreamError::ConnectFailed);
-        }
-        failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
-        failure_message = fmt::format("external provider {}: {}", backend.name, why);
-        SLUICE_LOG(Warn, "proxy", "{}", failure_message);
-        break;
-      }
-      w.shard().upstream_connections_opened.fetch_add(1, std::memory_order_relaxed);
-    }
-    watch->upstream = &beast::get_lowest_layer(conn->stream);
-    std::vector<asio::const_buffer> bufs;
-    bufs.reserve(pieces.size() + 1);
-    bufs.push_back(asio::buffer(head));
-    for (auto piece : pieces) {
-      bufs.push_back(asio::buffer(piece.data(), piece.size()));
-    }
-    beast::get_lowest_layer(conn->stream).expires_after(attemptTimeout());
-    co_await asio::async_write(conn->stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec) {
-      parser.emplace();
-      parser->header_limit(64 * 1024);
-      parser->body_limit(std::numeric_limits<std::uint64_t>::max());
-      co_await bhttp::async_read_header(conn->stream, conn->buffer, *parser,
-                                        asio::redirect_error(asio::use_awaitable, ec));
-    }
-    if (watch->client_gone) {
-      break;
-    }
-    if (!ec) {
-      answered = true;
-      break;
-    }
-    watch->upstream = nullptr;
-    const bool stale = isStaleConnectionError(ec) || ec == asio::ssl::error::stream_truncated;
-    if (conn->reused && fresh_retry_allowed && stale) {
-      fresh_retry_allowed = false;  // the provider had closed the pooled connection
-      conn.reset();
-      continue;
-    }
-    const bool timeout = isTimeout(ec);
-    if (x.series) {
-      x.series->countUpstreamError(timeout ? metrics::UpstreamError::ResponseTimeout
-                                   : stale ? metrics::UpstreamError::Reset
-                                           : metrics::UpstreamError::BadResponse);
-    }
-    failure = timeout ? ErrorKind::UpstreamTimeout : ErrorKind::UpstreamUnavailable;
-    failure_message = timeout
-                          ? fmt::format("external provider {} did not answer in time", backend.name)
-                          : fmt::format("external provider {} failed before responding: {}",
-                                        backend.name, ec.message());
-    conn.reset();
-    break;
-  }
-  if (!answered) {
-    co_await stopWatch(s, *watch);
-    if (watch->client_gone) {
-      x.status = 499;
-      x.error_type = "client_closed";
-      x.keep_alive = false;
-      co_return;
-    }
-    co_await writeError(x, failure, failure_message);
-    co_return;
-  }
-  x.served = true;
-  std::string write_back_from = rewrite_model ? route.upstream_model : std::string();
-  Http1Body body_in(*conn, *parser);
-  const bool keep = co_await relayResponse(x, parser->get(), body_in, *watch, hide_usage,
-                                           std::move(write_back_from), route, peek.model, nullptr);
-  if (keep) {
-    pool.release(p.pool_key, std::move(conn));
-  }
+  RelayArgs relay;
+  relay.hide_usage = hide_usage;
+  relay.write_back_from = rewrite_model ? route.upstream_model : std::string();
+  relay.client_model = peek.model;
+  TlsTransport transport(w, out, *watch, p);
+  co_await runAttempts(x, route, transport, *watch, plan, std::move(relay));
 }
 
 // A read deadline that cancels the pending read rather than closing the socket (which is what
