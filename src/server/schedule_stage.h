@@ -16,7 +16,7 @@
 namespace sluice::server {
 
 struct Schedule {
-  scheduler::RequestInfo info;         // its prefix_hashes points into this object
+  scheduler::RequestInfo info;  // its prefix_hashes points into this object
   std::vector<uint64_t> prefix_hashes;
   std::vector<const router::Endpoint*> candidates;  // in order; empty: no ready endpoint
   scheduler::CycleState cycle;
