@@ -32,18 +32,28 @@ bool listedIn(const std::vector<std::pair<std::string, std::string>>& pairs,
                      [&](const auto& p) { return base::iequals(p.first, name); });
 }
 
+namespace {
+
+void appendField(std::string& head, std::string_view name, std::string_view value) {
+  head += name;
+  head += ": ";
+  head += value;
+  head += "\r\n";
+}
+
+// A header an HTTPRoute header modifier removes or replaces.
+bool modifiedAway(const config::HeaderModifier* mod, std::string_view name) {
+  return mod != nullptr && (listedIn(mod->remove, name) || listedIn(mod->set, name));
+}
+
+}  // namespace
+
 void appendHeaderEdits(std::string& head, const config::HeaderModifier& mod) {
   for (const auto& [name, value] : mod.set) {
-    head += name;
-    head += ": ";
-    head += value;
-    head += "\r\n";
+    appendField(head, name, value);
   }
   for (const auto& [name, value] : mod.add) {
-    head += name;
-    head += ": ";
-    head += value;
-    head += "\r\n";
+    appendField(head, name, value);
   }
 }
 
@@ -88,17 +98,14 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
         base::iequals(name, "x-forwarded-host") || controlHeader(name)) {
       continue;
     }
-    if (mod != nullptr && (listedIn(mod->remove, name) || listedIn(mod->set, name))) {
+    if (modifiedAway(mod, name)) {
       continue;
     }
     if (x.strip_credentials &&
         (f.name() == bhttp::field::authorization || base::iequals(name, "x-api-key"))) {
       continue;
     }
-    head += name;
-    head += ": ";
-    head += f.value();
-    head += "\r\n";
+    appendField(head, name, f.value());
   }
   head += "X-Forwarded-For: ";
   if (!forwarded_for.empty()) {
@@ -140,13 +147,10 @@ std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
         base::iequals(name, "x-request-id")) {
       continue;
     }
-    if (mod != nullptr && (listedIn(mod->remove, name) || listedIn(mod->set, name))) {
+    if (modifiedAway(mod, name)) {
       continue;
     }
-    head += name;
-    head += ": ";
-    head += f.value();
-    head += "\r\n";
+    appendField(head, name, f.value());
   }
   head += "x-request-id: ";
   head += x.request_id;
