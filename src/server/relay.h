@@ -124,66 +124,54 @@ class Http1Body {
   bhttp::response_parser<bhttp::buffer_body>& parser_;
 };
 
+// The SSE side of the relay, event by event as the splitter cuts them: usage read (and the
+// usage-only chunk the client did not ask for dropped), the output budget counted, time to
+// first token and inter-token gaps observed, the model written back; what goes to the client
+// is appended to `out`.
+class SseEvents {
+ public:
+  SseEvents(Exchange& x, bool hide_usage, const ModelWriteBack* write_back)
+      : x_(x), hide_usage_(hide_usage), write_back_(write_back) {}
+  void operator()(std::string_view event, bool complete);
+  std::string out;
+
+ private:
+  Exchange& x_;
+  bool hide_usage_;
+  const ModelWriteBack* write_back_;
+  std::string scratch_;
+  base::MonoTime last_event_{};
+  bool first_event_ = true;
+  uint64_t events_ = 0;
+};
+
+// A JSON body's copy, for the usage it reports (bounded: past kMaxUsageCopyBytes, none).
+class UsageCopy {
+ public:
+  explicit UsageCopy(bool wanted) : ok_(wanted) {}
+  void add(std::string_view data);
+  void applyTo(Exchange& x) const;
+
+ private:
+  bool ok_;
+  std::string copy_;
+};
+
 template <class Body>
 awaitable<RelayEnd> relayBody(Exchange& x, Body& upstream, bool sse, bool chunked, bool hide_usage,
                               ClientWatch& watch, std::string& head,
                               const ModelWriteBack* write_back) {
   Session& s = x.session;
   const auto& cfg = x.gen->snapshot->config;  // the request holds its generation
-  const auto& time = s.worker.context().time;
   ChunkWriter writer(chunked);
   http::SseSplitter splitter;
-  std::string out;
-  std::string scratch;
-  std::string usage_copy;
-  bool usage_copy_ok = !sse;
-  base::MonoTime last_event{};
-  bool first_event = true;
-  uint64_t events = 0;
+  SseEvents on_event(x, hide_usage, write_back);
+  UsageCopy usage_copy(!sse);
   // Taken per response from the worker's pool, not held per connection, so idle keep-alive
   // connections stay small.
   RelayBuffer relay(s.worker);
   constexpr size_t kRelayBytes = Worker::kRelayBytes;
 
-  auto onEvent = [&](std::string_view event, bool complete) {
-    if (complete) {
-      std::string_view data = http::SseSplitter::dataOf(event, scratch);
-      if (data.size() > 7 && data.find("\"usage\"") != std::string_view::npos) {
-        openai::ChunkInfo info = openai::inspectJson(data);
-        if (info.usage) {
-          x.usage.update(*info.usage);
-          if (hide_usage && info.choices_empty) {
-            return;  // the usage-only chunk the client did not ask for
-          }
-        }
-      }
-      if (data.empty()) {
-        out.append(event);  // comments and keep-alives pass untimed
-        return;
-      }
-      if (x.output_budget > 0 && data != "[DONE]" && ++events > x.output_budget) {
-        x.over_budget = true;  // this event and the rest are not sent
-      }
-    }
-    if (x.over_budget) {
-      return;
-    }
-    const auto now = time.monotonicNow();
-    if (first_event) {
-      first_event = false;
-      x.ttft_ms = base::secondsBetween(x.start, now) * 1e3;
-      if (x.series) {
-        x.series->ttft.observe(x.ttft_ms / 1e3);
-      }
-    } else if (x.series) {
-      x.series->itl.observe(base::secondsBetween(last_event, now));
-    }
-    last_event = now;
-    if (write_back == nullptr ||
-        !openai::rewriteModelField(event, write_back->from, write_back->to, out)) {
-      out.append(event);
-    }
-  };
   bool written_back = false;
   bool last_chunk_sent = false;
   std::string rewritten;
@@ -219,9 +207,9 @@ awaitable<RelayEnd> relayBody(Exchange& x, Body& upstream, bool sse, bool chunke
       continue;
     }
     if (sse) {
-      out.clear();
-      splitter.feed(data, onEvent);
-      data = out;
+      on_event.out.clear();
+      splitter.feed(data, on_event);
+      data = on_event.out;
       if (x.over_budget) {
         if (!data.empty() || !head.empty()) {
           auto& bufs = writer.frame(data);
@@ -243,14 +231,7 @@ awaitable<RelayEnd> relayBody(Exchange& x, Body& upstream, bool sse, bool chunke
         use_rewritten = true;
       }
     }
-    if (!sse && usage_copy_ok) {
-      if (usage_copy.size() + n <= kMaxUsageCopyBytes) {
-        usage_copy.append(data);
-      } else {
-        usage_copy_ok = false;
-        usage_copy.clear();
-      }
-    }
+    usage_copy.add(data);
     if (data.empty()) {
       continue;
     }
@@ -288,11 +269,7 @@ awaitable<RelayEnd> relayBody(Exchange& x, Body& upstream, bool sse, bool chunke
   if (!tail.empty() && !co_await writeClient(s, tail, cfg.timeouts.client_write)) {
     co_return RelayEnd::ClientGone;
   }
-  if (usage_copy_ok && !usage_copy.empty()) {
-    if (auto info = openai::inspectJson(usage_copy); info.usage) {
-      x.usage = *info.usage;
-    }
-  }
+  usage_copy.applyTo(x);
   co_return RelayEnd::Complete;
 }
 
