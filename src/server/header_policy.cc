@@ -57,6 +57,30 @@ void appendHeaderEdits(std::string& head, const config::HeaderModifier& mod) {
   }
 }
 
+std::optional<std::string> framingProblem(const bhttp::fields& head) {
+  size_t codings = 0;
+  std::string_view value;
+  for (const auto& f : head) {
+    if (f.name() == bhttp::field::transfer_encoding) {
+      ++codings;
+      value = f.value();
+    }
+  }
+  if (codings == 0) {
+    return std::nullopt;
+  }
+  if (codings > 1) {
+    return std::string("Transfer-Encoding appears more than once");
+  }
+  if (!base::iequals(base::trim(value), "chunked")) {
+    return fmt::format("unsupported Transfer-Encoding '{}': only chunked is accepted", value);
+  }
+  if (head.find(bhttp::field::content_length) != head.end()) {
+    return std::string("a request with both Transfer-Encoding and Content-Length is refused");
+  }
+  return std::nullopt;
+}
+
 // The request line and forwarded headers, without Host and Content-Length (set per attempt).
 std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
   const Request& req = x.req;

@@ -47,6 +47,13 @@ struct H2Request {
 
 H2Request h2RequestOf(std::string_view head);
 
+// Request framing the router refuses (RFC 9112 sections 6.1 and 6.3), as the message for the
+// 400, or nullopt. The only transfer coding accepted is one "chunked": anything else
+// (identity, gzip, a list, an empty value, the header twice) cannot be framed safely, and
+// Transfer-Encoding with Content-Length is a smuggling attempt. The connection must close
+// after the 400, so the bytes after the head are never read as another request.
+std::optional<std::string> framingProblem(const bhttp::fields& head);
+
 // The request head for an external provider: its authority, the forwarded headers it accepts,
 // its static headers and credential.
 std::string providerHead(const Exchange& x, const router::ProviderTarget& p,

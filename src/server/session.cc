@@ -491,6 +491,11 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
       }
       break;
     }
+    if (auto problem = framingProblem(parser.get())) {
+      // Framing the router cannot trust: answer and close, never read on.
+      co_await writeEarlyError(s, ErrorKind::InvalidRequest, *problem, cfg.timeouts.client_write);
+      break;
+    }
     {
       auto& h = parser.get();
       if (auto it = h.find(bhttp::field::expect); it != h.end()) {

@@ -306,6 +306,52 @@ TEST_F(ProxyTest, MalformedRequestsGetOpenAIErrors) {
   EXPECT_EQ(sim().requests.load(), 0);
 }
 
+// Request smuggling (RFC 9112 sections 6.1 and 6.3): a transfer coding other than one
+// "chunked", or Transfer-Encoding with Content-Length, is a 400 and the connection closes. The
+// body after the head carries a complete second request; it must never be read as one, and
+// nothing reaches the engine.
+TEST_F(ProxyTest, UntrustworthyFramingIs400AndClosesTheConnection) {
+  startDefault();
+  const std::string smuggled =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\n"
+      "{\"model\":\"m\"}";
+  const std::vector<std::string> codings = {
+      "Transfer-Encoding: identity\r\n",
+      "Transfer-Encoding: gzip\r\n",
+      "Transfer-Encoding: xchunked\r\n",
+      "Transfer-Encoding: chunked, identity\r\n",
+      "Transfer-Encoding: gzip, chunked\r\n",
+      "Transfer-Encoding:\r\n",
+      "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+  };
+  for (const auto& te : codings) {
+    TestConnection c(port_);
+    ASSERT_TRUE(
+        c.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + te + "\r\n" + smuggled));
+    auto r = c.readResponse();
+    ASSERT_TRUE(r) << te;
+    EXPECT_EQ(r->status, 400) << te;
+    EXPECT_EQ(r->header("connection"), "close") << te;
+    EXPECT_THAT(r->body, HasSubstr("invalid_request_error")) << te;
+    EXPECT_TRUE(c.waitClosed()) << te;
+  }
+  EXPECT_EQ(sim().requests.load(), 0);
+  // One "chunked" (any case) is fine.
+  TestConnection ok(port_);
+  const std::string body = R"({"model":"m","prompt":"x"})";
+  char size[16];
+  std::snprintf(size, sizeof(size), "%zx", body.size());
+  ASSERT_TRUE(
+      ok.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+              "Chunked\r\nContent-Type: application/json\r\n\r\n" +
+              std::string(size) + "\r\n" + body + "\r\n0\r\n\r\n"));
+  auto r = ok.readResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(sim().requests.load(), 1);
+}
+
 TEST_F(ProxyTest, ListsModelsFromConfiguration) {
   startDefault();
   auto r = testing::request(port_, "GET", "/v1/models");
