@@ -70,6 +70,36 @@ awaitable<void> clientReadBody(Session& s, Parser& parser, error_code& ec) {
   }
 }
 
+enum class ReadPhase { Headers, Body };
+
+// A request that could not be read: 408 when its deadline expired, 431/413 over the limits,
+// 400 when malformed; nothing when the client just closed.
+awaitable<void> answerReadError(Session& s, const config::RouterConfig& cfg, const error_code& ec,
+                                bool expired, ReadPhase phase) {
+  const bool headers = phase == ReadPhase::Headers;
+  const auto timeout = cfg.timeouts.client_write;
+  const bool quiet = ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+                     ec == asio::error::connection_reset ||
+                     (headers && ec == asio::error::operation_aborted);
+  if (ec == bhttp::error::body_limit && !(headers && expired)) {
+    co_await writeEarlyError(
+        s, ErrorKind::PayloadTooLarge,
+        fmt::format("request body exceeds {} bytes", cfg.limits.max_body_bytes), timeout);
+  } else if (expired) {
+    // Chosen before the co_await: g++ 12 mishandles conditional temporaries across it.
+    const std::string_view what = headers ? "request headers were not received in time"
+                                          : "request body was not received in time";
+    co_await writeEarlyError(s, ErrorKind::RequestTimeout, what, timeout);
+  } else if (ec == bhttp::error::header_limit) {
+    co_await writeEarlyError(
+        s, ErrorKind::HeadersTooLarge,
+        fmt::format("request headers exceed {} bytes", cfg.limits.max_header_bytes), timeout);
+  } else if (!quiet) {
+    co_await writeEarlyError(s, ErrorKind::InvalidRequest,
+                             fmt::format("malformed HTTP request: {}", ec.message()), timeout);
+  }
+}
+
 bool validRequestId(std::string_view id) {
   if (id.empty() || id.size() > 128) {
     return false;
@@ -469,26 +499,7 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
     co_await clientReadHeader(s, parser, ec);
     header_deadline.disarm();
     if (ec) {
-      if (header_deadline.expired()) {
-        co_await writeEarlyError(s, ErrorKind::RequestTimeout,
-                                 "request headers were not received in time",
-                                 cfg.timeouts.client_write);
-      } else if (ec == bhttp::error::header_limit) {
-        co_await writeEarlyError(
-            s, ErrorKind::HeadersTooLarge,
-            fmt::format("request headers exceed {} bytes", cfg.limits.max_header_bytes),
-            cfg.timeouts.client_write);
-      } else if (ec == bhttp::error::body_limit) {
-        co_await writeEarlyError(
-            s, ErrorKind::PayloadTooLarge,
-            fmt::format("request body exceeds {} bytes", cfg.limits.max_body_bytes),
-            cfg.timeouts.client_write);
-      } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
-                 ec != asio::error::connection_reset && ec != asio::error::operation_aborted) {
-        co_await writeEarlyError(s, ErrorKind::InvalidRequest,
-                                 fmt::format("malformed HTTP request: {}", ec.message()),
-                                 cfg.timeouts.client_write);
-      }
+      co_await answerReadError(s, cfg, ec, header_deadline.expired(), ReadPhase::Headers);
       break;
     }
     if (auto problem = framingProblem(parser.get())) {
@@ -512,21 +523,7 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
     co_await clientReadBody(s, parser, ec);
     body_deadline.disarm();
     if (ec) {
-      if (ec == bhttp::error::body_limit) {
-        co_await writeEarlyError(
-            s, ErrorKind::PayloadTooLarge,
-            fmt::format("request body exceeds {} bytes", cfg.limits.max_body_bytes),
-            cfg.timeouts.client_write);
-      } else if (body_deadline.expired()) {
-        co_await writeEarlyError(s, ErrorKind::RequestTimeout,
-                                 "request body was not received in time",
-                                 cfg.timeouts.client_write);
-      } else if (ec != bhttp::error::end_of_stream && ec != asio::error::eof &&
-                 ec != asio::error::connection_reset) {
-        co_await writeEarlyError(s, ErrorKind::InvalidRequest,
-                                 fmt::format("malformed HTTP request: {}", ec.message()),
-                                 cfg.timeouts.client_write);
-      }
+      co_await answerReadError(s, cfg, ec, body_deadline.expired(), ReadPhase::Body);
       break;
     }
 
