@@ -4,6 +4,8 @@
 # authentication, rate limits, scheduling, metrics and the access log on. Runs are interleaved
 # so machine noise hits every target alike. Writes $RESULTS/overhead-latest.json and a plot.
 # Usage: bench/overhead.sh [seconds] [connections] [rounds]
+# COMPARE_BIN_DIR=<dir of another build's sluice> adds that build as a fifth target in the same
+# interleaved rounds (before/after comparisons of a change).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source bench/lib.sh
@@ -86,6 +88,11 @@ YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/sluice.ready" 2>"$WORK/sluice.err" &
 wait_file "$WORK/sluice.ready"
 SLUICE=$(ready_port "$WORK/sluice.ready" listener)
+if [ -n "${COMPARE_BIN_DIR:-}" ]; then
+  "$COMPARE_BIN_DIR/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/compare.ready" 2>"$WORK/compare.err" &
+  wait_file "$WORK/compare.ready"
+  COMPARE=$(ready_port "$WORK/compare.ready" listener)
+fi
 
 # A 1 KB chat body.
 python3 - "$WORK/post.lua" <<'PY'
@@ -117,11 +124,13 @@ for r in $(seq "$ROUNDS"); do
   run nginx "$NGX"
   run haproxy "$HAP"
   run sluice "$SLUICE"
+  if [ -n "${COMPARE_BIN_DIR:-}" ]; then run compare "$COMPARE"; fi
 done
 
 python3 - "$DURATION" "$CONNS" "$ROUNDS" "${RPS[direct]}" "${RPS[nginx]}" "${RPS[haproxy]}" "${RPS[sluice]}" \
   "${P50[direct]}" "${P50[nginx]}" "${P50[haproxy]}" "${P50[sluice]}" \
-  "${P99[direct]}" "${P99[nginx]}" "${P99[haproxy]}" "${P99[sluice]}" "$RESULTS/overhead-latest.json" <<'PY'
+  "${P99[direct]}" "${P99[nginx]}" "${P99[haproxy]}" "${P99[sluice]}" "$RESULTS/overhead-latest.json" \
+  "${RPS[compare]:-}" "${P50[compare]:-}" "${P99[compare]:-}" <<'PY'
 import json, statistics, sys, time
 d, c, rounds = sys.argv[1:4]
 rps = [list(map(float, a.split())) for a in sys.argv[4:8]]
@@ -135,6 +144,11 @@ p50 = [[ms(x) for x in a.split()] for a in sys.argv[8:12]]
 p99 = [[ms(x) for x in a.split()] for a in sys.argv[12:16]]
 names = ["direct", "nginx proxy_pass", "haproxy", "sluice"]
 out = sys.argv[16]
+if len(sys.argv) > 19 and sys.argv[17].strip():
+    names.append("sluice (compared)")
+    rps.append(list(map(float, sys.argv[17].split())))
+    p50.append([ms(x) for x in sys.argv[18].split()])
+    p99.append([ms(x) for x in sys.argv[19].split()])
 rows = []
 print(f"\nwrk -t1 -c{c} -d{d}s, 1 KB chat POST, median of {rounds} interleaved rounds")
 print(f"{'target':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
@@ -144,6 +158,9 @@ for i, n in enumerate(names):
     print(f"{n:18} {row['rps']:>10.0f} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}")
 print(f"sluice / nginx throughput: {rows[3]['rps'] / rows[1]['rps']:.2f}, "
       f"sluice / haproxy: {rows[3]['rps'] / rows[2]['rps']:.2f}")
+if len(rows) > 4:
+    print(f"compared build / nginx throughput: {rows[4]['rps'] / rows[1]['rps']:.2f}; "
+          f"sluice / compared build: {rows[3]['rps'] / rows[4]['rps']:.2f}")
 json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": int(d), "connections": int(c), "rows": rows},
           open(out, "w"), indent=2)
 PY

@@ -187,10 +187,70 @@ std::vector<std::string> splitList(std::string_view s) {
   return out;
 }
 
+namespace {
+
+// The length of the well-formed UTF-8 sequence at s[i] (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), or 0 when the bytes there are not one.
+size_t utf8SequenceAt(std::string_view s, size_t i) {
+  auto at = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char b0 = at(i);
+  size_t len = 0;
+  unsigned char lo = 0x80;
+  unsigned char hi = 0xbf;
+  if (b0 >= 0xc2 && b0 <= 0xdf) {
+    len = 2;
+  } else if (b0 >= 0xe0 && b0 <= 0xef) {
+    len = 3;
+    lo = b0 == 0xe0 ? 0xa0 : 0x80;
+    hi = b0 == 0xed ? 0x9f : 0xbf;
+  } else if (b0 >= 0xf0 && b0 <= 0xf4) {
+    len = 4;
+    lo = b0 == 0xf0 ? 0x90 : 0x80;
+    hi = b0 == 0xf4 ? 0x8f : 0xbf;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) {
+    return 0;
+  }
+  if (at(i + 1) < lo || at(i + 1) > hi) {
+    return 0;
+  }
+  for (size_t k = 2; k < len; ++k) {
+    if (at(i + k) < 0x80 || at(i + k) > 0xbf) {
+      return 0;
+    }
+  }
+  return len;
+}
+
+}  // namespace
+
+// Runs of bytes that need no escaping are appended whole; a byte that is not part of a
+// well-formed UTF-8 sequence becomes U+FFFD, so the output is always valid JSON and UTF-8
+// whatever bytes the input carried.
 void appendJsonEscaped(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
+  size_t run = 0;  // start of the pending run of bytes copied as they are
+  size_t i = 0;
+  auto flush = [&] { out.append(s.data() + run, i - run); };
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
+    if (c >= 0x80) {
+      if (size_t len = utf8SequenceAt(s, i); len > 0) {
+        i += len;
+        continue;
+      }
+      flush();
+      out += "\\ufffd";
+      run = ++i;
+      continue;
+    }
+    flush();
     switch (c) {
       case '"':
         out += "\\\"";
@@ -207,16 +267,14 @@ void appendJsonEscaped(std::string& out, std::string_view s) {
       case '\t':
         out += "\\t";
         break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 0xf];
-        } else {
-          out += ch;
-        }
+      default: {
+        const char esc[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xf]};
+        out.append(esc, sizeof esc);
+      }
     }
+    run = ++i;
   }
+  flush();
 }
 
 std::string jsonQuote(std::string_view s) {

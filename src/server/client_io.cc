@@ -102,26 +102,67 @@ awaitable<void> writeEarlyError(Session& s, ErrorKind kind, std::string_view mes
 
 namespace {
 
-awaitable<void> watchClient(Session& s, std::shared_ptr<ClientWatch> w) {
+void clientGone(ClientWatch& w) {
+  w.client_gone = true;
+  if (w.upstream != nullptr) {
+    w.upstream->close();
+  }
+  if (w.h2 != nullptr) {
+    w.h2->cancel();
+  }
+}
+
+// TLS: bytes must go through the TLS layer, so a coroutine reads them and stopWatch waits.
+awaitable<void> watchTlsClient(Session& s, std::shared_ptr<ClientWatch> w) {
   while (!w->stopping && s.buffer.size() < kMaxPipelinedBytes) {
     error_code ec;
     size_t n = co_await clientReadSome(s, s.buffer.prepare(4096), ec);
     if (ec) {
       if (!w->stopping) {
-        w->client_gone = true;
-        if (w->upstream != nullptr) {
-          w->upstream->close();
-        }
-        if (w->h2 != nullptr) {
-          w->h2->cancel();
-        }
+        clientGone(*w);
       }
       break;
     }
     s.buffer.commit(n);
   }
   w->running = false;
-  w->done.cancel();
+  w->done->cancel();
+}
+
+// Plain TCP: no coroutine and no timer. Whatever the client has sent is read at once without
+// blocking (pipelined bytes are kept in the session's buffer, EOF or an error means the client
+// left); then one readiness wait is armed. Its handler only runs the session's code while the
+// watch is not stopping, and stopWatch sets that synchronously before the session goes on, so
+// the handler never touches a session that has moved on or gone.
+void drainClient(const std::shared_ptr<ClientWatch>& w) {
+  Session& s = *w->session;
+  auto& socket = s.stream.socket();
+  while (s.buffer.size() < kMaxPipelinedBytes) {
+    error_code ec;
+    size_t n = socket.read_some(s.buffer.prepare(4096), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      socket.async_wait(tcp::socket::wait_read, [w](const error_code& wait_ec) {
+        if (w->stopping) {
+          w->running = false;
+          return;
+        }
+        if (wait_ec) {
+          w->running = false;
+          clientGone(*w);
+          return;
+        }
+        drainClient(w);
+      });
+      return;
+    }
+    if (ec) {
+      w->running = false;
+      clientGone(*w);
+      return;
+    }
+    s.buffer.commit(n);
+  }
+  w->running = false;  // enough pipelined bytes: the rest waits in the kernel
 }
 
 }  // namespace
@@ -129,15 +170,28 @@ awaitable<void> watchClient(Session& s, std::shared_ptr<ClientWatch> w) {
 void startWatch(Session& s, const std::shared_ptr<ClientWatch>& w) {
   s.stream.expires_never();
   w->running = true;
-  asio::co_spawn(s.stream.get_executor(), watchClient(s, w), asio::detached);
+  if (s.tls) {
+    w->done.emplace(s.stream.get_executor(), asio::steady_timer::time_point::max());
+    asio::co_spawn(s.stream.get_executor(), watchTlsClient(s, w), asio::detached);
+    return;
+  }
+  error_code ec;
+  if (!s.stream.socket().non_blocking()) {
+    s.stream.socket().non_blocking(true, ec);
+  }
+  drainClient(w);
 }
 
 awaitable<void> stopWatch(Session& s, ClientWatch& w) {
   w.stopping = true;
-  if (w.running) {
-    s.stream.socket().cancel();
+  if (!w.running) {
+    co_return;
+  }
+  error_code ignored;
+  s.stream.socket().cancel(ignored);
+  if (w.done) {
     error_code ec;
-    co_await w.done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await w.done->async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
 }
 

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,15 +43,15 @@ awaitable<void> writeEarlyError(Session& s, openai::ErrorKind kind, std::string_
 // pipelined bytes for later, and it notices at once when the client goes away, so the upstream
 // request is cancelled instead of generating tokens for nobody.
 struct ClientWatch {
-  explicit ClientWatch(const asio::any_io_executor& ex) : done(ex) {
-    done.expires_at(asio::steady_timer::time_point::max());
-  }
+  explicit ClientWatch(Session& s) : session(&s) {}
+  Session* session;  // valid while !stopping: the exchange waits for stopWatch
   bool running = false;
   bool stopping = false;
   bool client_gone = false;
   beast::tcp_stream* upstream = nullptr;
   backends::H2Stream* h2 = nullptr;  // an HTTP/2 upstream stream, reset when the client goes
-  asio::steady_timer done;
+  // TLS sessions read through the TLS layer in a coroutine; stopWatch waits for it on `done`.
+  std::optional<asio::steady_timer> done;
 };
 
 void startWatch(Session& s, const std::shared_ptr<ClientWatch>& w);

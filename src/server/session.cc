@@ -72,6 +72,31 @@ awaitable<void> clientReadBody(Session& s, Parser& parser, error_code& ec) {
 
 enum class ReadPhase { Headers, Body };
 
+// Most requests arrive whole in the first read: they are parsed from the session's buffer
+// without an asynchronous read or a deadline. True when the phase is complete or the bytes are
+// malformed (`ec` set); false when more bytes must be read (what was parsed stays parsed).
+template <class Parser>
+bool parseBuffered(Session& s, Parser& parser, ReadPhase phase, error_code& ec) {
+  auto complete = [&] {
+    return phase == ReadPhase::Headers ? parser.is_header_done() : parser.is_done();
+  };
+  while (!complete() && s.buffer.size() > 0) {
+    const size_t n = parser.put(s.buffer.data(), ec);
+    s.buffer.consume(n);
+    if (ec == bhttp::error::need_more) {
+      ec = {};
+      return false;
+    }
+    if (ec) {
+      return true;
+    }
+    if (n == 0) {
+      return false;
+    }
+  }
+  return complete();
+}
+
 // A request that could not be read: 408 when its deadline expired, 431/413 over the limits,
 // 400 when malformed; nothing when the client just closed.
 awaitable<void> answerReadError(Session& s, const config::RouterConfig& cfg, const error_code& ec,
@@ -162,7 +187,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
     plan.targets.push_back({ep, ep->address, {}});
   }
 
-  auto watch = std::make_shared<ClientWatch>(s.stream.get_executor());
+  auto watch = std::make_shared<ClientWatch>(s);
   startWatch(s, watch);
   RelayArgs relay;
   relay.hide_usage = hide_usage;
@@ -221,7 +246,7 @@ awaitable<void> proxyProvider(Exchange& x, const RouteChoice& route,
   plan.attempt_timeout = cfg.timeouts.upstream_response;
   plan.targets.push_back({nullptr, fmt::format("{}:{}", p.host, p.port), backend.name});
 
-  auto watch = std::make_shared<ClientWatch>(s.stream.get_executor());
+  auto watch = std::make_shared<ClientWatch>(s);
   startWatch(s, watch);
   RelayArgs relay;
   relay.hide_usage = hide_usage;
@@ -493,13 +518,17 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
     parser.header_limit(static_cast<std::uint32_t>(
         std::min<uint64_t>(cfg.limits.max_header_bytes, std::numeric_limits<uint32_t>::max())));
     parser.body_limit(cfg.limits.max_body_bytes);
-    // A deadline that cancels the read instead of closing the socket, so the client still
-    // gets its 408.
-    ReadDeadline header_deadline(s, cfg.timeouts.header_read);
-    co_await clientReadHeader(s, parser, ec);
-    header_deadline.disarm();
+    bool expired = false;
+    if (!parseBuffered(s, parser, ReadPhase::Headers, ec)) {
+      // A deadline that cancels the read instead of closing the socket, so the client still
+      // gets its 408.
+      ReadDeadline header_deadline(s, cfg.timeouts.header_read);
+      co_await clientReadHeader(s, parser, ec);
+      header_deadline.disarm();
+      expired = header_deadline.expired();
+    }
     if (ec) {
-      co_await answerReadError(s, cfg, ec, header_deadline.expired(), ReadPhase::Headers);
+      co_await answerReadError(s, cfg, ec, expired, ReadPhase::Headers);
       break;
     }
     if (auto problem = framingProblem(parser.get())) {
@@ -519,11 +548,14 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
         }
       }
     }
-    ReadDeadline body_deadline(s, cfg.timeouts.request_body);
-    co_await clientReadBody(s, parser, ec);
-    body_deadline.disarm();
+    if (!parseBuffered(s, parser, ReadPhase::Body, ec)) {
+      ReadDeadline body_deadline(s, cfg.timeouts.request_body);
+      co_await clientReadBody(s, parser, ec);
+      body_deadline.disarm();
+      expired = body_deadline.expired();
+    }
     if (ec) {
-      co_await answerReadError(s, cfg, ec, body_deadline.expired(), ReadPhase::Body);
+      co_await answerReadError(s, cfg, ec, expired, ReadPhase::Body);
       break;
     }
 

@@ -102,7 +102,7 @@ class AttemptsTest : public ::testing::Test {
     x.request_id = "req-1";
     x.start = time_.monotonicNow();
     x.deadline = deadline_;
-    ClientWatch watch(s.stream.get_executor());
+    ClientWatch watch(s);
     asio::co_spawn(ioc, runAttempts(x, route_, t, watch, plan_, RelayArgs{}), asio::detached);
     ioc.run();
     attempts_ = x.attempts;

@@ -49,6 +49,25 @@ TEST(Strings, ParsesHostPort) {
 
 TEST(Strings, EscapesJson) {
   EXPECT_EQ(jsonQuote("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\"");
+  EXPECT_EQ(jsonQuote("plain run \x7f"), "\"plain run \x7f\"");
+}
+
+TEST(Strings, JsonEscapingKeepsValidUtf8AndReplacesInvalidBytes) {
+  // Well-formed sequences of 2, 3 and 4 bytes pass as they are.
+  EXPECT_EQ(jsonQuote("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),
+            "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+  // A raw 0xFF, a lone continuation byte, a truncated sequence, an overlong form, a surrogate
+  // and a code point above U+10FFFF each become U+FFFD (one per byte that cannot start a
+  // sequence), so the line stays valid JSON and UTF-8.
+  EXPECT_EQ(jsonQuote("/v1/\xff"), "\"/v1/\\ufffd\"");
+  EXPECT_EQ(jsonQuote("a\x80"
+                      "b"),
+            "\"a\\ufffdb\"");
+  EXPECT_EQ(jsonQuote("\xe2\x82"), "\"\\ufffd\\ufffd\"");
+  EXPECT_EQ(jsonQuote("\xc0\xaf"), "\"\\ufffd\\ufffd\"");
+  EXPECT_EQ(jsonQuote("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");
+  EXPECT_EQ(jsonQuote("\xf4\x90\x80\x80"), "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+  EXPECT_EQ(jsonQuote("\xff\"\n"), "\"\\ufffd\\\"\\n\"");
 }
 
 TEST(Strings, CaseInsensitiveEquals) {
