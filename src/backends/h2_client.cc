@@ -45,7 +45,7 @@ awaitable<bool> H2Stream::wait() {
   }
   signal_.expires_at(deadline_);
   error_code ec;
-  co_await signal_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  co_await signal_.async_wait(asio::redirect_error(use_awaitable, ec));
   // Cancelled: woken by the connection. Expired: the deadline passed.
   co_return ec == asio::error::operation_aborted;
 }
@@ -296,10 +296,10 @@ awaitable<std::shared_ptr<H2Connection>> H2Connection::connect(const router::End
                                                                std::chrono::milliseconds timeout,
                                                                error_code& ec) {
   auto ex = co_await asio::this_coro::executor;
-  beast::tcp_stream tcp_stream(ex);
+  TcpStream tcp_stream(ex);
   tcp_stream.expires_after(timeout);
   const tcp::endpoint address = toAsio(ep);
-  co_await tcp_stream.async_connect(address, asio::redirect_error(asio::use_awaitable, ec));
+  co_await tcp_stream.async_connect(address, asio::redirect_error(use_awaitable, ec));
   if (ec) {
     if (ec == beast::error::timeout) {
       ec = asio::error::timed_out;
@@ -372,8 +372,8 @@ awaitable<void> H2Connection::readLoop() {
   std::array<uint8_t, 16384> buf;
   while (!dead_) {
     error_code ec;
-    const size_t n = co_await socket_.async_read_some(
-        asio::buffer(buf), asio::redirect_error(asio::use_awaitable, ec));
+    const size_t n = co_await socket_.async_read_some(asio::buffer(buf),
+                                                      asio::redirect_error(use_awaitable, ec));
     if (ec) {
       fail(ec);
       break;

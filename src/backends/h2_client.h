@@ -32,7 +32,7 @@ class H2Connection;
 // the proxy's relay reads every upstream body through.
 class H2Stream {
  public:
-  explicit H2Stream(const asio::any_io_executor& ex) : signal_(ex) {}
+  explicit H2Stream(const Executor& ex) : signal_(ex) {}
   ~H2Stream();
   H2Stream(const H2Stream&) = delete;
   H2Stream& operator=(const H2Stream&) = delete;
@@ -64,7 +64,7 @@ class H2Stream {
   // Waits until woken or the deadline passes; false on timeout.
   awaitable<bool> wait();
 
-  asio::steady_timer signal_;
+  SteadyTimer signal_;
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   std::weak_ptr<H2Connection> conn_;
   int32_t id_ = -1;

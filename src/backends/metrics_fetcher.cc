@@ -105,7 +105,7 @@ void MetricsFetcher::publishNow() {
 }
 
 awaitable<void> MetricsFetcher::tickLoop() {
-  asio::steady_timer timer(ioc_);
+  SteadyTimer timer(ioc_);
   auto next = std::chrono::steady_clock::now();
   while (!stopping_) {
     for (auto& [_, t] : targets_) {
@@ -134,7 +134,7 @@ awaitable<void> MetricsFetcher::tickLoop() {
     }
     timer.expires_at(next);
     error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
   }
 }
 
@@ -186,14 +186,14 @@ awaitable<std::string> MetricsFetcher::getOver(Conn& conn, const Target& t, std:
                                     path, t.spec.endpoint.address);
   beast::get_lowest_layer(conn.stream).expires_after(config_.timeout);
   co_await asio::async_write(conn.stream, asio::buffer(request),
-                             asio::redirect_error(asio::use_awaitable, ec));
+                             asio::redirect_error(use_awaitable, ec));
   if (ec) {
     co_return std::string();
   }
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(16 * 1024 * 1024);
   co_await bhttp::async_read(conn.stream, conn.buffer, parser,
-                             asio::redirect_error(asio::use_awaitable, ec));
+                             asio::redirect_error(use_awaitable, ec));
   if (ec) {
     co_return std::string();
   }

@@ -115,7 +115,7 @@ awaitable<bool> ProviderPool::handshake(ProviderConnection& conn, const std::str
     conn.stream.set_verify_callback(asio::ssl::host_name_verification(verify_name));
   }
   co_await conn.stream.async_handshake(asio::ssl::stream_base::client,
-                                       asio::redirect_error(asio::use_awaitable, ec));
+                                       asio::redirect_error(use_awaitable, ec));
   if (!ec) {
     co_return true;
   }
@@ -143,7 +143,7 @@ awaitable<ProviderConnectionPtr> ProviderPool::connect(const router::ProviderTar
   const std::string port = std::to_string(p.port);
   // The resolver runs getaddrinfo on Asio's own thread, not on this worker.
   auto results =
-      co_await resolver.async_resolve(p.host, port, asio::redirect_error(asio::use_awaitable, ec));
+      co_await resolver.async_resolve(p.host, port, asio::redirect_error(use_awaitable, ec));
   if (ec) {
     error = fmt::format("resolving {} failed: {}", p.host, ec.message());
     co_return nullptr;
@@ -152,7 +152,7 @@ awaitable<ProviderConnectionPtr> ProviderPool::connect(const router::ProviderTar
   auto conn = std::make_unique<ProviderConnection>(tcp::socket(executor), ctx);
   auto& tcp_layer = beast::get_lowest_layer(conn->stream);
   tcp_layer.expires_after(timeout);
-  co_await tcp_layer.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+  co_await tcp_layer.async_connect(results, asio::redirect_error(use_awaitable, ec));
   if (ec) {
     if (ec == beast::error::timeout) {
       ec = asio::error::timed_out;
@@ -188,7 +188,7 @@ awaitable<ProviderConnectionPtr> ProviderPool::connectEndpoint(const router::End
   auto& tcp_layer = beast::get_lowest_layer(conn->stream);
   tcp_layer.expires_after(timeout);
   const tcp::endpoint address = toAsio(ep);
-  co_await tcp_layer.async_connect(address, asio::redirect_error(asio::use_awaitable, ec));
+  co_await tcp_layer.async_connect(address, asio::redirect_error(use_awaitable, ec));
   if (ec) {
     if (ec == beast::error::timeout) {
       ec = asio::error::timed_out;

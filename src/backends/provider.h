@@ -42,8 +42,8 @@ std::string_view providerTypeName(router::ProviderTarget::Type type);
 // A keep-alive TLS connection to one provider.
 struct ProviderConnection {
   ProviderConnection(tcp::socket socket, asio::ssl::context& ctx)
-      : stream(beast::tcp_stream(std::move(socket)), ctx) {}
-  asio::ssl::stream<beast::tcp_stream> stream;
+      : stream(TcpStream(std::move(socket)), ctx) {}
+  asio::ssl::stream<TcpStream> stream;
   beast::flat_buffer buffer;
   std::chrono::steady_clock::time_point idle_since{};
   bool reused = false;

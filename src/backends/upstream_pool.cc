@@ -35,7 +35,7 @@ awaitable<UpstreamConnectionPtr> UpstreamPool::connect(const router::Endpoint& e
   auto executor = co_await asio::this_coro::executor;
   auto conn = std::make_unique<UpstreamConnection>(tcp::socket(executor));
   conn->stream.expires_after(timeout);
-  co_await conn->stream.async_connect(toAsio(ep), asio::redirect_error(asio::use_awaitable, ec));
+  co_await conn->stream.async_connect(toAsio(ep), asio::redirect_error(use_awaitable, ec));
   if (ec) {
     if (ec == beast::error::timeout) {
       ec = asio::error::timed_out;

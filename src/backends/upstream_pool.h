@@ -15,7 +15,7 @@ namespace sluice::backends {
 // A keep-alive connection to one endpoint.
 struct UpstreamConnection {
   explicit UpstreamConnection(tcp::socket socket) : stream(std::move(socket)) {}
-  beast::tcp_stream stream;
+  TcpStream stream;
   beast::flat_buffer buffer;  // bytes read past the last response (must be empty to reuse)
   std::chrono::steady_clock::time_point idle_since{};
   bool reused = false;

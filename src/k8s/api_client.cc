@@ -23,8 +23,8 @@ namespace bhttp = boost::beast::http;
 
 class ApiConnection {
  public:
-  ApiConnection(asio::any_io_executor ex, asio::ssl::context& ctx) : stream(ex, ctx) {}
-  asio::ssl::stream<beast::tcp_stream> stream;
+  ApiConnection(Executor ex, asio::ssl::context& ctx) : stream(ex, ctx) {}
+  asio::ssl::stream<TcpStream> stream;
   beast::flat_buffer buffer;
   bool reused = false;
 };
@@ -151,9 +151,9 @@ awaitable<void> ApiClient::throttle() {
     const auto wait =
         std::chrono::milliseconds(static_cast<int64_t>(std::max(1.0, (1 - tokens_) / qps_ * 1000)));
     throttled_ms_ += static_cast<uint64_t>(wait.count());
-    asio::steady_timer timer(ioc_, wait);
+    SteadyTimer timer(ioc_, wait);
     error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
     if (shut_) {
       co_return;
     }
@@ -165,11 +165,11 @@ awaitable<std::shared_ptr<ApiConnection>> ApiClient::connect(Response& failure) 
   error_code ec;
   tcp::resolver resolver(ioc_);
   auto results = co_await resolver.async_resolve(access_.host, access_.port,
-                                                 asio::redirect_error(asio::use_awaitable, ec));
+                                                 asio::redirect_error(use_awaitable, ec));
   auto& layer = beast::get_lowest_layer(conn->stream);
   if (!ec) {
     layer.expires_after(std::chrono::seconds(10));
-    co_await layer.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+    co_await layer.async_connect(results, asio::redirect_error(use_awaitable, ec));
   }
   if (ec) {
     failure.error = fmt::format("connect to {}: {}", access_.server, ec.message());
@@ -184,7 +184,7 @@ awaitable<std::shared_ptr<ApiConnection>> ApiClient::connect(Response& failure) 
     conn->stream.set_verify_callback(asio::ssl::host_name_verification(name));
   }
   co_await conn->stream.async_handshake(asio::ssl::stream_base::client,
-                                        asio::redirect_error(asio::use_awaitable, ec));
+                                        asio::redirect_error(use_awaitable, ec));
   if (ec) {
     std::string reason = ec.message();
     if (const long v = SSL_get_verify_result(conn->stream.native_handle()); v != X509_V_OK) {
@@ -252,12 +252,12 @@ awaitable<Response> ApiClient::request(std::string_view method, std::string targ
     auto& layer = beast::get_lowest_layer(conn->stream);
     layer.expires_after(timeout);
     error_code ec;
-    co_await bhttp::async_write(conn->stream, req, asio::redirect_error(asio::use_awaitable, ec));
+    co_await bhttp::async_write(conn->stream, req, asio::redirect_error(use_awaitable, ec));
     bhttp::response_parser<bhttp::string_body> parser;
     parser.body_limit(kMaxResponseBytes);
     if (!ec) {
       co_await bhttp::async_read(conn->stream, conn->buffer, parser,
-                                 asio::redirect_error(asio::use_awaitable, ec));
+                                 asio::redirect_error(use_awaitable, ec));
     }
     if (ec) {
       open_.erase(conn);
@@ -310,12 +310,12 @@ awaitable<Response> ApiClient::stream(std::string target, LineHandler on_line,
   auto& layer = beast::get_lowest_layer(conn->stream);
   layer.expires_after(std::chrono::seconds(30));
   error_code ec;
-  co_await bhttp::async_write(conn->stream, req, asio::redirect_error(asio::use_awaitable, ec));
+  co_await bhttp::async_write(conn->stream, req, asio::redirect_error(use_awaitable, ec));
   bhttp::response_parser<bhttp::buffer_body> parser;
   parser.body_limit(boost::none);
   if (!ec) {
     co_await bhttp::async_read_header(conn->stream, conn->buffer, parser,
-                                      asio::redirect_error(asio::use_awaitable, ec));
+                                      asio::redirect_error(use_awaitable, ec));
   }
   if (ec) {
     out.error = fmt::format("watch {}: {}", target, ec.message());
@@ -330,7 +330,7 @@ awaitable<Response> ApiClient::stream(std::string target, LineHandler on_line,
     layer.expires_after(idle);
     // read_some: an event must be handed on as soon as it arrives, not once 64 KiB are in.
     co_await bhttp::async_read_some(conn->stream, conn->buffer, parser,
-                                    asio::redirect_error(asio::use_awaitable, ec));
+                                    asio::redirect_error(use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) {
       ec = {};
     }

@@ -75,8 +75,8 @@ base::Result<void> ApiServerSource::open() {
     addInformer(t, std::move(io));
     watched_.back()->shared_kind = kinds[t.kind] > 1;
   }
-  debounce_ = std::make_unique<asio::steady_timer>(ioc_);
-  metrics_timer_ = std::make_unique<asio::steady_timer>(ioc_);
+  debounce_ = std::make_unique<SteadyTimer>(ioc_);
+  metrics_timer_ = std::make_unique<SteadyTimer>(ioc_);
   const auto& le = k.leader_election;
   if (k.write_status && le.enabled) {
     LeaseConfig lc{le.lease_name,     le.lease_namespace, le.identity,
@@ -485,9 +485,9 @@ awaitable<void> ApiServerSource::writeStatuses() {
     dirty_status_.erase(dirty_status_.begin());
     if (!co_await writeOne(key)) {
       dirty_status_.insert(key);  // retried after a pause
-      asio::steady_timer pause(ioc_, std::chrono::seconds(1));
+      SteadyTimer pause(ioc_, std::chrono::seconds(1));
       error_code ec;
-      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
     }
   }
   writing_ = false;

@@ -112,8 +112,8 @@ class ApiServerSource final : public config::ConfigSource {
   std::set<std::string> dirty_status_;
   bool writing_ = false;
   std::vector<config::StoreEvent> pending_;
-  std::unique_ptr<asio::steady_timer> debounce_;
-  std::unique_ptr<asio::steady_timer> metrics_timer_;
+  std::unique_ptr<SteadyTimer> debounce_;
+  std::unique_ptr<SteadyTimer> metrics_timer_;
   bool flush_armed_ = false;
   OnChange on_change_;
   uint64_t flushed_generation_ = 0;

@@ -59,9 +59,9 @@ std::chrono::milliseconds Informer::nextBackoff() {
 
 awaitable<void> Informer::sleep(std::chrono::milliseconds d) {
   auto ex = co_await asio::this_coro::executor;
-  timer_ = std::make_unique<asio::steady_timer>(ex, d);
+  timer_ = std::make_unique<SteadyTimer>(ex, d);
   error_code ec;
-  co_await timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  co_await timer_->async_wait(asio::redirect_error(use_awaitable, ec));
 }
 
 std::string Informer::query(bool watch, const std::string& cont) const {

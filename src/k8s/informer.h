@@ -88,7 +88,7 @@ class Informer {
   bool synced_ = false;
   InformerState state_ = InformerState::Starting;
   std::chrono::milliseconds backoff_{0};
-  std::unique_ptr<asio::steady_timer> timer_;
+  std::unique_ptr<SteadyTimer> timer_;
   InformerStats stats_;
 };
 

@@ -139,9 +139,9 @@ awaitable<void> LeaderElector::run() {
     } else if (leader_ && holder_ != config_.identity && !holder_.empty()) {
       setLeader(false);
     }
-    timer_ = std::make_unique<asio::steady_timer>(ex, config_.retry_period);
+    timer_ = std::make_unique<SteadyTimer>(ex, config_.retry_period);
     error_code ec;
-    co_await timer_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await timer_->async_wait(asio::redirect_error(use_awaitable, ec));
   }
 }
 

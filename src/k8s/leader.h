@@ -58,7 +58,7 @@ class LeaderElector {
   base::MonoTime observed_at_{};
   base::MonoTime renewed_at_{};
   uint64_t transitions_ = 0;
-  std::unique_ptr<asio::steady_timer> timer_;
+  std::unique_ptr<SteadyTimer> timer_;
 };
 
 }  // namespace sluice::k8s

@@ -97,11 +97,11 @@ awaitable<bool> admit(Exchange& x, const router::ListenerRoutes* listener, const
       const auto generation = x.admission.wait_generation;
       const auto until =
           w.context().time.monotonicNow() + 2 * x.gen->snapshot->config.redis_timeout;
-      asio::steady_timer pause(x.session.stream.get_executor());
+      SteadyTimer pause(x.session.stream.get_executor());
       while (lease->generation.load() == generation && w.context().time.monotonicNow() < until) {
         pause.expires_after(std::chrono::milliseconds(1));
         error_code ignored;
-        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+        co_await pause.async_wait(asio::redirect_error(use_awaitable, ignored));
       }
       fr.now_ns = w.context().time.monotonicNow().time_since_epoch().count();
       x.admission = chain->admit(fr, w.buckets());

@@ -95,9 +95,9 @@ awaitable<bool> beforeAttempt(Exchange& x, size_t i, const AttemptPlan& plan, Fa
                                 *x.deadline - w.context().time.monotonicNow()));
   }
   if (pause.count() > 0) {
-    asio::steady_timer timer(x.session.stream.get_executor(), pause);
+    SteadyTimer timer(x.session.stream.get_executor(), pause);
     error_code ignored;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ignored));
   }
   co_return true;
 }

@@ -21,9 +21,9 @@ std::string_view reasonFor(int status) {
 // cancellation always act on the TCP layer.
 awaitable<size_t> clientReadSome(Session& s, asio::mutable_buffer buf, error_code& ec) {
   if (s.tls) {
-    co_return co_await s.tls->async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
+    co_return co_await s.tls->async_read_some(buf, asio::redirect_error(use_awaitable, ec));
   }
-  co_return co_await s.stream.async_read_some(buf, asio::redirect_error(asio::use_awaitable, ec));
+  co_return co_await s.stream.async_read_some(buf, asio::redirect_error(use_awaitable, ec));
 }
 
 awaitable<bool> writeClient(Session& s, const std::vector<asio::const_buffer>& bufs,
@@ -40,13 +40,13 @@ awaitable<bool> writeClient(Session& s, const std::vector<asio::const_buffer>& b
         joined.append(static_cast<const char*>(b.data()), b.size());
       }
       co_await asio::async_write(*s.tls, asio::buffer(joined),
-                                 asio::redirect_error(asio::use_awaitable, ec));
+                                 asio::redirect_error(use_awaitable, ec));
     } else {
-      co_await asio::async_write(*s.tls, bufs, asio::redirect_error(asio::use_awaitable, ec));
+      co_await asio::async_write(*s.tls, bufs, asio::redirect_error(use_awaitable, ec));
     }
     co_return !ec;
   }
-  co_await asio::async_write(s.stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+  co_await asio::async_write(s.stream, bufs, asio::redirect_error(use_awaitable, ec));
   co_return !ec;
 }
 
@@ -171,7 +171,7 @@ void startWatch(Session& s, const std::shared_ptr<ClientWatch>& w) {
   s.stream.expires_never();
   w->running = true;
   if (s.tls) {
-    w->done.emplace(s.stream.get_executor(), asio::steady_timer::time_point::max());
+    w->done.emplace(s.stream.get_executor(), SteadyTimer::time_point::max());
     asio::co_spawn(s.stream.get_executor(), watchTlsClient(s, w), asio::detached);
     return;
   }
@@ -191,7 +191,7 @@ awaitable<void> stopWatch(Session& s, ClientWatch& w) {
   s.stream.socket().cancel(ignored);
   if (w.done) {
     error_code ec;
-    co_await w.done->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await w.done->async_wait(asio::redirect_error(use_awaitable, ec));
   }
 }
 

@@ -48,10 +48,10 @@ struct ClientWatch {
   bool running = false;
   bool stopping = false;
   bool client_gone = false;
-  beast::tcp_stream* upstream = nullptr;
+  TcpStream* upstream = nullptr;
   backends::H2Stream* h2 = nullptr;  // an HTTP/2 upstream stream, reset when the client goes
   // TLS sessions read through the TLS layer in a coroutine; stopWatch waits for it on `done`.
-  std::optional<asio::steady_timer> done;
+  std::optional<SteadyTimer> done;
 };
 
 void startWatch(Session& s, const std::shared_ptr<ClientWatch>& w);

@@ -85,7 +85,7 @@ awaitable<bool> admitFlow(Exchange& x, const router::Backend& backend) {
   }
   waiter->enqueued_ns = time.monotonicNow().time_since_epoch().count();
   // The timer is shared with the wake-up, which may run after this coroutine moved on.
-  auto timer = std::make_shared<asio::steady_timer>(x.session.stream.get_executor());
+  auto timer = std::make_shared<SteadyTimer>(x.session.stream.get_executor());
   waiter->wake = [timer, ex = x.session.stream.get_executor()] {
     asio::post(ex, [timer] { timer->cancel(); });
   };
@@ -123,7 +123,7 @@ awaitable<bool> admitFlow(Exchange& x, const router::Backend& backend) {
     timer->expires_after(
         std::min<std::chrono::nanoseconds>(std::chrono::milliseconds(25), deadline - now));
     error_code ignored;
-    co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    co_await timer->async_wait(asio::redirect_error(use_awaitable, ignored));
   }
 }
 

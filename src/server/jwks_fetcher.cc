@@ -59,14 +59,14 @@ awaitable<void> get(const Url& u, asio::ssl::context& ctx, std::string& body, st
   auto ex = co_await asio::this_coro::executor;
   tcp::resolver resolver(ex);
   error_code ec;
-  auto results = co_await resolver.async_resolve(u.host, u.port,
-                                                 asio::redirect_error(asio::use_awaitable, ec));
+  auto results =
+      co_await resolver.async_resolve(u.host, u.port, asio::redirect_error(use_awaitable, ec));
   if (ec) {
     error = "resolve: " + ec.message();
     co_return;
   }
-  beast::tcp_stream tcp(ex);
-  co_await tcp.async_connect(results, asio::redirect_error(asio::use_awaitable, ec));
+  TcpStream tcp(ex);
+  co_await tcp.async_connect(results, asio::redirect_error(use_awaitable, ec));
   if (ec) {
     error = "connect: " + ec.message();
     co_return;
@@ -79,22 +79,20 @@ awaitable<void> get(const Url& u, asio::ssl::context& ctx, std::string& body, st
   parser.body_limit(1024 * 1024);
   beast::flat_buffer buffer;
   if (u.tls) {
-    asio::ssl::stream<beast::tcp_stream&> tls(tcp, ctx);
+    asio::ssl::stream<TcpStream&> tls(tcp, ctx);
     SSL_set_tlsext_host_name(tls.native_handle(), u.host.c_str());
     tls.set_verify_callback(asio::ssl::host_name_verification(u.host));
     co_await tls.async_handshake(asio::ssl::stream_base::client,
-                                 asio::redirect_error(asio::use_awaitable, ec));
+                                 asio::redirect_error(use_awaitable, ec));
     if (!ec)
-      co_await bhttp::async_write(tls, req, asio::redirect_error(asio::use_awaitable, ec));
+      co_await bhttp::async_write(tls, req, asio::redirect_error(use_awaitable, ec));
     if (!ec) {
-      co_await bhttp::async_read(tls, buffer, parser,
-                                 asio::redirect_error(asio::use_awaitable, ec));
+      co_await bhttp::async_read(tls, buffer, parser, asio::redirect_error(use_awaitable, ec));
     }
   } else {
-    co_await bhttp::async_write(tcp, req, asio::redirect_error(asio::use_awaitable, ec));
+    co_await bhttp::async_write(tcp, req, asio::redirect_error(use_awaitable, ec));
     if (!ec) {
-      co_await bhttp::async_read(tcp, buffer, parser,
-                                 asio::redirect_error(asio::use_awaitable, ec));
+      co_await bhttp::async_read(tcp, buffer, parser, asio::redirect_error(use_awaitable, ec));
     }
   }
   if (ec) {

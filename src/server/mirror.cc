@@ -26,7 +26,7 @@ awaitable<bool> exchangeMirror(backends::UpstreamConnection& conn, const std::st
   error_code ec;
   beast::get_lowest_layer(conn.stream).expires_after(timeout);
   co_await asio::async_write(conn.stream, asio::buffer(request),
-                             asio::redirect_error(asio::use_awaitable, ec));
+                             asio::redirect_error(use_awaitable, ec));
   if (ec) {
     co_return false;
   }
@@ -38,7 +38,7 @@ awaitable<bool> exchangeMirror(backends::UpstreamConnection& conn, const std::st
     parser.get().body().data = scratch;
     parser.get().body().size = sizeof(scratch);
     co_await bhttp::async_read_some(conn.stream, conn.buffer, parser,
-                                    asio::redirect_error(asio::use_awaitable, ec));
+                                    asio::redirect_error(use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) {
       ec = {};
     }

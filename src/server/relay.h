@@ -101,7 +101,7 @@ class Http1Body {
     parser_.get().body().data = buf;
     parser_.get().body().size = cap;
     co_await bhttp::async_read_some(conn_.stream, conn_.buffer, parser_,
-                                    asio::redirect_error(asio::use_awaitable, ec));
+                                    asio::redirect_error(use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) {
       ec = {};
     }
@@ -379,7 +379,7 @@ awaitable<void> sendAndReadHead(Conn& conn, const std::vector<asio::const_buffer
                                 std::optional<bhttp::response_parser<bhttp::buffer_body>>& parser,
                                 std::chrono::milliseconds timeout, error_code& ec) {
   beast::get_lowest_layer(conn.stream).expires_after(timeout);
-  co_await asio::async_write(conn.stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+  co_await asio::async_write(conn.stream, bufs, asio::redirect_error(use_awaitable, ec));
   if (ec) {
     co_return;
   }
@@ -387,7 +387,7 @@ awaitable<void> sendAndReadHead(Conn& conn, const std::vector<asio::const_buffer
   parser->header_limit(64 * 1024);
   parser->body_limit(std::numeric_limits<std::uint64_t>::max());
   co_await bhttp::async_read_header(conn.stream, conn.buffer, *parser,
-                                    asio::redirect_error(asio::use_awaitable, ec));
+                                    asio::redirect_error(use_awaitable, ec));
 }
 
 }  // namespace sluice::server

@@ -131,8 +131,7 @@ class ControlPlane {
   awaitable<void> acceptLoop(tcp::acceptor& acceptor, bool admin) {
     while (acceptor.is_open()) {
       error_code ec;
-      tcp::socket socket =
-          co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
       if (ec) {
         if (ec == asio::error::operation_aborted) {
           break;
@@ -187,15 +186,14 @@ class ControlPlane {
   }
 
   awaitable<void> serve(tcp::socket socket, bool admin) {
-    beast::tcp_stream stream(std::move(socket));
+    TcpStream stream(std::move(socket));
     beast::flat_buffer buffer;
     while (true) {
       error_code ec;
       bhttp::request_parser<bhttp::string_body> parser;
       parser.body_limit(64 * 1024);
       stream.expires_after(std::chrono::seconds(30));
-      co_await bhttp::async_read(stream, buffer, parser,
-                                 asio::redirect_error(asio::use_awaitable, ec));
+      co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
       if (ec) {
         break;
       }
@@ -209,7 +207,7 @@ class ControlPlane {
                       bhttp::obsolete_reason(static_cast<bhttp::status>(status)), type, body.size(),
                       keep ? "" : "Connection: close\r\n");
       std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(body)};
-      co_await asio::async_write(stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+      co_await asio::async_write(stream, bufs, asio::redirect_error(use_awaitable, ec));
       if (ec || !keep) {
         break;
       }

@@ -52,21 +52,19 @@ template <class Parser>
 awaitable<void> clientReadHeader(Session& s, Parser& parser, error_code& ec) {
   if (s.tls) {
     co_await bhttp::async_read_header(*s.tls, s.buffer, parser,
-                                      asio::redirect_error(asio::use_awaitable, ec));
+                                      asio::redirect_error(use_awaitable, ec));
   } else {
     co_await bhttp::async_read_header(s.stream, s.buffer, parser,
-                                      asio::redirect_error(asio::use_awaitable, ec));
+                                      asio::redirect_error(use_awaitable, ec));
   }
 }
 
 template <class Parser>
 awaitable<void> clientReadBody(Session& s, Parser& parser, error_code& ec) {
   if (s.tls) {
-    co_await bhttp::async_read(*s.tls, s.buffer, parser,
-                               asio::redirect_error(asio::use_awaitable, ec));
+    co_await bhttp::async_read(*s.tls, s.buffer, parser, asio::redirect_error(use_awaitable, ec));
   } else {
-    co_await bhttp::async_read(s.stream, s.buffer, parser,
-                               asio::redirect_error(asio::use_awaitable, ec));
+    co_await bhttp::async_read(s.stream, s.buffer, parser, asio::redirect_error(use_awaitable, ec));
   }
 }
 
@@ -285,7 +283,7 @@ class ReadDeadline {
     bool expired = false;
     bool disarmed = false;
   };
-  asio::steady_timer timer_;
+  SteadyTimer timer_;
   std::shared_ptr<State> state_;
 };
 
@@ -483,11 +481,11 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
     // HTTPS listener: the handshake (SNI picks the listener's certificate) within the header
     // read timeout.
     s.tls_config = accepted->tls;
-    s.tls = std::make_unique<asio::ssl::stream<beast::tcp_stream&>>(s.stream, tls_port->initial());
+    s.tls = std::make_unique<asio::ssl::stream<TcpStream&>>(s.stream, tls_port->initial());
     error_code ec;
     s.stream.expires_after(accepted->snapshot->config.timeouts.header_read);
     co_await s.tls->async_handshake(asio::ssl::stream_base::server,
-                                    asio::redirect_error(asio::use_awaitable, ec));
+                                    asio::redirect_error(use_awaitable, ec));
     if (ec) {
       s.stream.close();
       co_return;

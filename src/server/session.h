@@ -18,9 +18,9 @@ struct Session {
   Session(Worker& w, tcp::socket socket, uint16_t port);
   ~Session();
   Worker& worker;
-  beast::tcp_stream stream;  // the TCP layer: timeouts, cancel and close act here
+  TcpStream stream;  // the TCP layer: timeouts, cancel and close act here
   // HTTPS listeners: TLS over `stream`; reads and writes go through it when set.
-  std::unique_ptr<asio::ssl::stream<beast::tcp_stream&>> tls;
+  std::unique_ptr<asio::ssl::stream<TcpStream&>> tls;
   std::shared_ptr<const TlsConfig> tls_config;  // keeps the contexts alive
   beast::flat_buffer buffer;  // bytes read but not yet parsed (pipelined requests survive here)
   std::string client_ip;

@@ -224,16 +224,15 @@ void Worker::returnRelayBuffer(std::unique_ptr<char[]> buf) {
 awaitable<void> Worker::acceptLoop(std::shared_ptr<tcp::acceptor> acceptor, uint16_t port) {
   while (acceptor->is_open()) {
     error_code ec;
-    tcp::socket socket =
-        co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    tcp::socket socket = co_await acceptor->async_accept(asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) {
         break;
       }
       // Out of descriptors or a transient error: back off briefly instead of spinning.
       SLUICE_LOG(Warn, "worker", "accept failed: {}", ec.message());
-      asio::steady_timer backoff(*ioc_, std::chrono::milliseconds(10));
-      co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      SteadyTimer backoff(*ioc_, std::chrono::milliseconds(10));
+      co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
       continue;
     }
     const auto max = static_cast<int64_t>(gen_->snapshot->config.limits.max_connections);

@@ -222,10 +222,10 @@ struct Run {
   size_t done = 0;    // requests finished
   size_t failed = 0;  // ...of which not 200 or broken
   Clock::time_point start, end;
-  asio::steady_timer* progress_timer = nullptr;  // woken when the last job ends
+  SteadyTimer* progress_timer = nullptr;  // woken when the last job ends
 };
 
-awaitable<void> oneRequest(Run& run, beast::tcp_stream& stream, bool& connected, size_t index,
+awaitable<void> oneRequest(Run& run, TcpStream& stream, bool& connected, size_t index,
                            const std::string& session) {
   Result& res = run.results[index];
   const auto t0 = Clock::now();
@@ -233,7 +233,7 @@ awaitable<void> oneRequest(Run& run, beast::tcp_stream& stream, bool& connected,
   if (!connected) {
     stream.expires_after(std::chrono::seconds(10));
     co_await stream.async_connect(tcp::endpoint(asio::ip::make_address(run.opt.host), run.opt.port),
-                                  asio::redirect_error(asio::use_awaitable, ec));
+                                  asio::redirect_error(use_awaitable, ec));
     if (ec) {
       res.error = "connect: " + ec.message();
       co_return;
@@ -252,13 +252,13 @@ awaitable<void> oneRequest(Run& run, beast::tcp_stream& stream, bool& connected,
   head += "\r\n";
   std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(body)};
   stream.expires_after(std::chrono::minutes(10));
-  co_await asio::async_write(stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+  co_await asio::async_write(stream, bufs, asio::redirect_error(use_awaitable, ec));
   beast::flat_buffer buffer;
   bhttp::response_parser<bhttp::buffer_body> parser;
   parser.body_limit(std::numeric_limits<std::uint64_t>::max());
   if (!ec) {
     co_await bhttp::async_read_header(stream, buffer, parser,
-                                      asio::redirect_error(asio::use_awaitable, ec));
+                                      asio::redirect_error(use_awaitable, ec));
   }
   if (ec) {
     res.error = ec.message();
@@ -275,7 +275,7 @@ awaitable<void> oneRequest(Run& run, beast::tcp_stream& stream, bool& connected,
     parser.get().body().data = chunk;
     parser.get().body().size = sizeof(chunk);
     co_await bhttp::async_read_some(stream, buffer, parser,
-                                    asio::redirect_error(asio::use_awaitable, ec));
+                                    asio::redirect_error(use_awaitable, ec));
     if (ec == bhttp::error::need_buffer) {
       ec = {};
     }
@@ -308,7 +308,7 @@ awaitable<void> oneRequest(Run& run, beast::tcp_stream& stream, bool& connected,
   res.e2e_s = std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-awaitable<void> runJob(Run& run, beast::tcp_stream& stream, bool& connected, const Job& job) {
+awaitable<void> runJob(Run& run, TcpStream& stream, bool& connected, const Job& job) {
   for (size_t index : job.requests) {
     co_await oneRequest(run, stream, connected, index, job.session);
     ++run.done;
@@ -326,7 +326,7 @@ awaitable<void> runJob(Run& run, beast::tcp_stream& stream, bool& connected, con
 }
 
 awaitable<void> closedLoopWorker(Run& run) {
-  beast::tcp_stream stream(co_await asio::this_coro::executor);
+  TcpStream stream(co_await asio::this_coro::executor);
   bool connected = false;
   while (run.next_job < run.work.jobs.size()) {
     const Job& job = run.work.jobs[run.next_job++];
@@ -335,14 +335,14 @@ awaitable<void> closedLoopWorker(Run& run) {
 }
 
 awaitable<void> openLoopJob(Run& run, size_t j) {
-  beast::tcp_stream stream(co_await asio::this_coro::executor);
+  TcpStream stream(co_await asio::this_coro::executor);
   bool connected = false;
   co_await runJob(run, stream, connected, run.work.jobs[j]);
 }
 
 // Redraws one status line on stderr until every job is done.
 awaitable<void> progressBar(Run& run) {
-  asio::steady_timer timer(co_await asio::this_coro::executor);
+  SteadyTimer timer(co_await asio::this_coro::executor);
   run.progress_timer = &timer;
   const size_t total = run.work.bodies.size();
   for (;;) {
@@ -360,14 +360,14 @@ awaitable<void> progressBar(Run& run) {
     }
     timer.expires_after(std::chrono::milliseconds(200));
     error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
   }
 }
 
 awaitable<void> openLoop(Run& run) {
   auto ex = co_await asio::this_coro::executor;
   base::Xoshiro r(run.opt.seed * 7919);
-  asio::steady_timer timer(ex);
+  SteadyTimer timer(ex);
   auto at = Clock::now();
   for (size_t i = 0; i < run.work.jobs.size(); ++i) {
     asio::co_spawn(ex, openLoopJob(run, i), asio::detached);
@@ -376,7 +376,7 @@ awaitable<void> openLoop(Run& run) {
         std::chrono::duration<double>(-std::log(u) / run.opt.rate));
     timer.expires_at(at);
     error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
   }
 }
 

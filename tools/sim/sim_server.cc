@@ -243,11 +243,10 @@ std::vector<uint32_t> promptTokens(const openai::RequestPeek& peek, std::string_
 }  // namespace
 
 struct SimServer::Pending {
-  explicit Pending(const asio::any_io_executor& ex, double arrival)
-      : wake(ex), arrival_ms(arrival) {
-    wake.expires_at(asio::steady_timer::time_point::max());
+  explicit Pending(const Executor& ex, double arrival) : wake(ex), arrival_ms(arrival) {
+    wake.expires_at(SteadyTimer::time_point::max());
   }
-  asio::steady_timer wake;
+  SteadyTimer wake;
   uint32_t produced = 0;
   bool finished = false;
   bool peer_gone = false;
@@ -272,7 +271,7 @@ SimServer::SimServer(asio::io_context& ioc, SimOptions options, std::shared_ptr<
     options_.served_names.push_back("sim-model");
   }
   options_.time_scale = std::max(1e-3, options_.time_scale);
-  gate_.expires_at(asio::steady_timer::time_point::max());
+  gate_.expires_at(SteadyTimer::time_point::max());
 }
 
 SimServer::~SimServer() = default;
@@ -370,8 +369,7 @@ void SimServer::onStepDone() {
 awaitable<void> SimServer::acceptLoop() {
   while (acceptor_.is_open()) {
     error_code ec;
-    tcp::socket socket =
-        co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    tcp::socket socket = co_await acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::operation_aborted) {
         break;
@@ -388,22 +386,22 @@ namespace {
 // Watches the peer while a request is with the engine, so a client that goes away cancels its
 // request (as vLLM aborts on disconnect).
 struct PeerWatch {
-  explicit PeerWatch(const asio::any_io_executor& ex) : done(ex) {
-    done.expires_at(asio::steady_timer::time_point::max());
+  explicit PeerWatch(const Executor& ex) : done(ex) {
+    done.expires_at(SteadyTimer::time_point::max());
   }
   bool running = true;
   bool stopping = false;
   bool gone = false;
   SimServer::Pending* pending = nullptr;
-  asio::steady_timer done;
+  SteadyTimer done;
 };
 
-awaitable<void> watchPeer(beast::tcp_stream& stream, beast::flat_buffer& buffer,
-                          std::shared_ptr<PeerWatch> w, asio::steady_timer* wake) {
+awaitable<void> watchPeer(TcpStream& stream, beast::flat_buffer& buffer,
+                          std::shared_ptr<PeerWatch> w, SteadyTimer* wake) {
   while (!w->stopping && buffer.size() < 65536) {
     error_code ec;
     size_t n = co_await stream.async_read_some(buffer.prepare(1024),
-                                               asio::redirect_error(asio::use_awaitable, ec));
+                                               asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (!w->stopping) {
         w->gone = true;
@@ -423,7 +421,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
   error_code nodelay_ec;
   // Tokens are small writes: without this, Nagle holds them for the peer's delayed ACK.
   socket.set_option(tcp::no_delay(true), nodelay_ec);
-  beast::tcp_stream stream(std::move(socket));
+  TcpStream stream(std::move(socket));
   beast::flat_buffer buffer;
   auto& ctl = *control_;
   const std::string& base_model = options_.served_names.front();
@@ -432,8 +430,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
     bhttp::request_parser<http::PaddedBody> parser;
     parser.body_limit(64 * 1024 * 1024);
     parser.header_limit(1024 * 1024);
-    co_await bhttp::async_read(stream, buffer, parser,
-                               asio::redirect_error(asio::use_awaitable, ec));
+    co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
     if (ec) {
       break;
     }
@@ -455,8 +452,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
     }
     if (inference && fault == Fault::Hang) {
       // Keep the connection open and silent until the peer gives up.
-      co_await stream.async_read_some(buffer.prepare(1),
-                                      asio::redirect_error(asio::use_awaitable, ec));
+      co_await stream.async_read_some(buffer.prepare(1), asio::redirect_error(use_awaitable, ec));
       ctl.cancelled.fetch_add(1);
       break;
     }
@@ -615,7 +611,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
     if (!peek) {
       std::string head = headFor(status, content_type, options_.name, body.size());
       std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(body)};
-      co_await asio::async_write(stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+      co_await asio::async_write(stream, bufs, asio::redirect_error(use_awaitable, ec));
       if (ec || !req.keep_alive()) {
         break;
       }
@@ -642,7 +638,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
                       options_.engine.max_model_len, prompt_tokens, n_tokens));
       std::string head = headFor(400, "application/json", options_.name, err.size());
       std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(err)};
-      co_await asio::async_write(stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+      co_await asio::async_write(stream, bufs, asio::redirect_error(use_awaitable, ec));
       if (ec) {
         break;
       }
@@ -670,7 +666,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
     if (stream_mode) {
       std::string head = headFor(200, "text/event-stream", options_.name, std::nullopt);
       co_await asio::async_write(stream, asio::buffer(head),
-                                 asio::redirect_error(asio::use_awaitable, ec));
+                                 asio::redirect_error(use_awaitable, ec));
       ok = !ec;
     }
     std::string out;
@@ -697,7 +693,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
         }
         if (!out.empty()) {
           co_await asio::async_write(stream, asio::buffer(out),
-                                     asio::redirect_error(asio::use_awaitable, ec));
+                                     asio::redirect_error(use_awaitable, ec));
           if (ec) {
             ok = false;
             break;
@@ -714,23 +710,23 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
         }
         if (stall && written == fault_at && !stalled) {
           stalled = true;
-          asio::steady_timer t(stream.get_executor());
+          SteadyTimer t(stream.get_executor());
           t.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
               std::chrono::duration<double, std::milli>(ctl.stall_ms.load() /
                                                         options_.time_scale)));
-          co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+          co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
           continue;
         }
         if (written == 1 && ctl.hold_after_first.load()) {
-          co_await gate_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+          co_await gate_.async_wait(asio::redirect_error(use_awaitable, ec));
         }
         continue;
       }
       if (pending.finished && (!stream_mode || written == pending.produced)) {
         break;
       }
-      co_await pending.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      pending.wake.expires_at(asio::steady_timer::time_point::max());
+      co_await pending.wake.async_wait(asio::redirect_error(use_awaitable, ec));
+      pending.wake.expires_at(SteadyTimer::time_point::max());
     }
     if (ok && pending.finished) {
       if (stream_mode) {
@@ -744,7 +740,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
         appendChunk(out, "data: [DONE]\n\n");
         out += "0\r\n\r\n";
         co_await asio::async_write(stream, asio::buffer(out),
-                                   asio::redirect_error(asio::use_awaitable, ec));
+                                   asio::redirect_error(use_awaitable, ec));
         ok = !ec;
       } else {
         std::string text;
@@ -767,7 +763,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
                        usageJson(prompt_tokens, n_tokens));
         std::string head = headFor(200, "application/json", options_.name, json.size());
         std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(json)};
-        co_await asio::async_write(stream, bufs, asio::redirect_error(asio::use_awaitable, ec));
+        co_await asio::async_write(stream, bufs, asio::redirect_error(use_awaitable, ec));
         ok = !ec;
       }
     }
@@ -775,7 +771,7 @@ awaitable<void> SimServer::serve(tcp::socket socket) {
     watch->stopping = true;
     if (watch->running) {
       stream.socket().cancel(ec);
-      co_await watch->done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      co_await watch->done.async_wait(asio::redirect_error(use_awaitable, ec));
     }
     pending_.erase(id);
     if (!pending.finished) {

@@ -105,8 +105,8 @@ class SimServer {
   SimOptions options_;
   std::shared_ptr<SimControl> control_;
   tcp::acceptor acceptor_;
-  asio::steady_timer gate_;  // held streams wait on it; release() cancels it
-  asio::steady_timer step_timer_;
+  SteadyTimer gate_;  // held streams wait on it; release() cancels it
+  SteadyTimer step_timer_;
   bool stepping_ = false;
   Engine engine_;
   base::Xoshiro random_;
