@@ -277,6 +277,18 @@ void appendJsonEscaped(std::string& out, std::string_view s) {
   flush();
 }
 
+void appendInt(std::string& out, int64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void appendFixed3(std::string& out, double v) {
+  char buf[48];
+  auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, 3);
+  out.append(buf, r.ptr);
+}
+
 std::string jsonQuote(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 2);

@@ -36,6 +36,11 @@ std::vector<std::string> splitList(std::string_view s);
 void appendJsonEscaped(std::string& out, std::string_view s);
 std::string jsonQuote(std::string_view s);
 
+// Appends a number in decimal (std::to_chars: no format string to parse on hot paths).
+void appendInt(std::string& out, int64_t v);
+// Appends `v` with three decimals (milliseconds in logs).
+void appendFixed3(std::string& out, double v);
+
 // Base64 (standard or URL alphabet, padding optional). `lenient` also skips whitespace and
 // '=' anywhere (Kubernetes Secret data); strict mode refuses them and impossible lengths (JWT).
 std::optional<std::string> base64Decode(std::string_view in, bool lenient);

@@ -1,62 +1,75 @@
 #include "metrics/access_log.h"
 
 #include <chrono>
-#include <iterator>
-
-#include <fmt/format.h>
 
 #include "base/strings.h"
 
 namespace sluice::metrics {
 
+namespace {
+
+void appendQuoted(std::string& out, std::string_view v) {
+  out += '"';
+  base::appendJsonEscaped(out, v);
+  out += '"';
+}
+
+}  // namespace
+
 void formatAccessRecord(const AccessRecord& r, std::string& out) {
-  // format_to and in-place escaping: no temporary strings per record.
   out.clear();
-  auto it = std::back_inserter(out);
-  auto quoted = [&](std::string_view v) {
-    out += '"';
-    base::appendJsonEscaped(out, v);
-    out += '"';
-  };
-  fmt::format_to(it, "{{\"ts_ms\":{},\"request_id\":", r.unix_ms);
-  quoted(r.request_id);
+  out += "{\"ts_ms\":";
+  base::appendInt(out, r.unix_ms);
+  out += ",\"request_id\":";
+  appendQuoted(out, r.request_id);
   out += ",\"method\":";
-  quoted(r.method);
+  appendQuoted(out, r.method);
   out += ",\"path\":";
-  quoted(r.path);
-  fmt::format_to(it, ",\"status\":{},\"model\":", r.status);
-  quoted(r.model);
+  appendQuoted(out, r.path);
+  out += ",\"status\":";
+  base::appendInt(out, r.status);
+  out += ",\"model\":";
+  appendQuoted(out, r.model);
   out += ",\"endpoint\":";
-  quoted(r.endpoint);
-  fmt::format_to(it, ",\"attempts\":{},\"stream\":{},\"input_tokens\":{},\"output_tokens\":{}",
-                 r.attempts, r.stream, r.input_tokens, r.output_tokens);
+  appendQuoted(out, r.endpoint);
+  out += ",\"attempts\":";
+  base::appendInt(out, r.attempts);
+  out += r.stream ? ",\"stream\":true" : ",\"stream\":false";
+  out += ",\"input_tokens\":";
+  base::appendInt(out, static_cast<int64_t>(r.input_tokens));
+  out += ",\"output_tokens\":";
+  base::appendInt(out, static_cast<int64_t>(r.output_tokens));
+  out += ",\"ttft_ms\":";
   if (r.ttft_ms >= 0) {
-    fmt::format_to(it, ",\"ttft_ms\":{:.3f}", r.ttft_ms);
+    base::appendFixed3(out, r.ttft_ms);
   } else {
-    out += ",\"ttft_ms\":null";
+    out += "null";
   }
-  fmt::format_to(it, ",\"duration_ms\":{:.3f},\"error_type\":", r.duration_ms);
+  out += ",\"duration_ms\":";
+  base::appendFixed3(out, r.duration_ms);
+  out += ",\"error_type\":";
   if (r.error_type.empty()) {
     out += "null";
   } else {
-    quoted(r.error_type);
+    appendQuoted(out, r.error_type);
   }
   out += ",\"client\":";
-  quoted(r.client);
+  appendQuoted(out, r.client);
   if (r.queue_ms >= 0) {
-    fmt::format_to(std::back_inserter(out), ",\"queue_ms\":{:.3f}", r.queue_ms);
+    out += ",\"queue_ms\":";
+    base::appendFixed3(out, r.queue_ms);
   }
   if (!r.identity.empty()) {
     out += ",\"identity\":";
-    quoted(r.identity);
+    appendQuoted(out, r.identity);
   }
   if (!r.limit.empty()) {
     out += ",\"limit\":";
-    quoted(r.limit);
+    appendQuoted(out, r.limit);
   }
   if (!r.decision.empty()) {
     out += ",\"decision\":";
-    quoted(r.decision);
+    appendQuoted(out, r.decision);
   }
   out += "}\n";
 }

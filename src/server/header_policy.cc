@@ -34,6 +34,25 @@ bool listedIn(const std::vector<std::pair<std::string, std::string>>& pairs,
 
 namespace {
 
+// Every hop-by-hop name (RFC 9110 7.6.1, plus the proxy-* and keep-alive of RFC 2616) is one
+// Beast knows, so the field code decides without comparing strings.
+bool hopByHop(bhttp::field f) {
+  switch (f) {
+    case bhttp::field::connection:
+    case bhttp::field::keep_alive:
+    case bhttp::field::proxy_connection:
+    case bhttp::field::proxy_authenticate:
+    case bhttp::field::proxy_authorization:
+    case bhttp::field::te:
+    case bhttp::field::trailer:
+    case bhttp::field::transfer_encoding:
+    case bhttp::field::upgrade:
+      return true;
+    default:
+      return false;
+  }
+}
+
 void appendField(std::string& head, std::string_view name, std::string_view value) {
   head += name;
   head += ": ";
@@ -100,11 +119,12 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
   std::string_view host;
   for (const auto& f : req) {
     std::string_view name = f.name_string();
-    if (http::isHopByHop(name) ||
+    const bhttp::field code = f.name();
+    if (hopByHop(code) ||
         (!connection_value.empty() && http::connectionListsToken(connection_value, name))) {
       continue;
     }
-    switch (f.name()) {
+    switch (code) {
       case bhttp::field::host:
         host = f.value();
         continue;
@@ -114,13 +134,16 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
       default:
         break;
     }
-    if (base::iequals(name, "x-forwarded-for")) {
-      forwarded_for = f.value();
-      continue;
-    }
-    if (base::iequals(name, "x-request-id") || base::iequals(name, "x-forwarded-proto") ||
-        base::iequals(name, "x-forwarded-host") || controlHeader(name)) {
-      continue;
+    // The forwarding and control headers are all names Beast does not know.
+    if (code == bhttp::field::unknown) {
+      if (base::iequals(name, "x-forwarded-for")) {
+        forwarded_for = f.value();
+        continue;
+      }
+      if (base::iequals(name, "x-request-id") || base::iequals(name, "x-forwarded-proto") ||
+          base::iequals(name, "x-forwarded-host") || controlHeader(name)) {
+        continue;
+      }
     }
     if (modifiedAway(mod, name)) {
       continue;
@@ -159,16 +182,20 @@ std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
   std::string head;
   head.reserve(512);
   int status = static_cast<int>(res.result_int());
-  fmt::format_to(std::back_inserter(head), "HTTP/1.1 {} {}\r\n", status, reasonFor(status));
+  head += "HTTP/1.1 ";
+  base::appendInt(head, status);
+  head += ' ';
+  head += reasonFor(status);
+  head += "\r\n";
   std::string_view connection_value;
   if (auto it = res.find(bhttp::field::connection); it != res.end()) {
     connection_value = it->value();
   }
   for (const auto& f : res) {
     std::string_view name = f.name_string();
-    if (http::isHopByHop(name) || f.name() == bhttp::field::content_length ||
+    if (hopByHop(f.name()) || f.name() == bhttp::field::content_length ||
         (!connection_value.empty() && http::connectionListsToken(connection_value, name)) ||
-        base::iequals(name, "x-request-id")) {
+        (f.name() == bhttp::field::unknown && base::iequals(name, "x-request-id"))) {
       continue;
     }
     if (modifiedAway(mod, name)) {
@@ -185,7 +212,9 @@ std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
   if (chunked) {
     head += "Transfer-Encoding: chunked\r\n";
   } else if (content_length) {
-    fmt::format_to(std::back_inserter(head), "Content-Length: {}\r\n", *content_length);
+    head += "Content-Length: ";
+    base::appendInt(head, static_cast<int64_t>(*content_length));
+    head += "\r\n";
   }
   if (close) {
     head += "Connection: close\r\n";
