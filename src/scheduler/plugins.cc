@@ -6,7 +6,19 @@
 #include <numeric>
 #include <xxhash.h>
 
+#include <boost/container/small_vector.hpp>
+
 namespace sluice::scheduler {
+
+namespace {
+// Per-candidate scratch values: inline for the usual pool sizes, so scoring allocates nothing.
+template <class T>
+using Scratch = boost::container::small_vector<T, 16>;
+template <class T>
+std::span<T> spanOf(Scratch<T>& v) {
+  return {v.data(), v.size()};
+}
+}  // namespace
 namespace {
 
 // Keeps the candidates `keep` accepts, unless that would leave none.
@@ -58,12 +70,12 @@ void computePrefixMatches(const PrefixIndex& index, const RequestInfo& req, Cycl
   if (state.prefix_total == 0) {
     return;
   }
-  std::vector<const std::string*> addresses;
+  Scratch<const std::string*> addresses;
   addresses.reserve(cands.size());
   for (const auto& c : cands) {
     addresses.push_back(&c.endpoint->address);
   }
-  index.match(*req.prefix_hashes, addresses, state.prefix_blocks);
+  index.match(*req.prefix_hashes, spanOf(addresses), state.prefix_blocks);
 }
 
 // --- filters ---
@@ -161,20 +173,20 @@ void RoundRobinScorer::score(const RequestInfo&, CycleState&, std::span<const Ca
 
 void LeastRequestScorer::score(const RequestInfo&, CycleState&, std::span<const Candidate> cands,
                                std::span<double> out) {
-  std::vector<double> load(cands.size());
+  Scratch<double> load(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) {
     load[i] = runningOf(cands[i]) + 100.0 * waitingOf(cands[i]);
   }
-  lowerIsBetter(load, out);
+  lowerIsBetter(spanOf(load), out);
 }
 
 void QueueScorer::score(const RequestInfo&, CycleState&, std::span<const Candidate> cands,
                         std::span<double> out) {
-  std::vector<double> q(cands.size());
+  Scratch<double> q(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) {
     q[i] = waitingOf(cands[i]);
   }
-  lowerIsBetter(q, out);
+  lowerIsBetter(spanOf(q), out);
 }
 
 void KvCacheScorer::score(const RequestInfo&, CycleState&, std::span<const Candidate> cands,
@@ -187,33 +199,33 @@ void KvCacheScorer::score(const RequestInfo&, CycleState&, std::span<const Candi
 
 void RunningRequestsScorer::score(const RequestInfo&, CycleState&, std::span<const Candidate> cands,
                                   std::span<double> out) {
-  std::vector<double> r(cands.size());
+  Scratch<double> r(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) {
     r[i] = runningOf(cands[i]);
   }
-  lowerIsBetter(r, out);
+  lowerIsBetter(spanOf(r), out);
 }
 
 void TokenLoadScorer::score(const RequestInfo&, CycleState&, std::span<const Candidate> cands,
                             std::span<double> out) {
-  std::vector<double> t(cands.size());
+  Scratch<double> t(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) {
     t[i] = static_cast<double>(cands[i].in_flight_tokens);
   }
-  lowerIsBetter(t, out);
+  lowerIsBetter(spanOf(t), out);
 }
 
 void LeastLatencyScorer::score(const RequestInfo&, CycleState&, std::span<const Candidate> cands,
                                std::span<double> out) {
   const size_t n = cands.size();
-  std::vector<double> ttft(n), itl(n), ttft_s(n), itl_s(n);
+  Scratch<double> ttft(n), itl(n), ttft_s(n), itl_s(n);
   for (size_t i = 0; i < n; ++i) {
     const auto* m = cands[i].metrics;
     ttft[i] = m && m->ttft_s >= 0 ? m->ttft_s : 0.0;
     itl[i] = m && m->itl_s >= 0 ? m->itl_s : 0.0;
   }
-  lowerIsBetter(ttft, ttft_s);
-  lowerIsBetter(itl, itl_s);
+  lowerIsBetter(spanOf(ttft), spanOf(ttft_s));
+  lowerIsBetter(spanOf(itl), spanOf(itl_s));
   for (size_t i = 0; i < n; ++i) {
     out[i] = ttft_weight_ * ttft_s[i] + (1 - ttft_weight_) * itl_s[i];
   }
@@ -266,12 +278,12 @@ void NoHitScorer::score(const RequestInfo& req, CycleState& state, std::span<con
     std::fill(out.begin(), out.end(), 0.5);
     return;
   }
-  std::vector<double> last(cands.size());
+  Scratch<double> last(cands.size());
   for (size_t i = 0; i < cands.size(); ++i) {
     last[i] = static_cast<double>(
         cands[i].endpoint->state->last_cold_pick.load(std::memory_order_relaxed));
   }
-  lowerIsBetter(last, out);
+  lowerIsBetter(spanOf(last), out);
 }
 
 void SessionAffinityScorer::score(const RequestInfo& req, CycleState&,
@@ -308,15 +320,15 @@ void SglangCacheAwareScorer::score(const RequestInfo& req, CycleState& state,
                                    std::span<const Candidate> cands, std::span<double> out) {
   computePrefixMatches(*index_, req, state, cands);
   const size_t n = cands.size();
-  std::vector<double> load(n);
+  Scratch<double> load(n);
   double lo = HUGE_VAL, hi = -HUGE_VAL;
   for (size_t i = 0; i < n; ++i) {
     load[i] = runningOf(cands[i]) + waitingOf(cands[i]);
     lo = std::min(lo, load[i]);
     hi = std::max(hi, load[i]);
   }
-  std::vector<double> by_load(n);
-  lowerIsBetter(load, by_load);
+  Scratch<double> by_load(n);
+  lowerIsBetter(spanOf(load), spanOf(by_load));
   const bool imbalanced = hi - lo > abs_ && hi > rel_ * lo;
   size_t best = 0;
   for (size_t i = 1; i < n; ++i) {
@@ -347,8 +359,20 @@ void MaxScorePicker::pick(std::span<const double> totals, base::Random& random, 
   for (size_t i = order.size(); i > 1; --i) {
     std::swap(order[i - 1], order[random.uniform(i)]);
   }
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return totals[a] > totals[b]; });
+  auto better = [&](size_t a, size_t b) { return totals[a] > totals[b]; };
+  if (order.size() <= 32) {
+    // Insertion sort: stable, and no temporary buffer for the usual pool sizes.
+    for (size_t i = 1; i < order.size(); ++i) {
+      const size_t v = order[i];
+      size_t j = i;
+      for (; j > 0 && better(v, order[j - 1]); --j) {
+        order[j] = order[j - 1];
+      }
+      order[j] = v;
+    }
+  } else {
+    std::stable_sort(order.begin(), order.end(), better);
+  }
   if (order.size() > n) {
     order.resize(n);
   }
@@ -357,7 +381,7 @@ void MaxScorePicker::pick(std::span<const double> totals, base::Random& random, 
 void WeightedRandomPicker::pick(std::span<const double> totals, base::Random& random, size_t n,
                                 std::vector<size_t>& order) {
   order.clear();
-  std::vector<double> w(totals.begin(), totals.end());
+  Scratch<double> w(totals.begin(), totals.end());
   for (double& x : w) {
     x = std::max(x, 1e-9);
   }

@@ -252,7 +252,13 @@ void Scheduler::pick(const Profile& profile, const RequestInfo& req, const route
   state = CycleState{};
   state.random = &random;
   state.now_ns = now.time_since_epoch().count();
-  std::vector<Candidate> cands;
+  // Per-thread scratch, reused by every pick on this worker: no allocation per request.
+  thread_local std::vector<Candidate> cands;
+  thread_local std::vector<double> totals;
+  thread_local std::vector<double> scores;
+  thread_local std::vector<size_t> order;
+  thread_local std::vector<uint32_t> aligned;
+  cands.clear();
   cands.reserve(backend.endpoints.size());
   for (const auto& ep : backend.endpoints) {
     Candidate c;
@@ -280,8 +286,8 @@ void Scheduler::pick(const Profile& profile, const RequestInfo& req, const route
     }
   }
   state.prefix_computed = false;  // prefix matches are per the filtered candidate list
-  std::vector<double> totals(cands.size(), 0.0);
-  std::vector<double> scores(cands.size());
+  totals.assign(cands.size(), 0.0);
+  scores.resize(cands.size());
   std::vector<std::vector<double>> per_scorer;
   for (const auto& ws : profile.scorers) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -297,7 +303,7 @@ void Scheduler::pick(const Profile& profile, const RequestInfo& req, const route
       per_scorer.push_back(scores);
     }
   }
-  std::vector<size_t> order;
+  order.clear();
   profile.picker->pick(totals, random, std::min(n, cands.size()), order);
   for (size_t i : order) {
     out.push_back(cands[i].endpoint);
@@ -313,11 +319,11 @@ void Scheduler::pick(const Profile& profile, const RequestInfo& req, const route
   }
   // Keep the prefix matches aligned with `out` for onDispatch (first entry = chosen).
   if (state.prefix_computed && !order.empty()) {
-    std::vector<uint32_t> aligned;
+    aligned.clear();
     for (size_t i : order) {
       aligned.push_back(state.prefix_blocks[i]);
     }
-    state.prefix_blocks = std::move(aligned);
+    state.prefix_blocks.swap(aligned);
   }
   if (decision != nullptr) {
     decision->profile = profile.name;
