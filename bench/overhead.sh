@@ -86,10 +86,13 @@ rate_limits:
   - {name: per-model, per: [model], requests: 1000000000, unit: second}
 YAML
 "$BIN/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/sluice.ready" 2>"$WORK/sluice.err" &
+declare -A PID
+PID[sluice]=$!
 wait_file "$WORK/sluice.ready"
 SLUICE=$(ready_port "$WORK/sluice.ready" listener)
 if [ -n "${COMPARE_BIN_DIR:-}" ]; then
   "$COMPARE_BIN_DIR/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/compare.ready" 2>"$WORK/compare.err" &
+  PID[compare]=$!
   wait_file "$WORK/compare.ready"
   COMPARE=$(ready_port "$WORK/compare.ready" listener)
 fi
@@ -103,11 +106,20 @@ open(sys.argv[1], "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] =
   'wrk.headers["Authorization"] = "Bearer sk-bench-key"\nwrk.body = %s\n' % json.dumps(body))
 PY
 
-declare -A RPS P50 P99
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A RPS P50 P99 CPU
 run() {
   local name=$1 port=$2
-  local out
+  local out before=0
+  [ -n "${PID[$name]:-}" ] && before=$(cpu_ticks "${PID[$name]}")
   out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
+  if [ -n "${PID[$name]:-}" ]; then
+    # Router CPU per request, in microseconds (ticks are 1/100 s).
+    local requests
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    CPU[$name]+="$(( ($(cpu_ticks "${PID[$name]}") - before) * 100000 / requests )) "
+  fi
   local rps p50 p99 non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -130,7 +142,7 @@ done
 python3 - "$DURATION" "$CONNS" "$ROUNDS" "${RPS[direct]}" "${RPS[nginx]}" "${RPS[haproxy]}" "${RPS[sluice]}" \
   "${P50[direct]}" "${P50[nginx]}" "${P50[haproxy]}" "${P50[sluice]}" \
   "${P99[direct]}" "${P99[nginx]}" "${P99[haproxy]}" "${P99[sluice]}" "$RESULTS/overhead-latest.json" \
-  "${RPS[compare]:-}" "${P50[compare]:-}" "${P99[compare]:-}" <<'PY'
+  "${RPS[compare]:-}" "${P50[compare]:-}" "${P99[compare]:-}" "${CPU[sluice]}" "${CPU[compare]:-}" <<'PY'
 import json, statistics, sys, time
 d, c, rounds = sys.argv[1:4]
 rps = [list(map(float, a.split())) for a in sys.argv[4:8]]
@@ -144,6 +156,7 @@ p50 = [[ms(x) for x in a.split()] for a in sys.argv[8:12]]
 p99 = [[ms(x) for x in a.split()] for a in sys.argv[12:16]]
 names = ["direct", "nginx proxy_pass", "haproxy", "sluice"]
 out = sys.argv[16]
+cpu = [sys.argv[20], sys.argv[21]]  # router CPU per request, in tenths of a microsecond
 if len(sys.argv) > 19 and sys.argv[17].strip():
     names.append("sluice (compared)")
     rps.append(list(map(float, sys.argv[17].split())))
@@ -154,8 +167,11 @@ print(f"\nwrk -t1 -c{c} -d{d}s, 1 KB chat POST, median of {rounds} interleaved r
 print(f"{'target':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
 for i, n in enumerate(names):
     row = {"target": n, "rps": statistics.median(rps[i]), "p50_ms": statistics.median(p50[i]), "p99_ms": statistics.median(p99[i])}
+    if i >= 3 and cpu[i - 3].strip():
+        row["cpu_us_per_request"] = statistics.median(float(v) / 10 for v in cpu[i - 3].split())
     rows.append(row)
-    print(f"{n:18} {row['rps']:>10.0f} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}")
+    extra = f"   router CPU {row['cpu_us_per_request']:.1f} us/request" if "cpu_us_per_request" in row else ""
+    print(f"{n:18} {row['rps']:>10.0f} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}{extra}")
 print(f"sluice / nginx throughput: {rows[3]['rps'] / rows[1]['rps']:.2f}, "
       f"sluice / haproxy: {rows[3]['rps'] / rows[2]['rps']:.2f}")
 if len(rows) > 4:
