@@ -78,7 +78,7 @@ struct RouterConfig {
     uint32_t max_idle_per_endpoint = 64;  // per worker
     milliseconds idle_timeout{60'000};
     uint32_t retries = 2;  // extra attempts on other endpoints
-    std::vector<int> retry_on_status{502, 503, 504};
+    std::vector<int> retry_on_status{500, 502, 503, 504};
     uint32_t eject_after_failures = 5;  // consecutive failed attempts; 0 = never eject
     milliseconds ejection{10'000};      // first ejection; doubles each time
     milliseconds max_ejection{300'000};

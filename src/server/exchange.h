@@ -45,7 +45,8 @@ struct Exchange {
   // The configuration this request is served by, whatever reloads happen meanwhile.
   const GenerationPtr gen;
   std::string_view method;
-  std::string_view target;
+  std::string_view target;   // origin-form: an absolute-form target's path and query
+  std::string owned_target;  // backs `target` when it is not a slice of the request's
   std::string_view path;
   std::string request_id;
   base::MonoTime start{};
@@ -63,7 +64,8 @@ struct Exchange {
   metrics::ModelSeries* series = nullptr;  // once the model is known
   std::string decision;                    // opt-in access-log field
   std::string_view host;                   // Host without the port, lower case
-  int32_t priority = 0;                    // InferenceObjective priority (filters use it)
+  std::string_view authority;  // host[:port] as received (absolute-form target, else Host)
+  int32_t priority = 0;        // InferenceObjective priority (filters use it)
   std::optional<base::MonoTime> deadline;  // HTTPRoute timeouts.request
   // Filters: the chain this request was admitted by, and what it reserved.
   std::shared_ptr<const filters::FilterChain> filters;

@@ -100,6 +100,83 @@ std::optional<std::string> framingProblem(const bhttp::fields& head) {
   return std::nullopt;
 }
 
+namespace {
+
+// RFC 3986 3.2.2 reg-name and IP-literal characters, and ':' before a port.
+bool validHostValue(std::string_view v) {
+  if (v.empty()) {
+    return true;  // allowed when the target has no authority (RFC 9110 7.2)
+  }
+  for (char c : v) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("-._~%!$&'()*+,;=:[]").find(c) != std::string_view::npos;
+    if (!ok) {
+      return false;
+    }
+  }
+  if (v.front() == '[') {
+    const size_t close = v.find(']');
+    return close != std::string_view::npos && (close + 1 == v.size() || v[close + 1] == ':') &&
+           v.find_first_of("[]", close + 1) == std::string_view::npos;
+  }
+  return v.find_first_of("[]") == std::string_view::npos;
+}
+
+}  // namespace
+
+std::optional<std::string> hostProblem(const bhttp::fields& head, unsigned version) {
+  size_t count = 0;
+  std::string_view value;
+  for (const auto& f : head) {
+    if (f.name() == bhttp::field::host) {
+      ++count;
+      value = f.value();
+    }
+  }
+  if (count > 1) {
+    return std::string("the request has more than one Host header");
+  }
+  if (count == 0) {
+    if (version >= 11) {
+      return std::string("an HTTP/1.1 request must carry a Host header");
+    }
+    return std::nullopt;
+  }
+  if (!validHostValue(value)) {
+    return std::string("the Host header is not a valid host[:port]");
+  }
+  return std::nullopt;
+}
+
+std::optional<TargetParts> splitTarget(std::string_view target, std::string& owned) {
+  TargetParts out;
+  out.origin = target;
+  size_t scheme = 0;
+  if (target.size() > 7 && base::iequals(target.substr(0, 7), "http://")) {
+    scheme = 7;
+  } else if (target.size() > 8 && base::iequals(target.substr(0, 8), "https://")) {
+    scheme = 8;
+  } else {
+    return out;
+  }
+  const size_t end = target.find_first_of("/?#", scheme);
+  out.authority =
+      target.substr(scheme, end == std::string_view::npos ? std::string_view::npos : end - scheme);
+  if (out.authority.empty() || out.authority.find('@') != std::string_view::npos) {
+    return std::nullopt;  // no host, or userinfo (RFC 9110 4.2.4: treat it as an error)
+  }
+  if (end == std::string_view::npos || target[end] == '#') {
+    out.origin = "/";
+  } else if (target[end] == '?') {
+    owned = "/";
+    owned += target.substr(end);
+    out.origin = owned;
+  } else {
+    out.origin = target.substr(end);
+  }
+  return out;
+}
+
 // The request line and forwarded headers, without Host and Content-Length (set per attempt).
 std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
   const Request& req = x.req;
@@ -116,7 +193,6 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
     connection_value = it->value();
   }
   std::string_view forwarded_for;
-  std::string_view host;
   for (const auto& f : req) {
     std::string_view name = f.name_string();
     const bhttp::field code = f.name();
@@ -126,7 +202,6 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
     }
     switch (code) {
       case bhttp::field::host:
-        host = f.value();
         continue;
       case bhttp::field::content_length:
       case bhttp::field::expect:
@@ -161,9 +236,9 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
   }
   head += x.session.client_ip;
   head += x.session.tls ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n";
-  if (!host.empty()) {
+  if (!x.authority.empty()) {
     head += "X-Forwarded-Host: ";
-    head += host;
+    head += x.authority;
     head += "\r\n";
   }
   head += "x-request-id: ";

@@ -54,6 +54,21 @@ H2Request h2RequestOf(std::string_view head);
 // after the 400, so the bytes after the head are never read as another request.
 std::optional<std::string> framingProblem(const bhttp::fields& head);
 
+// RFC 9112 3.2: an HTTP/1.1 request carries exactly one Host field, and a Host value is a
+// uri-host with an optional port (RFC 3986 3.2.2). Returns why the request breaks that.
+std::optional<std::string> hostProblem(const bhttp::fields& head, unsigned version);
+
+// The request target split as a gateway serves it (RFC 9112 3.2.1-3.2.2): origin-form
+// ("/path?query") as it is, or absolute-form ("http://host:port/path?query"), whose authority
+// replaces Host and whose path and query are forwarded. `owned` holds the origin-form when it
+// is not a slice of the target ("http://host?q" becomes "/?q"). Nothing for an absolute-form
+// without a host or with userinfo.
+struct TargetParts {
+  std::string_view origin;
+  std::string_view authority;  // set for absolute-form only
+};
+std::optional<TargetParts> splitTarget(std::string_view target, std::string& owned);
+
 // The request head for an external provider: its authority, the forwarded headers it accepts,
 // its static headers and credential.
 std::string providerHead(const Exchange& x, const router::ProviderTarget& p,

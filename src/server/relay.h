@@ -348,12 +348,15 @@ awaitable<bool> relayResponse(Exchange& x, const bhttp::response_header<>& res, 
                             "the upstream response broke off before any of it could be relayed");
         break;
       }
-      x.keep_alive = false;
       if (end == RelayEnd::OverBudget) {
         x.error_type = "output_budget_exceeded";
       }
-      if (sse && chunked) {
-        // The client already has a 200: end the stream with an SSE error event, then close.
+      if (!(sse && chunked)) {
+        // A body that cannot say it broke off: the close is what tells the client.
+        x.keep_alive = false;
+      } else {
+        // The client already has a 200: the stream ends with an SSE error event and the last
+        // chunk, so its framing ends cleanly and the connection stays usable.
         std::string msg =
             end == RelayEnd::OverBudget
                 ? openai::errorBody(ErrorKind::RateLimited,
@@ -363,9 +366,13 @@ awaitable<bool> relayResponse(Exchange& x, const bhttp::response_header<>& res, 
                                     "the upstream stream broke before it finished");
         std::string event = "event: error\ndata: " + msg + "\n\n";
         ChunkWriter writer(true);
-        if (co_await writeClient(s, writer.frame(event), cfg.timeouts.client_write)) {
+        bool ended = co_await writeClient(s, writer.frame(event), cfg.timeouts.client_write);
+        if (ended) {
           std::vector<asio::const_buffer> last{asio::buffer(kLastChunk.data(), kLastChunk.size())};
-          co_await writeClient(s, last, cfg.timeouts.client_write);
+          ended = co_await writeClient(s, last, cfg.timeouts.client_write);
+        }
+        if (!ended) {
+          x.keep_alive = false;
         }
       }
       break;

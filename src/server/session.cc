@@ -451,6 +451,46 @@ awaitable<void> dispatch(Exchange& x) {
   co_await routeAndProxy(x, listener);
 }
 
+// What makes a request head unusable before anything else is read: untrustworthy framing
+// (smuggling), or a missing, repeated or invalid Host.
+std::optional<std::string> requestProblem(const Request& head) {
+  if (auto problem = framingProblem(head)) {
+    return problem;
+  }
+  return hostProblem(head, head.version());
+}
+
+// The exchange's target, path and host: an absolute-form target's authority replaces Host
+// (RFC 9112 3.2.2); the host loses its port (IPv6 brackets keep theirs) and is lower-cased
+// only when needed. False when an absolute-form target is unusable.
+bool readTarget(Exchange& x, std::string& host_lower) {
+  const Request& req = x.req;
+  auto parts = splitTarget(req.target(), x.owned_target);
+  if (!parts) {
+    return false;
+  }
+  x.target = parts->origin;
+  x.path = x.target.substr(0, x.target.find('?'));
+  std::string_view h = parts->authority;
+  if (h.empty()) {
+    if (auto it = req.find(bhttp::field::host); it != req.end()) {
+      h = it->value();
+    }
+  }
+  x.authority = h;
+  if (!h.empty() && h.front() != '[') {
+    h = h.substr(0, h.find(':'));
+  } else if (auto close = h.find(']'); close != std::string_view::npos) {
+    h = h.substr(0, close + 1);
+  }
+  if (std::any_of(h.begin(), h.end(), [](char c) { return c >= 'A' && c <= 'Z'; })) {
+    host_lower = base::toLower(h);
+    h = host_lower;
+  }
+  x.host = h;
+  return true;
+}
+
 }  // namespace
 
 Session::Session(Worker& w, tcp::socket socket, uint16_t listener_port)
@@ -491,7 +531,7 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
       co_return;
     }
   }
-  while (true) {
+  for (bool first_request = true;; first_request = false) {
     // One generation per request: taken here, held by the exchange until it is finished.
     const GenerationPtr gen = worker.generation();
     const auto& cfg = gen->snapshot->config;
@@ -503,7 +543,11 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
         break;
       }
       s.idle = true;
-      s.stream.expires_after(cfg.timeouts.idle);
+      // A new connection must start its request within the header timeout (or the idle
+      // timeout, when shorter); between requests a keep-alive connection may idle for the
+      // idle timeout.
+      s.stream.expires_after(first_request ? std::min(cfg.timeouts.header_read, cfg.timeouts.idle)
+                                           : cfg.timeouts.idle);
       size_t n = co_await clientReadSome(s, s.buffer.prepare(8192), ec);
       s.idle = false;
       if (ec) {
@@ -529,7 +573,7 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
       co_await answerReadError(s, cfg, ec, expired, ReadPhase::Headers);
       break;
     }
-    if (auto problem = framingProblem(parser.get())) {
+    if (auto problem = requestProblem(parser.get())) {
       // Framing the router cannot trust: answer and close, never read on.
       co_await writeEarlyError(s, ErrorKind::InvalidRequest, *problem, cfg.timeouts.client_write);
       break;
@@ -561,24 +605,14 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
     Exchange x(s, req, gen);
     x.start = ctx.time.monotonicNow();
     x.method = req.method_string();
-    x.target = req.target();
-    x.path = x.target.substr(0, x.target.find('?'));
     x.http10 = req.version() < 11;
     x.keep_alive = req.keep_alive() && !ctx.draining.load(std::memory_order_relaxed);
     std::string host_lower;
-    if (auto it = req.find(bhttp::field::host); it != req.end()) {
-      std::string_view h = it->value();
-      // Strip the port (and IPv6 brackets keep theirs); lower-case only when needed.
-      if (!h.empty() && h.front() != '[') {
-        h = h.substr(0, h.find(':'));
-      } else if (auto close = h.find(']'); close != std::string_view::npos) {
-        h = h.substr(0, close + 1);
-      }
-      if (std::any_of(h.begin(), h.end(), [](char c) { return c >= 'A' && c <= 'Z'; })) {
-        host_lower = base::toLower(h);
-        h = host_lower;
-      }
-      x.host = h;
+    if (!readTarget(x, host_lower)) {
+      co_await writeEarlyError(s, ErrorKind::InvalidRequest,
+                               "the absolute-form request target has no valid authority",
+                               cfg.timeouts.client_write);
+      break;
     }
     if (auto it = req.find("x-request-id"); it != req.end() && validRequestId(it->value())) {
       x.request_id = it->value();

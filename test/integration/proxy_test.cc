@@ -428,6 +428,95 @@ TEST_F(ProxyTest, RetriesA503OnAnotherEndpoint) {
   }
 }
 
+TEST_F(ProxyTest, RetriesA500OnAnotherEndpointByDefault) {
+  // Envoy's 5xx retry policy includes 500; before any byte reaches the client a retry is safe.
+  startDefault(2);
+  sim(0).setFault(sim::Fault::Status500);
+  sim(1).setFault(sim::Fault::Status500);
+  auto all_fail = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+  ASSERT_TRUE(all_fail);
+  EXPECT_EQ(all_fail->status, 500);
+  EXPECT_EQ(sim(0).requests.load() + sim(1).requests.load(), 2);
+  sim(1).setFault(sim::Fault::None);
+  for (int i = 0; i < 6; ++i) {
+    auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+  }
+}
+
+TEST_F(ProxyTest, Http11RequestsNeedExactlyOneValidHost) {
+  // RFC 9112 3.2: 400 for an HTTP/1.1 request without Host, with two, or with an invalid one.
+  startDefault();
+  const std::string body = R"({"model":"m","prompt":"x"})";
+  const std::string tail =
+      "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body;
+  const std::vector<std::string> heads = {
+      "POST /v1/chat/completions HTTP/1.1\r\n",
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nHost: b\r\n",
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: a b\r\n",
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: a/b\r\n",
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: user@a\r\n",
+  };
+  for (const auto& head : heads) {
+    TestConnection c(port_);
+    ASSERT_TRUE(c.send(head + tail));
+    auto r = c.readResponse();
+    ASSERT_TRUE(r) << head;
+    EXPECT_EQ(r->status, 400) << head;
+    EXPECT_THAT(r->body, HasSubstr("Host")) << head;
+    EXPECT_TRUE(c.waitClosed()) << head;
+  }
+  EXPECT_EQ(sim().requests.load(), 0);
+  // HTTP/1.0 needs no Host; a port and an IPv6 literal are valid.
+  for (const std::string head : {"POST /v1/chat/completions HTTP/1.0\r\n",
+                                 "POST /v1/chat/completions HTTP/1.1\r\nHost: a.example:8080\r\n",
+                                 "POST /v1/chat/completions HTTP/1.1\r\nHost: [::1]:80\r\n"}) {
+    TestConnection c(port_);
+    ASSERT_TRUE(c.send(head + tail));
+    auto r = c.readResponse();
+    ASSERT_TRUE(r) << head;
+    EXPECT_EQ(r->status, 200) << head << r->body;
+  }
+}
+
+TEST_F(ProxyTest, AcceptsAbsoluteFormTargets) {
+  // RFC 9112 3.2.2: a server accepts absolute-form; its authority replaces Host, and the
+  // upstream gets origin-form.
+  startDefault();
+  const std::string body = R"({"model":"m","prompt":"x"})";
+  TestConnection c(port_);
+  ASSERT_TRUE(
+      c.send("POST http://Gateway.Example:80/v1/chat/completions?trace=1 HTTP/1.1\r\n"
+             "Host: ignored\r\nContent-Type: application/json\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body));
+  auto r = c.readResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_THAT(sim().lastRequestHead(), HasSubstr("X-Forwarded-Host: Gateway.Example:80"));
+  EXPECT_THAT(sim().lastRequestHead(), Not(HasSubstr("ignored")));
+  // An absolute-form target with userinfo or without a host is refused.
+  for (const std::string target : {"http://user@host/v1/chat/completions", "http:///v1/x"}) {
+    TestConnection bad(port_);
+    ASSERT_TRUE(bad.send("POST " + target + " HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"));
+    auto b = bad.readResponse();
+    ASSERT_TRUE(b) << target;
+    EXPECT_EQ(b->status, 400) << target;
+  }
+}
+
+TEST_F(ProxyTest, ASilentNewConnectionIsClosedAfterTheHeaderTimeout) {
+  startSims(1);
+  auto cfg = baseConfig();
+  cfg.timeouts.header_read = std::chrono::milliseconds(200);
+  cfg.timeouts.idle = std::chrono::seconds(60);
+  startRouter(cfg);
+  TestConnection c(port_);
+  // Closed after the header timeout, not held for the 60 s idle timeout.
+  EXPECT_TRUE(c.waitClosed(std::chrono::seconds(5)));
+}
+
 TEST_F(ProxyTest, ReusesUpstreamConnections) {
   startDefault();
   TestConnection c(port_);
@@ -479,7 +568,14 @@ TEST_F(ProxyTest, BrokenStreamEndsWithAnSseErrorEvent) {
   EXPECT_EQ(r->status, 200);
   EXPECT_THAT(r->body, HasSubstr("tok1"));
   EXPECT_THAT(r->body, HasSubstr("event: error\ndata: {\"error\":"));
-  EXPECT_TRUE(c.waitClosed());
+  // The stream's framing ended cleanly (error event, last chunk), so the keep-alive connection
+  // is not lost: it serves the next request (#14: it used to close without Connection: close).
+  EXPECT_EQ(r->header("connection"), "");
+  sim().setFault(sim::Fault::None);
+  ASSERT_TRUE(c.send(postRequest(kChat, R"({"model":"m","prompt":"x","max_tokens":1})")));
+  auto next = c.readResponse();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200);
 }
 
 TEST_F(ProxyTest, HonoursExpect100Continue) {
