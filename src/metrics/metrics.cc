@@ -346,6 +346,9 @@ std::string Registry::renderPrometheus() const {
   out += fmt::format("sluice_flow_control_total{{outcome=\"expired\"}} {}\n", flow_expired);
   appendHeader(out, "sluice_config_reloads_total", "counter", "Configuration snapshots published.");
   out += fmt::format("sluice_config_reloads_total {}\n", config_reloads.load());
+  appendHeader(out, "sluice_listener_failures_total", "counter",
+               "Listeners a configuration change asked for that could not be opened.");
+  out += fmt::format("sluice_listener_failures_total {}\n", listener_failures.load());
   appendHeader(out, "sluice_endpoint_updates_total", "counter",
                "Endpoint-only snapshots published (Pod readiness, EndpointSlices), without a "
                "full rebuild.");

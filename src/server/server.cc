@@ -3,7 +3,9 @@
 #include <array>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <list>
+#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 #include <unordered_set>
@@ -45,7 +47,7 @@ class ControlPlane {
     }
     auto& acceptor = acceptors_.emplace_back(ioc_);
     tcp::endpoint ep(address, addr.port);
-    ec = base::listenOn(acceptor, ep, false);
+    ec = base::listenOn(acceptor, ep);
     if (ec) {
       return base::Error{fmt::format("{}:{}: {}", addr.address, addr.port, ec.message())};
     }
@@ -546,20 +548,7 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   publishGenerationLocked();
   auto addresses = listenerAddresses(*snap);
   if (started_ && addresses != listening_) {
-    std::vector<tcp::endpoint> eps;
-    for (const auto& [address, port] : addresses) {
-      error_code ec;
-      auto ip = asio::ip::make_address(address, ec);
-      if (!ec) {
-        eps.emplace_back(ip, port);
-      }
-    }
-    for (auto& w : workers_) {
-      w->setListeners(eps);
-    }
-    for (const auto& [address, port] : addresses) {
-      SLUICE_LOG(Info, "server", "listening on {}:{}", address, port);
-    }
+    addresses = applyListeners(addresses);
   }
   listening_ = std::move(addresses);
   updateFetchTargets(*snap);
@@ -571,6 +560,61 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   return {};
 }
 
+std::vector<std::pair<std::string, uint16_t>> Server::applyListeners(
+    const std::vector<std::pair<std::string, uint16_t>>& wanted) {
+  std::vector<std::pair<std::string, uint16_t>> open;
+  std::vector<std::pair<tcp::endpoint, int>> shared;  // fd -1: already open, kept
+  auto keep = [&](const std::pair<std::string, uint16_t>& a) {
+    error_code ec;
+    auto ip = asio::ip::make_address(a.first, ec);
+    if (!ec && std::find(open.begin(), open.end(), a) == open.end()) {
+      open.push_back(a);
+      shared.emplace_back(tcp::endpoint(ip, a.second), -1);
+    }
+  };
+  for (const auto& a : wanted) {
+    if (std::find(listening_.begin(), listening_.end(), a) != listening_.end()) {
+      keep(a);
+      continue;
+    }
+    error_code ec;
+    auto ip = asio::ip::make_address(a.first, ec);
+    int fd = -1;
+    if (!ec) {
+      ec = base::openListener(tcp::endpoint(ip, a.second), fd);
+    }
+    if (ec) {
+      registry_->listener_failures.fetch_add(1, std::memory_order_relaxed);
+      auto same_port = std::find_if(listening_.begin(), listening_.end(),
+                                    [&](const auto& l) { return l.second == a.second; });
+      if (same_port != listening_.end()) {
+        SLUICE_LOG(Error, "server", "cannot listen on {}:{}: {}; still listening on {}:{}", a.first,
+                   a.second, ec.message(), same_port->first, same_port->second);
+        keep(*same_port);
+      } else {
+        SLUICE_LOG(Error, "server", "cannot listen on {}:{}: {}", a.first, a.second, ec.message());
+      }
+      continue;
+    }
+    SLUICE_LOG(Info, "server", "listening on {}:{}", a.first, a.second);
+    open.push_back(a);
+    shared.emplace_back(tcp::endpoint(ip, a.second), fd);
+  }
+  for (auto& w : workers_) {
+    std::vector<std::pair<tcp::endpoint, int>> mine;
+    for (const auto& [ep, fd] : shared) {
+      mine.emplace_back(ep, fd >= 0 ? ::dup(fd) : -1);
+    }
+    w->setListeners(std::move(mine));
+  }
+  for (const auto& [ep, fd] : shared) {
+    if (fd >= 0) {
+      ::close(fd);
+    }
+  }
+  return open;
+}
+
 base::Result<void> Server::start() {
   error_code ec;
   auto address = asio::ip::make_address(config_.listener.address, ec);
@@ -578,16 +622,27 @@ base::Result<void> Server::start() {
     return base::Error{
         fmt::format("listener.address: invalid address \"{}\"", config_.listener.address)};
   }
-  // Port 0 (tests): take a free port now, held until the workers have joined it.
-  asio::io_context probe_ioc(1);
-  tcp::acceptor probe(probe_ioc);
+  // Port 0 (tests): the default listener's socket is opened now, on a free port.
+  int probe_fd = -1;
+  tcp::endpoint probe_ep;
   default_port_ = config_.listener.port;
   if (default_port_ == 0) {
-    if (auto err = base::listenOn(probe, tcp::endpoint(address, 0), true)) {
+    if (auto err = base::openListener(tcp::endpoint(address, 0), probe_fd)) {
       return base::Error{fmt::format("listener {}:0: {}", config_.listener.address, err.message())};
     }
-    default_port_ = probe.local_endpoint().port();
+    socklen_t len = static_cast<socklen_t>(probe_ep.capacity());
+    ::getsockname(probe_fd, probe_ep.data(), &len);
+    probe_ep.resize(len);
+    default_port_ = probe_ep.port();
   }
+  struct FdCloser {
+    int& fd;
+    ~FdCloser() {
+      if (fd >= 0) {
+        ::close(fd);
+      }
+    }
+  } probe_closer{probe_fd};
   if (!config_.manifests.empty()) {
     source_ =
         std::make_unique<config::ManifestDirectory>(config_.manifests, config_.manifests_debounce);
@@ -627,21 +682,47 @@ base::Result<void> Server::start() {
     std::lock_guard<std::mutex> lock(snapshot_mu_);
     return generation_;
   }();
+  // One listening socket per address, shared by every worker (no SO_REUSEPORT: another
+  // process cannot bind the same port and take part of the traffic).
+  std::vector<std::pair<tcp::endpoint, int>> shared;
+  struct SharedCloser {
+    std::vector<std::pair<tcp::endpoint, int>>& v;
+    ~SharedCloser() {
+      for (const auto& [ep, fd] : v) {
+        ::close(fd);
+      }
+    }
+  } shared_closer{shared};
+  for (const auto& [addr, port] : listening_) {
+    auto ip = asio::ip::make_address(addr, ec);
+    if (ec) {
+      return base::Error{fmt::format("listener address \"{}\" is invalid", addr)};
+    }
+    const tcp::endpoint ep(ip, port);
+    int fd = -1;
+    if (probe_fd >= 0 && ep == probe_ep) {
+      std::swap(fd, probe_fd);
+    } else if (auto err = base::openListener(ep, fd)) {
+      return base::Error{fmt::format("listener {}:{}: {}", addr, port, err.message())};
+    }
+    shared.emplace_back(ep, fd);
+  }
   for (size_t i = 0; i < worker_count_; ++i) {
     auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
     w->publish(gen);
-    for (const auto& [addr, port] : listening_) {
-      auto ip = asio::ip::make_address(addr, ec);
-      if (ec) {
-        return base::Error{fmt::format("listener address \"{}\" is invalid", addr)};
+    for (const auto& [ep, fd] : shared) {
+      const int copy = ::dup(fd);
+      if (copy < 0) {
+        return base::Error{fmt::format("listener {}:{}: {}", ep.address().to_string(), ep.port(),
+                                       std::strerror(errno))};
       }
-      if (auto err = w->listen(tcp::endpoint(ip, port))) {
-        return base::Error{fmt::format("listener {}:{}: {}", addr, port, err.message())};
+      if (auto err = w->listen(ep, copy)) {
+        return base::Error{
+            fmt::format("listener {}:{}: {}", ep.address().to_string(), ep.port(), err.message())};
       }
     }
     workers_.push_back(std::move(w));
   }
-  probe.close(ec);
   listener_port_ = default_port_;
   auto metrics_port = control_->listen(config_.metrics, false);
   if (!metrics_port) {

@@ -107,6 +107,11 @@ class Server {
   void updateFetchTargets(const router::Snapshot& snap);
   base::Result<void> publishLocked(const config::RouterConfig& config);
   std::vector<std::pair<std::string, uint16_t>> listenerAddresses(const router::Snapshot& snap);
+  // Opens the listeners of `wanted` not open yet and hands every worker its duplicates; the
+  // others close. A listener that cannot be opened is logged and counted; when it would
+  // replace one on the same port (an address change), the old one stays. Returns what is open.
+  std::vector<std::pair<std::string, uint16_t>> applyListeners(
+      const std::vector<std::pair<std::string, uint16_t>>& wanted);
   std::shared_ptr<const scheduler::ProfileSet> buildProfiles(const router::Snapshot& snap);
   void forgetRemovedEndpoints(const router::Snapshot& snap);
   void moveEndpointRefs(const router::Snapshot& before, const router::Snapshot& after);

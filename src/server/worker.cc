@@ -2,13 +2,13 @@
 
 #include <exception>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/socket_base.hpp>
 
 #include "backends/h2_client.h"
 #include "backends/provider.h"
 #include "base/log.h"
-#include "base/net.h"
 #include "openai/errors.h"
 #include "server/session.h"
 
@@ -51,55 +51,60 @@ Worker::~Worker() {
   ioc_.reset();
 }
 
-error_code Worker::listen(const tcp::endpoint& endpoint) {
+error_code Worker::listen(const tcp::endpoint& endpoint, int fd) {
   auto acceptor = std::make_shared<tcp::acceptor>(*ioc_);
-  if (auto ec = base::listenOn(*acceptor, endpoint, true)) {
+  error_code ec;
+  acceptor->assign(endpoint.protocol(), fd, ec);
+  if (ec) {
+    ::close(fd);
     return ec;
   }
-  error_code ec;
-  uint16_t port = acceptor->local_endpoint(ec).port();
-  acceptors_[port] = std::move(acceptor);
+  acceptors_[endpoint] = std::move(acceptor);
   return {};
 }
 
 uint16_t Worker::localPort() const {
-  return acceptors_.empty() ? 0 : acceptors_.begin()->first;
+  return acceptors_.empty() ? 0 : acceptors_.begin()->first.port();
 }
 
-void Worker::setListeners(std::vector<tcp::endpoint> endpoints) {
-  asio::post(*ioc_, [this, eps = std::move(endpoints)] { reconcileListeners(eps); });
+void Worker::setListeners(std::vector<std::pair<tcp::endpoint, int>> listeners) {
+  asio::post(*ioc_, [this, l = std::move(listeners)] { reconcileListeners(l); });
 }
 
-void Worker::reconcileListeners(const std::vector<tcp::endpoint>& endpoints) {
+void Worker::reconcileListeners(const std::vector<std::pair<tcp::endpoint, int>>& listeners) {
   if (!accepting_) {
+    for (const auto& [ep, fd] : listeners) {
+      if (fd >= 0) {
+        ::close(fd);
+      }
+    }
     return;
   }
-  std::map<uint16_t, tcp::endpoint> wanted;
-  for (const auto& ep : endpoints) {
-    wanted.emplace(ep.port(), ep);
-  }
+  std::map<tcp::endpoint, int> wanted(listeners.begin(), listeners.end());
   for (auto it = acceptors_.begin(); it != acceptors_.end();) {
     if (wanted.count(it->first) == 0) {
       error_code ec;
       it->second->close(ec);
-      SLUICE_LOG(Info, "worker", "worker {} closed listener port {}", index_, it->first);
+      SLUICE_LOG(Info, "worker", "worker {} closed listener {}:{}", index_,
+                 it->first.address().to_string(), it->first.port());
       it = acceptors_.erase(it);
     } else {
       ++it;
     }
   }
-  for (const auto& [port, ep] : wanted) {
-    if (acceptors_.count(port) > 0) {
+  for (const auto& [ep, fd] : wanted) {
+    if (fd < 0 || acceptors_.count(ep) > 0) {
+      if (fd >= 0) {
+        ::close(fd);
+      }
       continue;
     }
-    auto acceptor = std::make_shared<tcp::acceptor>(*ioc_);
-    if (auto ec = base::listenOn(*acceptor, ep, true)) {
-      SLUICE_LOG(Error, "worker", "worker {} cannot listen on port {}: {}", index_, port,
-                 ec.message());
+    if (auto ec = listen(ep, fd)) {
+      SLUICE_LOG(Error, "worker", "worker {} cannot accept on {}:{}: {}", index_,
+                 ep.address().to_string(), ep.port(), ec.message());
       continue;
     }
-    acceptors_[port] = acceptor;
-    asio::co_spawn(*ioc_, acceptLoop(acceptor, port), logCoroutineFailure);
+    asio::co_spawn(*ioc_, acceptLoop(acceptors_[ep], ep.port()), logCoroutineFailure);
   }
 }
 
@@ -125,8 +130,8 @@ void Worker::start() {
     pool_.configure(gen_->snapshot->config.upstream.max_idle_per_endpoint,
                     gen_->snapshot->config.upstream.idle_timeout);
   }
-  for (const auto& [port, acceptor] : acceptors_) {
-    asio::co_spawn(*ioc_, acceptLoop(acceptor, port), logCoroutineFailure);
+  for (const auto& [endpoint, acceptor] : acceptors_) {
+    asio::co_spawn(*ioc_, acceptLoop(acceptor, endpoint.port()), logCoroutineFailure);
   }
   thread_ = std::thread([this] {
     auto guard = asio::make_work_guard(*ioc_);

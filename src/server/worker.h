@@ -30,8 +30,9 @@ namespace sluice::server {
 
 struct Session;
 
-// One thread, one io_context, one SO_REUSEPORT acceptor. Everything a request touches on its
-// way through lives here or in the immutable snapshot, so the request path takes no locks.
+// One thread, one io_context, acceptors on duplicates of the server's listening sockets. Everything
+// a request touches on its way through lives here or in the immutable snapshot, so the request path
+// takes no locks.
 class Worker {
  public:
   Worker(size_t index, ServerContext& ctx, uint64_t seed);
@@ -39,12 +40,14 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Binds a listening socket (SO_REUSEPORT, so every worker binds the same address).
-  error_code listen(const tcp::endpoint& endpoint);
+  // Accepts on `fd`, this worker's duplicate of the listening socket the server opened for
+  // `endpoint` (every worker accepts on the same socket; the worker owns `fd`).
+  error_code listen(const tcp::endpoint& endpoint, int fd);
   uint16_t localPort() const;  // the first listener's
-  // Opens listeners not yet open and closes the others (Gateways came or went). Posted to
-  // the worker; a port that cannot be bound is logged and skipped.
-  void setListeners(std::vector<tcp::endpoint> endpoints);
+  // The listeners wanted now (Gateways came or went, an address changed): each with this
+  // worker's duplicate of a newly opened socket, or -1 for one the worker already accepts on.
+  // The others are closed. Posted to the worker.
+  void setListeners(std::vector<std::pair<tcp::endpoint, int>> listeners);
   void start();
   // Posts a new configuration generation; requests in flight keep the one they started with.
   void publish(GenerationPtr gen);
@@ -95,12 +98,12 @@ class Worker {
 
  private:
   awaitable<void> acceptLoop(std::shared_ptr<tcp::acceptor> acceptor, uint16_t port);
-  void reconcileListeners(const std::vector<tcp::endpoint>& endpoints);
+  void reconcileListeners(const std::vector<std::pair<tcp::endpoint, int>>& listeners);
 
   size_t index_;
   ServerContext& ctx_;
   std::unique_ptr<asio::io_context> ioc_;
-  std::map<uint16_t, std::shared_ptr<tcp::acceptor>> acceptors_;  // by port
+  std::map<tcp::endpoint, std::shared_ptr<tcp::acceptor>> acceptors_;
   bool accepting_ = true;
   GenerationPtr gen_;
   backends::MetricsViewPtr metrics_view_;

@@ -138,7 +138,7 @@ const statusPatches = (api) => Object.entries(api.stats().requests)
 
 // The router in API-server mode: its own directory, config, and ready file.
 class Router {
-  constructor(name, api, { kubeconfig = api.kubeconfig, lease = {}, env = {} } = {}) {
+  constructor(name, api, { kubeconfig = api.kubeconfig, lease = {}, env = {}, listen = '127.0.0.1:0' } = {}) {
     this.name = name;
     this.dir = join(top, name);
     mkdirSync(this.dir, { recursive: true });
@@ -151,7 +151,7 @@ class Router {
     ].join('\n'));
     this.readyFile = join(this.dir, 'router.ready');
     this.proc = spawnChild('sluice', ['serve', '--kubeconfig', kubeconfig, '--config', join(this.dir, 'sluice.yaml'),
-      '--admin', '127.0.0.1:0', '--metrics', '127.0.0.1:0', '--listen', '127.0.0.1:0', '--workers', '1',
+      '--admin', '127.0.0.1:0', '--metrics', '127.0.0.1:0', '--listen', listen, '--workers', '1',
       '--ready-file', this.readyFile], { POD_NAME: name, ...env }, name);
   }
 
@@ -555,7 +555,10 @@ test('two replicas elect one leader; SIGKILL fails over within the lease, SIGTER
   const lease = { lease_duration: '3s', renew_deadline: '2s', retry_period: '500ms' };
   const leaseWatch = watchLease(api);
   try {
-    const replicas = await Promise.all(['router-a', 'router-b'].map((n) => new Router(n, api, { lease }).started()));
+    // Replicas are separate Pods in a cluster; here each gets its own loopback address, as two
+    // processes can never share a listening port.
+    const replicas = await Promise.all(['router-a', 'router-b'].map((n, i) =>
+      new Router(n, api, { lease, listen: `127.0.0.${i + 1}:0` }).started()));
     const leaderName = await eventually(async () => {
       const gauges = await Promise.all(replicas.map((r) => r.metric('sluice_kubernetes_leader')));
       const holder = api.get(leaseRef)?.spec?.holderIdentity;
@@ -588,7 +591,7 @@ test('two replicas elect one leader; SIGKILL fails over within the lease, SIGTER
 
     // SIGTERM: the leader gives the lease up on the way out, so a third replica takes it at its
     // next retry rather than after the lease duration.
-    const third = await new Router('router-c', api, { lease }).started();
+    const third = await new Router('router-c', api, { lease, listen: '127.0.0.3:0' }).started();
     await eventually(async () => (await third.readyz()) === 200, 'router-c ready');
     assert.equal(await third.metric('sluice_kubernetes_leader'), 0);
     const stoppedAt = Date.now();

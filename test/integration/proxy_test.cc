@@ -1,6 +1,8 @@
 // In-process integration tests: the real Server on 127.0.0.1:0 against simulated engines
 // running on their own io_context thread, driven by a raw-socket client.
 #include <algorithm>
+#include <arpa/inet.h>
+#include <cerrno>
 #include <fstream>
 #include <iterator>
 #include <sys/socket.h>
@@ -633,6 +635,64 @@ TEST_F(ProxyTest, AdminEndpoints) {
   auto cfg = testing::request(router_->adminPort(), "GET", "/debug/config");
   EXPECT_THAT(cfg->body, HasSubstr("\"models\":[{\"name\":\"m\""));
   EXPECT_EQ(testing::request(router_->metricsPort(), "GET", "/healthz")->status, 404);
+}
+
+// Binds addr:port as another process would, with SO_REUSEADDR and SO_REUSEPORT; the errno.
+int bindLikeAnotherProcess(const char* addr, uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  inet_pton(AF_INET, addr, &sa.sin_addr);
+  int err = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0 ? 0 : errno;
+  ::close(fd);
+  return err;
+}
+
+TEST_F(ProxyTest, NoOtherProcessCanShareTheInferencePort) {
+  // #14: with SO_REUSEPORT on the listener, a second process bound the same port and took part
+  // of the traffic. The workers now share one socket opened without it.
+  startSims(1);
+  auto cfg = baseConfig();
+  cfg.workers = 2;
+  startRouter(cfg);
+  EXPECT_EQ(bindLikeAnotherProcess("127.0.0.1", port_), EADDRINUSE);
+  for (int i = 0; i < 8; ++i) {
+    auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+  }
+}
+
+TEST_F(ProxyTest, AListenerAddressChangeIsAppliedOrRefusedNeverReportedFalsely) {
+  startDefault();
+  // 127.0.0.1 -> 127.0.0.2 on the same port: applied, the old socket closes.
+  auto moved = baseConfig();
+  moved.listener.address = "127.0.0.2";
+  ASSERT_TRUE(router_->reload(moved));
+  EXPECT_TRUE(waitFor([&] {
+    TestConnection c(port_, "127.0.0.2");
+    if (!c.send(postRequest(kChat, R"({"model":"m","prompt":"x"})"))) {
+      return false;
+    }
+    auto r = c.readResponse();
+    return r && r->status == 200;
+  }));
+  EXPECT_TRUE(waitFor([&] { return bindLikeAnotherProcess("127.0.0.1", port_) == 0; }));
+  // 127.0.0.2 -> 0.0.0.0 on the same port cannot be bound while 127.0.0.2 listens: refused,
+  // logged and counted; 127.0.0.2 keeps serving.
+  auto wildcard = baseConfig();
+  wildcard.listener.address = "0.0.0.0";
+  ASSERT_TRUE(router_->reload(wildcard));
+  EXPECT_TRUE(metricsShow("sluice_listener_failures_total 1"));
+  TestConnection still(port_, "127.0.0.2");
+  ASSERT_TRUE(still.send(postRequest(kChat, R"({"model":"m","prompt":"x"})")));
+  auto r = still.readResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
 }
 
 TEST_F(ProxyTest, ReloadPublishesANewSnapshot) {

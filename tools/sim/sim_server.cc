@@ -277,7 +277,7 @@ SimServer::SimServer(asio::io_context& ioc, SimOptions options, std::shared_ptr<
 SimServer::~SimServer() = default;
 
 error_code SimServer::listen(const tcp::endpoint& endpoint) {
-  return base::listenOn(acceptor_, endpoint, false);
+  return base::listenOn(acceptor_, endpoint);
 }
 
 uint16_t SimServer::port() const {
