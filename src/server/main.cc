@@ -284,21 +284,25 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--manifests and the Kubernetes API server cannot be used together\n");
     return 2;
   }
-  if (listen) {
-    cfg.listener = *listen;
-  }
-  if (admin) {
-    cfg.admin = *admin;
-  }
-  if (metrics) {
-    cfg.metrics = *metrics;
-  }
-  if (workers) {
-    cfg.workers = *workers;
-  }
+  // The command line overrides the file at start and at every reload of it (SIGHUP).
+  auto overrides = [=](config::RouterConfig& c) {
+    if (listen) {
+      c.listener = *listen;
+    }
+    if (admin) {
+      c.admin = *admin;
+    }
+    if (metrics) {
+      c.metrics = *metrics;
+    }
+    if (workers) {
+      c.workers = *workers;
+    }
+  };
+  overrides(cfg);
 
   server::Server server(cfg);
-  server.setConfigPath(config_path);
+  server.setConfigPath(config_path, overrides);
   if (auto r = server.start(); !r) {
     std::fprintf(stderr, "sluice: cannot start: %s\n", r.error().message.c_str());
     return 1;

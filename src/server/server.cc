@@ -1,9 +1,11 @@
 #include "server/server.h"
 
 #include <array>
+#include <cctype>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <list>
 #include <sys/socket.h>
 #include <thread>
@@ -113,13 +115,34 @@ class ControlPlane {
     if (server_.config_path_.empty()) {
       return;
     }
+    auto refuse = [this](std::string_view why) {
+      server_.registry_->config_reload_errors.fetch_add(1);
+      SLUICE_LOG(Error, "config", "reload of {} refused: {}; the running configuration is kept",
+                 server_.config_path_, why);
+    };
+    // A file caught half-written (editors and config-map updates truncate, then write) must
+    // not replace a configuration that serves with one that serves nothing.
+    if (fileIsBlank(server_.config_path_)) {
+      refuse("the file is empty");
+      return;
+    }
     config::ConfigErrors errors;
     auto cfg = config::loadRouterConfig(server_.config_path_, errors);
     if (!cfg) {
-      server_.registry_->config_reload_errors.fetch_add(1);
       for (const auto& e : errors.errors) {
         SLUICE_LOG(Error, "config", "reload rejected: {}", e);
       }
+      refuse(fmt::format("{} error(s) in the file", errors.errors.size()));
+      return;
+    }
+    if (server_.overrides_) {
+      server_.overrides_(*cfg);
+    }
+    // Where objects come from is fixed at start (reload() keeps it too).
+    cfg->manifests = server_.config_.manifests;
+    cfg->kubernetes = server_.config_.kubernetes;
+    if (servesNothing(*cfg) && !servesNothing(server_.snapshot()->config)) {
+      refuse("it names no models and no manifests, so it would remove every route");
       return;
     }
     if (auto r = server_.reload(*cfg); !r) {
@@ -127,6 +150,25 @@ class ControlPlane {
     } else {
       SLUICE_LOG(Info, "config", "reloaded {}", server_.config_path_);
     }
+  }
+
+  static bool fileIsBlank(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) {
+      return false;  // unreadable: the loader reports why
+    }
+    char c = 0;
+    while (in.get(c)) {
+      if (!std::isspace(static_cast<unsigned char>(c))) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // Nothing to route to from the file alone (Kubernetes objects are kept across reloads).
+  static bool servesNothing(const config::RouterConfig& c) {
+    return c.models.empty() && c.manifests.empty() && !c.kubernetes.enabled();
   }
 
  private:
@@ -411,6 +453,7 @@ base::Result<void> Server::reload(const config::RouterConfig& config) {
   // Where the objects come from is fixed at start (flags, environment); a reload keeps it.
   config::RouterConfig c = config;
   c.kubernetes = config_.kubernetes;
+  c.manifests = config_.manifests;  // the watched directory is opened once, at start
   std::lock_guard<std::mutex> lock(snapshot_mu_);
   return publishLocked(c);
 }

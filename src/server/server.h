@@ -74,8 +74,12 @@ class Server {
   void applyJwks(const std::string& jwks);
   // Status of every object (admin /debug/status).
   std::string statusJson() const;
-  // Used by SIGHUP: re-reads this file.
-  void setConfigPath(std::string path) { config_path_ = std::move(path); }
+  // Used by SIGHUP: re-reads this file, then applies `overrides` (the command line's).
+  void setConfigPath(std::string path,
+                     std::function<void(config::RouterConfig&)> overrides = nullptr) {
+    config_path_ = std::move(path);
+    overrides_ = std::move(overrides);
+  }
   // Handle SIGTERM/SIGINT (drain, then stop) and SIGHUP (reload) on the control thread.
   void handleSignals();
 
@@ -122,6 +126,7 @@ class Server {
   config::RouterConfig config_;
   const base::TimeSource& time_;
   std::string config_path_;
+  std::function<void(config::RouterConfig&)> overrides_;
   std::optional<uint64_t> seed_;
   size_t worker_count_;
   std::unique_ptr<metrics::Registry> registry_;

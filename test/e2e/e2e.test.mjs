@@ -110,6 +110,72 @@ test('metrics and access log record the traffic', async () => {
   assert.equal(ready.status, 200);
 });
 
+const metricValue = async (name) => {
+  const text = await (await fetch(`http://127.0.0.1:${ports.metrics}/metrics`)).text();
+  const m = text.match(new RegExp(`^${name} (\\d+)$`, 'm'));
+  return m ? Number(m[1]) : 0;
+};
+const eventually = async (check, what) => {
+  for (let i = 0; i < 500; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+};
+
+test('the access log stays valid JSON whatever bytes the request path carried', async () => {
+  const { connect } = await import('node:net');
+  const raw = Buffer.concat([Buffer.from('GET /v1/'), Buffer.from([0xff, 0xc3, 0x28]),
+    Buffer.from('"x\\ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n')]);
+  await new Promise((resolve, reject) => {
+    const sock = connect(ports.listener, '127.0.0.1', () => sock.end(raw));
+    sock.on('data', () => {});
+    sock.on('close', resolve);
+    sock.on('error', reject);
+  });
+  const log = join(dir, 'access.log');
+  await eventually(() => readFileSync(log, 'utf8').includes('\\ufffd'), 'the access log line');
+  for (const line of readFileSync(log, 'utf8').trim().split('\n')) {
+    const record = JSON.parse(line);  // throws on an invalid line
+    assert.ok(record.request_id);
+  }
+  const record = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((r) => r.path.includes('\ufffd'));
+  assert.equal(record.path, '/v1/\ufffd\ufffd("x\\');
+});
+
+test('SIGHUP: an empty file or one that removes every route is refused; a good one applies', async () => {
+  const config = join(dir, 'sluice.yaml');
+  const good = readFileSync(config, 'utf8');
+  const served = async (model) => (await fetch(`http://127.0.0.1:${ports.listener}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'x' }], max_tokens: 1 }),
+  })).status;
+  for (const text of ['', '\n  \n', 'listener: {address: 127.0.0.1, port: 0}\nmodels: []\n']) {
+    const errors = await metricValue('sluice_config_reload_errors_total');
+    writeFileSync(config, text);
+    router.kill('SIGHUP');
+    await eventually(async () => (await metricValue('sluice_config_reload_errors_total')) === errors + 1,
+      `the reload of ${JSON.stringify(text)} to be refused`);
+    assert.equal(await served('llama'), 200);
+  }
+  assert.match(router.stderrText(), /reload of .* refused: the file is empty/);
+  assert.match(router.stderrText(), /refused: it names no models and no manifests, so it would remove every route/);
+  const reloads = await metricValue('sluice_config_reloads_total');
+  writeFileSync(config, good.replace('name: llama', 'name: llama-renamed'));
+  router.kill('SIGHUP');
+  await eventually(async () => (await metricValue('sluice_config_reloads_total')) === reloads + 1, 'the good reload');
+  // Workers take the new generation with their next message: served once it has arrived.
+  await eventually(async () => (await served('llama-renamed')) === 200, 'the renamed model served');
+  writeFileSync(config, good);
+  router.kill('SIGHUP');
+  await eventually(async () => (await metricValue('sluice_config_reloads_total')) === reloads + 2, 'the restoring reload');
+  // Both workers: ten answers in a row from the restored configuration.
+  await eventually(async () => {
+    for (let i = 0; i < 10; i++) if ((await served('llama')) !== 200) return false;
+    return true;
+  }, 'the original configuration back on every worker');
+});
+
 test('SIGTERM drains: an in-flight stream finishes, then the router exits 0', async () => {
   const stream = await client.chat.completions.create({
     model: 'llama', messages: [{ role: 'user', content: 'long answer' }], max_tokens: 150, stream: true,
