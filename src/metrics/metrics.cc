@@ -349,6 +349,9 @@ std::string Registry::renderPrometheus() const {
   appendHeader(out, "sluice_listener_failures_total", "counter",
                "Listeners a configuration change asked for that could not be opened.");
   out += fmt::format("sluice_listener_failures_total {}\n", listener_failures.load());
+  appendHeader(out, "sluice_drain_cut_total", "counter",
+               "Requests and streams still open at the drain deadline, ended with an error.");
+  out += fmt::format("sluice_drain_cut_total {}\n", drain_cut.load());
   appendHeader(out, "sluice_endpoint_updates_total", "counter",
                "Endpoint-only snapshots published (Pod readiness, EndpointSlices), without a "
                "full rebuild.");

@@ -126,6 +126,7 @@ class Registry {
   // Process-wide values set by the control thread.
   std::atomic<uint64_t> config_reloads{0};
   std::atomic<uint64_t> listener_failures{0};  // listeners a reload could not open
+  std::atomic<uint64_t> drain_cut{0};          // exchanges cut at the drain deadline
   std::atomic<uint64_t> endpoint_updates{0};
   std::atomic<uint64_t> config_reload_errors{0};
   std::atomic<uint64_t> access_log_dropped{0};

@@ -153,7 +153,7 @@ awaitable<void> runAttempts(Exchange& x, const RouteChoice& route, Transport& tr
   router::Reservation held;  // the chosen endpoint's load, released when the response ends
   bool chosen = false;
   const size_t n = plan.targets.size();
-  for (size_t i = 0; i < n && !watch.client_gone; ++i) {
+  for (size_t i = 0; i < n && !watch.client_gone && !s.cut_by_shutdown; ++i) {
     const Target& t = plan.targets[i];
     if (!co_await beforeAttempt(x, i, plan, failure)) {
       break;  // no retry past the request's deadline
@@ -197,6 +197,12 @@ awaitable<void> runAttempts(Exchange& x, const RouteChoice& route, Transport& tr
       x.status = 499;
       x.error_type = "client_closed";
       x.keep_alive = false;
+      co_return;
+    }
+    if (s.cut_by_shutdown) {
+      x.keep_alive = false;
+      co_await writeError(x, ErrorKind::Unavailable,
+                          "the router is shutting down: the request was cut at the drain deadline");
       co_return;
     }
     co_await writeError(x, failure.kind, failure.message);

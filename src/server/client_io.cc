@@ -167,8 +167,22 @@ void drainClient(const std::shared_ptr<ClientWatch>& w) {
 
 }  // namespace
 
+void cutForShutdown(Session& s) {
+  if (s.watch == nullptr || s.watch->stopping) {
+    return;
+  }
+  s.cut_by_shutdown = true;
+  if (s.watch->upstream != nullptr) {
+    s.watch->upstream->close();
+  }
+  if (s.watch->h2 != nullptr) {
+    s.watch->h2->cancel();
+  }
+}
+
 void startWatch(Session& s, const std::shared_ptr<ClientWatch>& w) {
   s.stream.expires_never();
+  s.watch = w.get();
   w->running = true;
   if (s.tls) {
     w->done.emplace(s.stream.get_executor(), SteadyTimer::time_point::max());
@@ -184,6 +198,7 @@ void startWatch(Session& s, const std::shared_ptr<ClientWatch>& w) {
 
 awaitable<void> stopWatch(Session& s, ClientWatch& w) {
   w.stopping = true;
+  s.watch = nullptr;
   if (!w.running) {
     co_return;
   }

@@ -55,6 +55,9 @@ struct ClientWatch {
 };
 
 void startWatch(Session& s, const std::shared_ptr<ClientWatch>& w);
+// The drain deadline: the session's upstream exchange, if one is running, is cut; the relay
+// then ends the response with an error naming the shutdown (an SSE error event on a stream).
+void cutForShutdown(Session& s);
 awaitable<void> stopWatch(Session& s, ClientWatch& w);
 
 }  // namespace sluice::server

@@ -318,5 +318,6 @@ int main(int argc, char** argv) {
     std::rename(tmp.c_str(), ready_file.c_str());
   }
   server.wait();
-  return 0;
+  // 0: drained cleanly; 3: the drain deadline cut requests or streams short.
+  return server.drainCutShort() ? 3 : 0;
 }

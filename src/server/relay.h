@@ -193,7 +193,9 @@ awaitable<RelayEnd> relayBody(Exchange& x, Body& upstream, bool sse, bool chunke
     }
     std::string_view data(relay.get(), n);
     if (ec && n == 0) {
-      if (isTimeout(ec)) {
+      if (x.session.cut_by_shutdown) {
+        x.error_type = "shutdown";
+      } else if (isTimeout(ec)) {
         x.error_type = "upstream_timeout";
       } else {
         x.error_type = "upstream_stream_broken";
@@ -362,6 +364,10 @@ awaitable<bool> relayResponse(Exchange& x, const bhttp::response_header<>& res, 
                 ? openai::errorBody(ErrorKind::RateLimited,
                                     "the stream exceeded the output tokens its rate limit "
                                     "reserved and was stopped")
+            : s.cut_by_shutdown
+                ? openai::errorBody(ErrorKind::Unavailable,
+                                    "the router is shutting down: the stream was cut at the "
+                                    "drain deadline")
                 : openai::errorBody(ErrorKind::UpstreamUnavailable,
                                     "the upstream stream broke before it finished");
         std::string event = "event: error\ndata: " + msg + "\n\n";

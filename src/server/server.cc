@@ -913,7 +913,25 @@ void Server::drainAndStop() {
   while (ctx_->connections.load() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  SLUICE_LOG(Info, "server", "drained ({} connections left); stopping", ctx_->connections.load());
+  if (ctx_->connections.load() > 0) {
+    // The deadline: what still talks to an upstream is cut, and each gets its ending (an SSE
+    // error event and the last chunk, or a 503) within a short grace before the loops stop.
+    const uint64_t before = registry_->drain_cut.load();
+    for (auto& w : workers_) {
+      w->cutExchanges(registry_->drain_cut);
+    }
+    const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (ctx_->connections.load() > 0 && std::chrono::steady_clock::now() < grace) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const uint64_t cut = registry_->drain_cut.load() - before;
+    drain_cut_short_ = true;
+    SLUICE_LOG(Warn, "server",
+               "drain deadline reached: {} request(s) and stream(s) cut, {} connection(s) closed",
+               cut, ctx_->connections.load());
+  } else {
+    SLUICE_LOG(Info, "server", "drained; stopping");
+  }
   stopAll();
 }
 

@@ -89,6 +89,8 @@ class Server {
   // Blocks until the server has stopped (after a drain triggered by a signal, say).
   void wait();
   bool draining() const;
+  // True when the drain deadline cut requests or streams short (the exit status says so).
+  bool drainCutShort() const { return drain_cut_short_.load(); }
   bool ready() const;
 
   uint16_t listenerPort() const { return listener_port_; }
@@ -126,6 +128,7 @@ class Server {
   config::RouterConfig config_;
   const base::TimeSource& time_;
   std::string config_path_;
+  std::atomic<bool> drain_cut_short_{false};
   std::function<void(config::RouterConfig&)> overrides_;
   std::optional<uint64_t> seed_;
   size_t worker_count_;

@@ -26,6 +26,10 @@ struct Session {
   std::string client_ip;
   uint16_t port = 0;  // the listener port it arrived on: selects the Gateway listener
   bool idle = false;  // waiting for the next request: drain may close it at once
+  // While the upstream works: the watch that can cut it (set by startWatch, cleared by
+  // stopWatch), so the drain deadline can end the exchange.
+  struct ClientWatch* watch = nullptr;
+  bool cut_by_shutdown = false;  // the drain deadline cut this connection's exchange
 };
 
 // Serves requests on the connection until it closes.

@@ -10,6 +10,7 @@
 #include "backends/provider.h"
 #include "base/log.h"
 #include "openai/errors.h"
+#include "server/client_io.h"
 #include "server/session.h"
 
 namespace sluice::server {
@@ -179,6 +180,17 @@ void Worker::stopAccepting() {
     }
     if (h2_pool_) {
       h2_pool_->clear();
+    }
+  });
+}
+
+void Worker::cutExchanges(std::atomic<uint64_t>& cut) {
+  asio::post(*ioc_, [this, &cut] {
+    for (Session* s : sessions_) {
+      if (s->watch != nullptr && !s->cut_by_shutdown) {
+        cutForShutdown(*s);
+        cut.fetch_add(1, std::memory_order_relaxed);
+      }
     }
   });
 }

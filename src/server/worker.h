@@ -69,6 +69,9 @@ class Worker {
   void publishMetrics(backends::MetricsViewPtr view);
   // Stops accepting and closes idle keep-alive connections (drain).
   void stopAccepting();
+  // The drain deadline: every exchange still talking to an upstream is cut and ends with an
+  // error naming the shutdown; each one cut is added to `cut`.
+  void cutExchanges(std::atomic<uint64_t>& cut);
   void stop();  // stops the loop and joins the thread
 
   // For the sessions (worker thread only).
