@@ -45,4 +45,20 @@ error_code openListener(const tcp::endpoint& endpoint, int& fd) {
   return {};
 }
 
+OwnedFd& OwnedFd::operator=(OwnedFd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+    fd_ = o.release();
+  }
+  return *this;
+}
+
+OwnedFd::~OwnedFd() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
+}
+
 }  // namespace sluice::base

@@ -76,15 +76,25 @@ void appendHeaderEdits(std::string& head, const config::HeaderModifier& mod) {
   }
 }
 
-std::optional<std::string> framingProblem(const bhttp::fields& head) {
-  size_t codings = 0;
-  std::string_view value;
+namespace {
+
+// How many lines of `field` the head has, and the value of the last.
+size_t countField(const bhttp::fields& head, bhttp::field field, std::string_view& value) {
+  size_t count = 0;
   for (const auto& f : head) {
-    if (f.name() == bhttp::field::transfer_encoding) {
-      ++codings;
+    if (f.name() == field) {
+      ++count;
       value = f.value();
     }
   }
+  return count;
+}
+
+}  // namespace
+
+std::optional<std::string> framingProblem(const bhttp::fields& head) {
+  std::string_view value;
+  const size_t codings = countField(head, bhttp::field::transfer_encoding, value);
   if (codings == 0) {
     return std::nullopt;
   }
@@ -125,14 +135,8 @@ bool validHostValue(std::string_view v) {
 }  // namespace
 
 std::optional<std::string> hostProblem(const bhttp::fields& head, unsigned version) {
-  size_t count = 0;
   std::string_view value;
-  for (const auto& f : head) {
-    if (f.name() == bhttp::field::host) {
-      ++count;
-      value = f.value();
-    }
-  }
+  const size_t count = countField(head, bhttp::field::host, value);
   if (count > 1) {
     return std::string("the request has more than one Host header");
   }

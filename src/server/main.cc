@@ -145,6 +145,27 @@ int validateManifests(const config::RouterConfig& cfg, bool json) {
   return problems == 0 ? 0 : 1;
 }
 
+// The command line's addresses and worker count: they override the file at start and at every
+// reload of it (SIGHUP).
+struct FlagOverrides {
+  std::optional<config::ListenAddress> listen, admin, metrics;
+  std::optional<int> workers;
+  void apply(config::RouterConfig& c) const {
+    if (listen) {
+      c.listener = *listen;
+    }
+    if (admin) {
+      c.admin = *admin;
+    }
+    if (metrics) {
+      c.metrics = *metrics;
+    }
+    if (workers) {
+      c.workers = *workers;
+    }
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -169,8 +190,8 @@ int main(int argc, char** argv) {
 
   std::string config_path, ready_file, manifests, kubeconfig, kube_context, kube_namespace;
   bool json = false;
-  std::optional<config::ListenAddress> listen, admin, metrics;
-  std::optional<int> workers;
+  FlagOverrides flags;
+  auto& [listen, admin, metrics, workers] = flags;
   for (int i = 2; i < argc; ++i) {
     std::string_view arg = argv[i];
     auto value = [&](std::string_view name) -> std::optional<std::string_view> {
@@ -284,25 +305,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--manifests and the Kubernetes API server cannot be used together\n");
     return 2;
   }
-  // The command line overrides the file at start and at every reload of it (SIGHUP).
-  auto overrides = [=](config::RouterConfig& c) {
-    if (listen) {
-      c.listener = *listen;
-    }
-    if (admin) {
-      c.admin = *admin;
-    }
-    if (metrics) {
-      c.metrics = *metrics;
-    }
-    if (workers) {
-      c.workers = *workers;
-    }
-  };
-  overrides(cfg);
-
+  flags.apply(cfg);
   server::Server server(cfg);
-  server.setConfigPath(config_path, overrides);
+  server.setConfigPath(config_path, [flags](config::RouterConfig& c) { flags.apply(c); });
   if (auto r = server.start(); !r) {
     std::fprintf(stderr, "sluice: cannot start: %s\n", r.error().message.c_str());
     return 1;

@@ -658,6 +658,49 @@ std::vector<std::pair<std::string, uint16_t>> Server::applyListeners(
   return open;
 }
 
+// One listening socket per address, shared by every worker through duplicates (no
+// SO_REUSEPORT: another process cannot bind the same port and take part of the traffic).
+// `probe` is the default listener's socket when it was opened early on port 0.
+base::Result<void> Server::startWorkers(base::OwnedFd probe, const tcp::endpoint& probe_ep,
+                                        const GenerationPtr& gen, uint64_t seed) {
+  auto failed = [](const tcp::endpoint& ep, const std::string& why) {
+    return base::Error{fmt::format("listener {}:{}: {}", ep.address().to_string(), ep.port(), why)};
+  };
+  std::vector<std::pair<tcp::endpoint, base::OwnedFd>> shared;
+  for (const auto& [addr, port] : listening_) {
+    error_code ec;
+    auto ip = asio::ip::make_address(addr, ec);
+    if (ec) {
+      return base::Error{fmt::format("listener address \"{}\" is invalid", addr)};
+    }
+    const tcp::endpoint ep(ip, port);
+    if (probe.get() >= 0 && ep == probe_ep) {
+      shared.emplace_back(ep, std::move(probe));
+      continue;
+    }
+    int fd = -1;
+    if (auto err = base::openListener(ep, fd)) {
+      return failed(ep, err.message());
+    }
+    shared.emplace_back(ep, base::OwnedFd(fd));
+  }
+  for (size_t i = 0; i < worker_count_; ++i) {
+    auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
+    w->publish(gen);
+    for (const auto& [ep, fd] : shared) {
+      const int copy = ::dup(fd.get());
+      if (copy < 0) {
+        return failed(ep, std::strerror(errno));
+      }
+      if (auto err = w->listen(ep, copy)) {
+        return failed(ep, err.message());
+      }
+    }
+    workers_.push_back(std::move(w));
+  }
+  return {};
+}
+
 base::Result<void> Server::start() {
   error_code ec;
   auto address = asio::ip::make_address(config_.listener.address, ec);
@@ -666,26 +709,20 @@ base::Result<void> Server::start() {
         fmt::format("listener.address: invalid address \"{}\"", config_.listener.address)};
   }
   // Port 0 (tests): the default listener's socket is opened now, on a free port.
-  int probe_fd = -1;
+  base::OwnedFd probe;
   tcp::endpoint probe_ep;
   default_port_ = config_.listener.port;
   if (default_port_ == 0) {
-    if (auto err = base::openListener(tcp::endpoint(address, 0), probe_fd)) {
+    int fd = -1;
+    if (auto err = base::openListener(tcp::endpoint(address, 0), fd)) {
       return base::Error{fmt::format("listener {}:0: {}", config_.listener.address, err.message())};
     }
+    probe = base::OwnedFd(fd);
     socklen_t len = static_cast<socklen_t>(probe_ep.capacity());
-    ::getsockname(probe_fd, probe_ep.data(), &len);
+    ::getsockname(fd, probe_ep.data(), &len);
     probe_ep.resize(len);
     default_port_ = probe_ep.port();
   }
-  struct FdCloser {
-    int& fd;
-    ~FdCloser() {
-      if (fd >= 0) {
-        ::close(fd);
-      }
-    }
-  } probe_closer{probe_fd};
   if (!config_.manifests.empty()) {
     source_ =
         std::make_unique<config::ManifestDirectory>(config_.manifests, config_.manifests_debounce);
@@ -725,46 +762,8 @@ base::Result<void> Server::start() {
     std::lock_guard<std::mutex> lock(snapshot_mu_);
     return generation_;
   }();
-  // One listening socket per address, shared by every worker (no SO_REUSEPORT: another
-  // process cannot bind the same port and take part of the traffic).
-  std::vector<std::pair<tcp::endpoint, int>> shared;
-  struct SharedCloser {
-    std::vector<std::pair<tcp::endpoint, int>>& v;
-    ~SharedCloser() {
-      for (const auto& [ep, fd] : v) {
-        ::close(fd);
-      }
-    }
-  } shared_closer{shared};
-  for (const auto& [addr, port] : listening_) {
-    auto ip = asio::ip::make_address(addr, ec);
-    if (ec) {
-      return base::Error{fmt::format("listener address \"{}\" is invalid", addr)};
-    }
-    const tcp::endpoint ep(ip, port);
-    int fd = -1;
-    if (probe_fd >= 0 && ep == probe_ep) {
-      std::swap(fd, probe_fd);
-    } else if (auto err = base::openListener(ep, fd)) {
-      return base::Error{fmt::format("listener {}:{}: {}", addr, port, err.message())};
-    }
-    shared.emplace_back(ep, fd);
-  }
-  for (size_t i = 0; i < worker_count_; ++i) {
-    auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
-    w->publish(gen);
-    for (const auto& [ep, fd] : shared) {
-      const int copy = ::dup(fd);
-      if (copy < 0) {
-        return base::Error{fmt::format("listener {}:{}: {}", ep.address().to_string(), ep.port(),
-                                       std::strerror(errno))};
-      }
-      if (auto err = w->listen(ep, copy)) {
-        return base::Error{
-            fmt::format("listener {}:{}: {}", ep.address().to_string(), ep.port(), err.message())};
-      }
-    }
-    workers_.push_back(std::move(w));
+  if (auto r = startWorkers(std::move(probe), probe_ep, gen, seed); !r) {
+    return r;
   }
   listener_port_ = default_port_;
   auto metrics_port = control_->listen(config_.metrics, false);

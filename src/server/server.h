@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/net.h"
 #include "base/result.h"
 #include "config/object_store.h"
 #include "config/router_config.h"
@@ -116,6 +117,8 @@ class Server {
   // Opens the listeners of `wanted` not open yet and hands every worker its duplicates; the
   // others close. A listener that cannot be opened is logged and counted; when it would
   // replace one on the same port (an address change), the old one stays. Returns what is open.
+  base::Result<void> startWorkers(base::OwnedFd probe, const tcp::endpoint& probe_ep,
+                                  const GenerationPtr& gen, uint64_t seed);
   std::vector<std::pair<std::string, uint16_t>> applyListeners(
       const std::vector<std::pair<std::string, uint16_t>>& wanted);
   std::shared_ptr<const scheduler::ProfileSet> buildProfiles(const router::Snapshot& snap);
