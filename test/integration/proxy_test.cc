@@ -53,6 +53,7 @@ class ProxyTest : public ::testing::Test {
   }
 
   sim::SimControl& sim(size_t i = 0) { return sims_[i]->control(); }
+  void expectRetriedOnAnotherEndpoint(sim::Fault fault, int status, size_t healed);
   std::string metricsText() {
     auto r = testing::request(router_->metricsPort(), "GET", "/metrics");
     return r ? r->body : "";
@@ -414,15 +415,16 @@ TEST_F(ProxyTest, FailsOverToTheNextEndpoint) {
   EXPECT_EQ(sim().requests.load(), 10);
 }
 
-TEST_F(ProxyTest, RetriesA503OnAnotherEndpoint) {
-  startDefault(2);
-  sim(0).setFault(sim::Fault::Status503);
-  sim(1).setFault(sim::Fault::Status503);
+// Both endpoints answer `fault`: the last one's own answer (`status`) is relayed after one
+// attempt on each; once endpoint `healed` recovers, every request is served.
+void ProxyTest::expectRetriedOnAnotherEndpoint(sim::Fault fault, int status, size_t healed) {
+  sim(0).setFault(fault);
+  sim(1).setFault(fault);
   auto all_fail = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
   ASSERT_TRUE(all_fail);
-  EXPECT_EQ(all_fail->status, 503);  // the last endpoint's own answer is relayed
+  EXPECT_EQ(all_fail->status, status);
   EXPECT_EQ(sim(0).requests.load() + sim(1).requests.load(), 2);
-  sim(0).setFault(sim::Fault::None);
+  sim(healed).setFault(sim::Fault::None);
   for (int i = 0; i < 6; ++i) {
     auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
     ASSERT_TRUE(r);
@@ -430,21 +432,15 @@ TEST_F(ProxyTest, RetriesA503OnAnotherEndpoint) {
   }
 }
 
+TEST_F(ProxyTest, RetriesA503OnAnotherEndpoint) {
+  startDefault(2);
+  expectRetriedOnAnotherEndpoint(sim::Fault::Status503, 503, 0);
+}
+
 TEST_F(ProxyTest, RetriesA500OnAnotherEndpointByDefault) {
   // Envoy's 5xx retry policy includes 500; before any byte reaches the client a retry is safe.
   startDefault(2);
-  sim(0).setFault(sim::Fault::Status500);
-  sim(1).setFault(sim::Fault::Status500);
-  auto all_fail = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
-  ASSERT_TRUE(all_fail);
-  EXPECT_EQ(all_fail->status, 500);
-  EXPECT_EQ(sim(0).requests.load() + sim(1).requests.load(), 2);
-  sim(1).setFault(sim::Fault::None);
-  for (int i = 0; i < 6; ++i) {
-    auto r = testing::request(port_, "POST", kChat, R"({"model":"m","prompt":"x"})");
-    ASSERT_TRUE(r);
-    EXPECT_EQ(r->status, 200);
-  }
+  expectRetriedOnAnotherEndpoint(sim::Fault::Status500, 500, 1);
 }
 
 TEST_F(ProxyTest, Http11RequestsNeedExactlyOneValidHost) {
