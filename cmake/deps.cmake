@@ -19,3 +19,5 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(RE2 REQUIRED IMPORTED_TARGET re2)
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
+# ext_proc and gRPC health messages (src/extproc/proto): protoc and libprotobuf.
+find_package(Protobuf REQUIRED)

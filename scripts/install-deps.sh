@@ -8,6 +8,7 @@ PKGS=(
   g++ clang clang-format clang-tidy libclang-rt-14-dev
   libboost-dev libsimdjson-dev libyaml-cpp-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev libssl-dev libre2-dev libxxhash-dev libhiredis-dev libnghttp2-dev
+  protobuf-compiler libprotobuf-dev python3-grpcio python3-protobuf
   libgtest-dev libgmock-dev libbenchmark-dev
   nginx-light haproxy wrk redis-server curl procps python3-matplotlib openssl
   nodejs npm

@@ -57,6 +57,18 @@ struct RouterConfig {
     bool in_cluster = false;  // set by `serve` from the environment, not by the file
   } kubernetes;
 
+  // `sluice epp`: serve one InferencePool as the Inference Extension's endpoint picker (Envoy
+  // ext_proc over gRPC) instead of proxying HTTP. Set from the command line, not the file.
+  struct Epp {
+    bool enabled = false;
+    std::string pool_namespace = "default";
+    std::string pool_name;
+    ListenAddress grpc{"0.0.0.0", 9002};    // ext_proc (and health)
+    ListenAddress health{"0.0.0.0", 9003};  // gRPC health (and ext_proc)
+    uint32_t fallbacks = 2;  // endpoints after the first in x-gateway-destination-endpoint
+    std::string tls_cert_file, tls_key_file;  // TLS (ALPN h2) on both ports when set
+  } epp;
+
   struct Limits {
     uint64_t max_header_bytes = 64 * 1024;
     uint64_t max_body_bytes = 32 * 1024 * 1024;

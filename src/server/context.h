@@ -2,6 +2,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <memory>
+
+#include <boost/asio/ssl/context.hpp>
 
 #include "base/clock.h"
 #include "filters/flow_control.h"
@@ -21,6 +25,8 @@ struct ServerContext {
   std::atomic<bool> draining{false};
   std::atomic<int64_t> connections{0};  // open client connections, all workers
   filters::FlowRegistry flows;          // flow-control queues by backend, across reloads
+  std::function<bool()> ready;          // the server's readiness (thread-safe), for gRPC health
+  std::shared_ptr<boost::asio::ssl::context> epp_tls;  // `sluice epp` over TLS; null: h2c
 };
 
 }  // namespace sluice::server

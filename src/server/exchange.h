@@ -89,6 +89,7 @@ struct RouteChoice {
   const router::MatchEntry* entry = nullptr;
   std::string rewritten_path;  // URLRewrite, with the query kept
   bool lora = false;           // the model is a LoRA adapter (a ModelRoute's loraAdapters)
+  const router::ModelRewrite* rewrite = nullptr;  // the InferenceModelRewrite that chose it
 };
 
 // Request headers for route matching, by lower-case name.

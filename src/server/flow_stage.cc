@@ -37,11 +37,11 @@ int64_t flowCapacity(const router::Backend& b, const config::RouterConfig::FlowC
 
 // Flow control: admitted at once when the backend has room and nobody waits; otherwise shed
 // (negative priority), refused (queue full) or queued until a slot frees or the TTL passes.
-// Returns false when a response was written.
-awaitable<bool> admitFlow(Exchange& x, const router::Backend& backend) {
+awaitable<std::optional<FlowRefusal>> waitForFlow(Exchange& x, const router::Backend& backend,
+                                                  std::function<bool()> abandoned) {
   const auto& fc = x.gen->snapshot->config.flow_control;
   if (!fc.enabled() || backend.endpoints.empty()) {
-    co_return true;
+    co_return std::nullopt;
   }
   Worker& w = x.session.worker;
   auto& time = w.context().time;
@@ -56,21 +56,19 @@ awaitable<bool> admitFlow(Exchange& x, const router::Backend& backend) {
   };
   if (queue->tryAdmit(capacity())) {
     admitted();
-    co_return true;
+    co_return std::nullopt;
   }
   if (x.priority < 0) {
     w.shard().flow_shed.fetch_add(1, std::memory_order_relaxed);
-    co_await writeError(x, ErrorKind::RateLimited,
-                        "the backend is saturated; sheddable request (negative priority) dropped",
-                        "Retry-After: 1\r\n");
-    co_return false;
+    co_return FlowRefusal{ErrorKind::RateLimited,
+                          "the backend is saturated; sheddable request (negative priority) dropped",
+                          true};
   }
   const uint64_t bytes = x.req.body().view().size();
   if (queue->queued() >= fc.max_queued || queue->queuedBytes() + bytes > fc.max_queued_bytes) {
     w.shard().flow_shed.fetch_add(1, std::memory_order_relaxed);
-    co_await writeError(x, ErrorKind::RateLimited, "the backend is saturated and its queue is full",
-                        "Retry-After: 1\r\n");
-    co_return false;
+    co_return FlowRefusal{ErrorKind::RateLimited, "the backend is saturated and its queue is full",
+                          true};
   }
   w.shard().flow_queued.fetch_add(1, std::memory_order_relaxed);
   auto waiter = std::make_shared<filters::FlowWaiter>();
@@ -98,21 +96,24 @@ awaitable<bool> admitFlow(Exchange& x, const router::Backend& backend) {
       admitted();
       if (x.series)
         x.series->queue_wait.observe(x.queue_ms / 1e3);
-      co_return true;
+      co_return std::nullopt;
     }
     const auto now = time.monotonicNow();
-    if (now >= deadline) {
+    const bool gone = abandoned && abandoned();
+    if (now >= deadline || gone) {
       if (!queue->cancel(waiter)) {
         admitted();  // dispatched just now: it owns a slot
-        co_return true;
+        co_return std::nullopt;
       }
       w.shard().flow_expired.fetch_add(1, std::memory_order_relaxed);
       if (x.series)
         x.series->queue_wait.observe(x.queue_ms / 1e3);
-      co_await writeError(x, ErrorKind::Unavailable,
-                          fmt::format("the request waited {} ms in the saturated backend's queue",
-                                      fc.queue_ttl.count()));
-      co_return false;
+      co_return FlowRefusal{
+          ErrorKind::Unavailable,
+          gone ? std::string("the request was cancelled while it waited in the backend's queue")
+               : fmt::format("the request waited {} ms in the saturated backend's queue",
+                             fc.queue_ttl.count()),
+          false};
     }
     // Re-check now and then: capacity also returns when engine metrics recover, not only when
     // one of our requests ends.
@@ -125,6 +126,16 @@ awaitable<bool> admitFlow(Exchange& x, const router::Backend& backend) {
     error_code ignored;
     co_await timer->async_wait(asio::redirect_error(use_awaitable, ignored));
   }
+}
+
+awaitable<bool> admitFlow(Exchange& x, const router::Backend& backend) {
+  std::optional<FlowRefusal> refused = co_await waitForFlow(x, backend);
+  if (!refused) {
+    co_return true;
+  }
+  co_await writeError(x, refused->kind, refused->message,
+                      refused->retry_after ? "Retry-After: 1\r\n" : "");
+  co_return false;
 }
 
 }  // namespace sluice::server

@@ -36,6 +36,29 @@ std::string redirectLocation(const Exchange& x, const router::MatchEntry& entry,
 
 }  // namespace
 
+void applyPoolPolicy(Exchange& x, const router::Backend& pool, const openai::RequestPeek& peek,
+                     RouteChoice& route) {
+  if (peek.model.empty()) {
+    return;
+  }
+  // x-gateway-model-name-rewrite presets the target; else InferenceModelRewrite.
+  if (auto it = x.req.find("x-gateway-model-name-rewrite"); it != x.req.end()) {
+    route.upstream_model = std::string(it->value());
+  } else if (const auto* rw = router::RouteTable::rewriteFor(pool, peek.model)) {
+    route.upstream_model =
+        std::string(router::RouteTable::pickModel(*rw, x.session.worker.random()));
+    route.rewrite = rw;
+  }
+  if (auto it = x.req.find(router::kObjectiveHeader); it != x.req.end()) {
+    auto o = pool.objectives.find(std::string(it->value()));
+    if (o != pool.objectives.end()) {
+      x.priority = o->second;
+    }
+  } else if (auto p = pool.model_priority.find(peek.model); p != pool.model_priority.end()) {
+    x.priority = p->second;
+  }
+}
+
 awaitable<bool> matchRoute(Exchange& x, const router::ListenerRoutes* listener,
                            const router::RequestView& view, const openai::RequestPeek& peek,
                            RouteMatch& out) {
@@ -92,23 +115,8 @@ awaitable<bool> matchRoute(Exchange& x, const router::ListenerRoutes* listener,
         out.error = target->error;
       } else {
         out.route.backend = &snapshot->current(*target->backend);
-        if (out.route.backend->kind == "InferencePool" && !peek.model.empty()) {
-          // x-gateway-model-name-rewrite presets the target; else InferenceModelRewrite.
-          if (auto it = x.req.find("x-gateway-model-name-rewrite"); it != x.req.end()) {
-            out.route.upstream_model = std::string(it->value());
-          } else if (const auto* rw =
-                         router::RouteTable::rewriteFor(*out.route.backend, peek.model)) {
-            out.route.upstream_model = std::string(router::RouteTable::pickModel(*rw, w.random()));
-          }
-          if (auto it = x.req.find(router::kObjectiveHeader); it != x.req.end()) {
-            auto o = out.route.backend->objectives.find(std::string(it->value()));
-            if (o != out.route.backend->objectives.end()) {
-              x.priority = o->second;
-            }
-          } else if (auto p = out.route.backend->model_priority.find(peek.model);
-                     p != out.route.backend->model_priority.end()) {
-            x.priority = p->second;
-          }
+        if (out.route.backend->kind == "InferencePool") {
+          applyPoolPolicy(x, *out.route.backend, peek, out.route);
         }
       }
     }

@@ -21,6 +21,10 @@ struct RouteMatch {
   const router::ModelRouteEntry* model_route = nullptr;  // the ModelRoute that matched
 };
 
+// An InferencePool's own policy for a request: the model rewrite (x-gateway-model-name-rewrite
+// presets it, else the pool's InferenceModelRewrite) and the InferenceObjective priority.
+void applyPoolPolicy(Exchange& x, const router::Backend& pool, const openai::RequestPeek& peek,
+                     RouteChoice& route);
 // False when the response was written (a redirect).
 awaitable<bool> matchRoute(Exchange& x, const router::ListenerRoutes* listener,
                            const router::RequestView& view, const openai::RequestPeek& peek,

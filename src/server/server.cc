@@ -277,7 +277,8 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
   access_log_ = std::make_unique<metrics::AccessLog>(config_.access_log.path, worker_count_,
                                                      registry_->access_log_dropped);
   scheduler_ = std::make_unique<scheduler::Scheduler>(std::make_shared<scheduler::PrefixIndex>());
-  ctx_.reset(new ServerContext{time_, *registry_, *access_log_, scheduler_.get(), {}, {}, {}});
+  ctx_.reset(
+      new ServerContext{time_, *registry_, *access_log_, scheduler_.get(), {}, {}, {}, {}, {}});
   registry_->extra = [this](std::string& out) {
     const auto st = scheduler_->index().stats();
     out += fmt::format(
@@ -552,6 +553,14 @@ std::string Server::statusJson() const {
 std::vector<std::pair<std::string, uint16_t>> Server::listenerAddresses(
     const router::Snapshot& snap) {
   std::vector<std::pair<std::string, uint16_t>> out;
+  if (config_.epp.enabled) {
+    // The endpoint picker listens for gRPC, not for the Gateways' HTTP.
+    out.emplace_back(config_.epp.grpc.address, default_port_);
+    if (health_port_ != default_port_ || config_.epp.health.address != config_.epp.grpc.address) {
+      out.emplace_back(config_.epp.health.address, health_port_);
+    }
+    return out;
+  }
   for (const auto& [port, listeners] : snap.routes->ports) {
     out.emplace_back(listeners.front()->address, port);
   }
@@ -701,8 +710,44 @@ base::Result<void> Server::startWorkers(base::OwnedFd probe, const tcp::endpoint
   return {};
 }
 
+// `sluice epp`: the ext_proc port is the default listener (port 0 picks a free one), the
+// health port is picked now when 0, and TLS contexts come from the certificate files.
+base::Result<void> Server::prepareEpp() {
+  auto& epp = config_.epp;
+  config_.listener = epp.grpc;
+  health_port_ = epp.health.port;
+  if (health_port_ == 0) {
+    error_code ec;
+    auto ip = asio::ip::make_address(epp.health.address, ec);
+    int fd = -1;
+    if (ec || base::openListener(tcp::endpoint(ip, 0), fd)) {
+      return base::Error{fmt::format("health listener {}:0 cannot be opened", epp.health.address)};
+    }
+    base::OwnedFd probe(fd);
+    tcp::endpoint ep;
+    socklen_t len = static_cast<socklen_t>(ep.capacity());
+    ::getsockname(fd, ep.data(), &len);
+    ep.resize(len);
+    health_port_ = ep.port();
+  }
+  if (!epp.tls_cert_file.empty()) {
+    auto tls = makeGrpcTlsContext(epp.tls_cert_file, epp.tls_key_file);
+    if (!tls) {
+      return base::Error{tls.error().message};
+    }
+    ctx_->epp_tls = *tls;
+  }
+  ctx_->ready = [this] { return ready(); };
+  return {};
+}
+
 base::Result<void> Server::start() {
   error_code ec;
+  if (config_.epp.enabled) {
+    if (auto r = prepareEpp(); !r) {
+      return r;
+    }
+  }
   auto address = asio::ip::make_address(config_.listener.address, ec);
   if (ec) {
     return base::Error{

@@ -97,6 +97,7 @@ class Server {
   uint16_t listenerPort() const { return listener_port_; }
   uint16_t adminPort() const { return admin_port_; }
   uint16_t metricsPort() const { return metrics_port_; }
+  uint16_t healthPort() const { return health_port_; }  // `sluice epp`
   metrics::Registry& metrics() { return *registry_; }
   metrics::AccessLog& accessLog() { return *access_log_; }
   std::shared_ptr<const router::Snapshot> snapshot() const;
@@ -109,6 +110,7 @@ class Server {
  private:
   friend class ControlPlane;
   void stopAll();
+  base::Result<void> prepareEpp();
   // Connects to the API server and waits (bounded) for the first sync.
   base::Result<void> openApiServer();
   void updateFetchTargets(const router::Snapshot& snap);
@@ -167,6 +169,7 @@ class Server {
   uint16_t listener_port_ = 0;
   uint16_t admin_port_ = 0;
   uint16_t metrics_port_ = 0;
+  uint16_t health_port_ = 0;
   std::mutex stop_mu_;
   bool stopped_ = false;
   std::atomic<bool> started_{false};

@@ -8,6 +8,10 @@
 
 #include "base/asio.h"
 
+namespace sluice::extproc {
+class GrpcConnection;
+}  // namespace sluice::extproc
+
 namespace sluice::server {
 
 class Worker;
@@ -29,7 +33,8 @@ struct Session {
   // While the upstream works: the watch that can cut it (set by startWatch, cleared by
   // stopWatch), so the drain deadline can end the exchange.
   struct ClientWatch* watch = nullptr;
-  bool cut_by_shutdown = false;  // the drain deadline cut this connection's exchange
+  bool cut_by_shutdown = false;             // the drain deadline cut this connection's exchange
+  extproc::GrpcConnection* grpc = nullptr;  // `sluice epp`: the gRPC connection on it
 };
 
 // Serves requests on the connection until it closes.

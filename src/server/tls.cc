@@ -1,5 +1,8 @@
 #include "server/tls.h"
 
+#include <fstream>
+#include <iterator>
+
 #include <fmt/core.h>
 #include <openssl/ssl.h>
 
@@ -24,7 +27,58 @@ int onServerName(SSL* ssl, int* alert, void* arg) {
   return SSL_TLSEXT_ERR_OK;
 }
 
+// ALPN for gRPC: h2 or nothing (gRPC needs HTTP/2).
+int selectH2(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+             unsigned int inlen, void*) {
+  for (unsigned int i = 0; i < inlen;) {
+    const unsigned int n = in[i];
+    if (i + 1 + n <= inlen && n == 2 && in[i + 1] == 'h' && in[i + 2] == '2') {
+      *out = in + i + 1;
+      *outlen = 2;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + n;
+  }
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
 }  // namespace
+
+std::shared_ptr<asio::ssl::context> makeServerTlsContext(std::string_view cert_pem,
+                                                         std::string_view key_pem, error_code& ec) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  ctx->use_certificate_chain(asio::buffer(cert_pem.data(), cert_pem.size()), ec);
+  if (!ec) {
+    ctx->use_private_key(asio::buffer(key_pem.data(), key_pem.size()), asio::ssl::context::pem, ec);
+  }
+  return ec ? nullptr : ctx;
+}
+
+base::Result<std::shared_ptr<asio::ssl::context>> makeGrpcTlsContext(const std::string& cert_file,
+                                                                     const std::string& key_file) {
+  auto read = [](const std::string& path, std::string& out) {
+    std::ifstream in(path, std::ios::binary);
+    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return in.good() || in.eof();
+  };
+  std::string cert, key;
+  if (!read(cert_file, cert) || cert.empty()) {
+    return base::Error{fmt::format("--tls-cert-file {}: cannot be read", cert_file)};
+  }
+  if (!read(key_file, key) || key.empty()) {
+    return base::Error{fmt::format("--tls-key-file {}: cannot be read", key_file)};
+  }
+  error_code ec;
+  auto ctx = makeServerTlsContext(cert, key, ec);
+  if (!ctx) {
+    return base::Error{fmt::format("the gRPC certificate does not load: {}", ec.message())};
+  }
+  SSL_CTX_set_alpn_select_cb(ctx->native_handle(), selectH2, nullptr);
+  return ctx;
+}
 
 TlsPort::TlsPort(std::vector<Entry> entries) : entries_(std::move(entries)) {
   // Without SNI, the listener without a hostname answers; else the most specific one.
@@ -67,16 +121,9 @@ std::shared_ptr<const TlsConfig> buildTls(const router::RouteTable& table,
       if (!l->tls) {
         continue;
       }
-      auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
-      ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                       asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
       error_code ec;
-      ctx->use_certificate_chain(asio::buffer(l->cert_pem), ec);
-      if (!ec) {
-        ctx->use_private_key(asio::buffer(l->key_pem), asio::ssl::context::pem, ec);
-      }
-      if (ec) {
+      auto ctx = makeServerTlsContext(l->cert_pem, l->key_pem, ec);
+      if (!ctx) {
         errors.push_back(fmt::format("Gateway {} listener {}: cannot load the certificate: {}",
                                      l->gateway, l->name, ec.message()));
         continue;

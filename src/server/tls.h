@@ -15,6 +15,7 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include "base/asio.h"
+#include "base/result.h"
 #include "router/route_table.h"
 
 namespace sluice::server {
@@ -43,6 +44,13 @@ struct TlsConfig {
     return it == ports.end() ? nullptr : it->second.get();
   }
 };
+
+// A server context (TLS 1.2 and later) with this certificate chain and key.
+std::shared_ptr<asio::ssl::context> makeServerTlsContext(std::string_view cert_pem,
+                                                         std::string_view key_pem, error_code& ec);
+// `sluice epp` over TLS: the files' certificate and key, ALPN h2.
+base::Result<std::shared_ptr<asio::ssl::context>> makeGrpcTlsContext(const std::string& cert_file,
+                                                                     const std::string& key_file);
 
 // Contexts for every HTTPS listener of the table; certificates that do not load are reported
 // in `errors` (listener and reason) and their listener refuses handshakes.

@@ -9,8 +9,10 @@
 #include "backends/h2_client.h"
 #include "backends/provider.h"
 #include "base/log.h"
+#include "extproc/grpc_server.h"
 #include "openai/errors.h"
 #include "server/client_io.h"
+#include "server/epp_service.h"
 #include "server/session.h"
 
 namespace sluice::server {
@@ -170,7 +172,9 @@ void Worker::stopAccepting() {
       acceptor->close(ec);
     }
     for (Session* s : sessions_) {
-      if (s->idle) {
+      if (s->grpc != nullptr) {
+        s->grpc->shutdown();  // GOAWAY: the open calls finish, new ones go elsewhere
+      } else if (s->idle) {
         s->stream.socket().close(ec);
       }
     }
@@ -186,11 +190,18 @@ void Worker::stopAccepting() {
 
 void Worker::cutExchanges(std::atomic<uint64_t>& cut) {
   asio::post(*ioc_, [this, &cut] {
+    std::vector<Session*> grpc;
     for (Session* s : sessions_) {
-      if (s->watch != nullptr && !s->cut_by_shutdown) {
+      if (s->grpc != nullptr && s->grpc->openCalls() > 0) {
+        grpc.push_back(s);  // closed below: closing ends the session and edits the set
+      } else if (s->watch != nullptr && !s->cut_by_shutdown) {
         cutForShutdown(*s);
         cut.fetch_add(1, std::memory_order_relaxed);
       }
+    }
+    for (Session* s : grpc) {
+      cut.fetch_add(s->grpc->openCalls(), std::memory_order_relaxed);
+      s->grpc->close();  // the gateway sees the streams fail and applies its failure mode
     }
   });
 }
@@ -268,7 +279,11 @@ awaitable<void> Worker::acceptLoop(std::shared_ptr<tcp::acceptor> acceptor, uint
       socket.close(ec);
       continue;
     }
-    asio::co_spawn(*ioc_, runSession(*this, std::move(socket), port), logCoroutineFailure);
+    if (gen_->snapshot->config.epp.enabled) {
+      asio::co_spawn(*ioc_, runGrpcSession(*this, std::move(socket), port), logCoroutineFailure);
+    } else {
+      asio::co_spawn(*ioc_, runSession(*this, std::move(socket), port), logCoroutineFailure);
+    }
   }
 }
 

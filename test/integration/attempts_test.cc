@@ -71,7 +71,7 @@ class AttemptsTest : public ::testing::Test {
       : registry_(1),
         log_("off", 1, dropped_),
         scheduler_(std::make_shared<scheduler::PrefixIndex>()),
-        ctx_{time_, registry_, log_, &scheduler_, {}, {}, {}},
+        ctx_{time_, registry_, log_, &scheduler_, {}, {}, {}, {}, {}},
         worker_(0, ctx_, 7) {
     config::RouterConfig c;
     c.upstream.eject_after_failures = 1;
