@@ -1,7 +1,8 @@
 #include "extproc/framing.h"
 
-#include <fmt/format.h>
 #include <google/protobuf/message_lite.h>
+
+#include <fmt/format.h>
 
 namespace sluice::extproc {
 

@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <nghttp2/nghttp2.h>
-
 #include <google/protobuf/message_lite.h>
+#include <nghttp2/nghttp2.h>
 
 namespace sluice::extproc {
 
@@ -329,7 +328,8 @@ awaitable<void> GrpcConnection::run() {
     error_code ec;
     size_t n = 0;
     if (tls_ != nullptr) {
-      n = co_await tls_->async_read_some(asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+      n = co_await tls_->async_read_some(asio::buffer(buf),
+                                         asio::redirect_error(use_awaitable, ec));
     } else {
       n = co_await stream_.socket().async_read_some(asio::buffer(buf),
                                                     asio::redirect_error(use_awaitable, ec));
@@ -337,10 +337,9 @@ awaitable<void> GrpcConnection::run() {
     if (ec || dead_) {
       break;
     }
-    if (nghttp2_session_mem_recv(session_, buf.data(), n) < 0) {
-      break;  // a protocol error: the connection is unusable
+    if (!receive(buf.data(), n)) {
+      break;
     }
-    flush();
   }
   fail();
   while (writing_) {
@@ -348,6 +347,14 @@ awaitable<void> GrpcConnection::run() {
     error_code ignored;
     co_await write_done_->async_wait(asio::redirect_error(use_awaitable, ignored));
   }
+}
+
+bool GrpcConnection::receive(const uint8_t* data, size_t size) {
+  if (dead_ || nghttp2_session_mem_recv(session_, data, size) < 0) {
+    return false;  // a protocol error: the connection is unusable
+  }
+  flush();
+  return !dead_;
 }
 
 void GrpcConnection::fail() {

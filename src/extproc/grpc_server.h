@@ -110,6 +110,9 @@ class GrpcConnection : public std::enable_shared_from_this<GrpcConnection> {
   // Serves until the peer closes, a protocol error, or close(); returns when no write is in
   // flight any more.
   awaitable<void> run();
+  // Takes bytes read from the peer (the read loop's step; the fuzz target calls it directly).
+  // False when the connection is unusable (a protocol error).
+  bool receive(const uint8_t* data, size_t size);
   // Graceful: GOAWAY, then close once the open calls have finished.
   void shutdown();
   // At once: every open call is cancelled.

@@ -364,6 +364,7 @@ std::string Registry::renderPrometheus() const {
   appendHeader(out, "sluice_access_log_dropped_total", "counter",
                "Access-log records dropped because the writer fell behind.");
   out += fmt::format("sluice_access_log_dropped_total {}\n", access_log_dropped.load());
+  appendObjectives(out);
   if (extra) {
     extra(out);
   }

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -82,6 +83,18 @@ struct ModelSeries {
   }
 };
 
+// The Gateway API Inference Extension's inference_objective_* series (`sluice epp`), by the
+// request's model and the model it was sent upstream as.
+struct ObjectiveSeries {
+  ObjectiveSeries();
+  std::atomic<uint64_t> requests{0};
+  std::array<std::atomic<uint64_t>, 600> errors_by_status{};
+  std::atomic<int64_t> running{0};
+  Histogram duration;
+  Histogram input_tokens;
+  Histogram output_tokens;
+};
+
 // One worker's metrics. Only that worker writes; the scraper reads. The mutex guards the maps'
 // structure only: taken when a model or endpoint is seen for the first time and while scraping.
 class Shard {
@@ -89,6 +102,7 @@ class Shard {
   ModelSeries& model(std::string_view name);
   // Requests dispatched to an endpoint (first choice of the scheduler).
   std::atomic<uint64_t>& picks(const std::string& address);
+  ObjectiveSeries& objective(std::string_view model, std::string_view target);
 
   std::atomic<int64_t> active_connections{0};
   std::atomic<int64_t> active_requests{0};
@@ -111,6 +125,7 @@ class Shard {
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<ModelSeries>> models_;
   std::unordered_map<std::string, std::unique_ptr<std::atomic<uint64_t>>> picks_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<ObjectiveSeries>> objectives_;
   // Last lookup, to skip hashing in the common case of one hot model.
   std::string last_name_;
   ModelSeries* last_ = nullptr;
@@ -133,6 +148,8 @@ class Registry {
   std::atomic<int64_t> snapshot_version{0};
 
   std::string renderPrometheus() const;
+  // The inference_objective_* families merged over the shards (objective_metrics.cc).
+  void appendObjectives(std::string& out) const;
   // Appends process-wide series owned elsewhere (the scheduler's index); set before start.
   std::function<void(std::string&)> extra;
 

@@ -828,6 +828,11 @@ class Builder {
             problem = "ExternalName Services are not allowed as endpoint pickers";
           }
         }
+        if (problem.empty()) {
+          std::string reason;
+          b->picker = serviceBackend(o->meta.ns, ref.name, ref.port, reason, problem);
+          b->picker_fail_open = ref.failure_mode == "FailOpen";
+        }
         if (!problem.empty()) {
           pool_refs_ok_[b->name] = {false, problem};
           // An unresolvable picker makes the pool fail its requests (5xx), per the spec.
@@ -835,9 +840,7 @@ class Builder {
             b->error = "the pool's endpoint picker cannot be resolved: " + problem;
           }
         } else {
-          pool_refs_ok_[b->name] = {true,
-                                    "the router picks endpoints itself; the external "
-                                    "picker is validated, not called"};
+          pool_refs_ok_[b->name] = {true, ""};
         }
       } else {
         pool_refs_ok_[b->name] = {true, ""};
@@ -1044,13 +1047,20 @@ class Builder {
       }
       return it->second;
     }
-    std::string key = fmt::format("{}/{}:{}", ns, ref.name, ref.port.value_or(0));
+    return serviceBackend(ns, ref.name, ref.port, reason, message);
+  }
+
+  // A Service port as a backend (shared by every reference to it), or null with the reason.
+  std::shared_ptr<const Backend> serviceBackend(const std::string& ns, const std::string& name,
+                                                std::optional<uint16_t> port_number,
+                                                std::string& reason, std::string& message) {
+    std::string key = fmt::format("{}/{}:{}", ns, name, port_number.value_or(0));
     if (auto it = services_.find(key); it != services_.end())
       return it->second;
-    const auto* obj = store_.find(fmt::format("Service/{}/{}", ns, ref.name));
+    const auto* obj = store_.find(fmt::format("Service/{}/{}", ns, name));
     if (obj == nullptr) {
       reason = "BackendNotFound";
-      message = fmt::format("Service {}/{} not found", ns, ref.name);
+      message = fmt::format("Service {}/{} not found", ns, name);
       return nullptr;
     }
     const auto& svc = std::get<config::Service>(obj->spec);
@@ -1059,21 +1069,21 @@ class Builder {
       message = "ExternalName Services are not supported as backends";
       return nullptr;
     }
-    const config::Service::Port* port = ref.port ? servicePort(svc, *ref.port) : nullptr;
+    const config::Service::Port* port = port_number ? servicePort(svc, *port_number) : nullptr;
     if (port == nullptr) {
       reason = "BackendNotFound";
-      message = fmt::format("Service {}/{} has no port {}", ns, ref.name, ref.port.value_or(0));
+      message = fmt::format("Service {}/{} has no port {}", ns, name, port_number.value_or(0));
       return nullptr;
     }
     auto b = std::make_shared<Backend>();
     b->kind = "Service";
-    b->name = ns + "/" + ref.name;
+    b->name = ns + "/" + name;
     b->model = "Service/" + b->name;
     b->engine = "vllm";
     // Backend protocol from the Service port's appProtocol (Gateway API GEP-1911).
     b->h2c = port->app_protocol == "kubernetes.io/h2c";
     b->service_port = port->port;
-    b->endpoints = resolver_.service(ns, ref.name, svc, *port);
+    b->endpoints = resolver_.service(ns, name, svc, *port);
     services_[key] = b;
     return b;
   }

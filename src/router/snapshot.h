@@ -159,6 +159,11 @@ struct Backend {
   std::string scheduler;  // annotation sluice.dev/scheduler: a preset or profile; "" = default
   std::shared_ptr<const ProviderTarget> provider;  // set for ExternalModelProvider backends
   uint16_t service_port = 0;                       // Service backends: the Service port
+  // An InferencePool's endpointPickerRef, resolved: the picker Service's endpoints, asked over
+  // ext_proc for every request; with FailOpen the router's own scheduler picks when it cannot
+  // answer, with FailClose the request fails.
+  std::shared_ptr<const Backend> picker;
+  bool picker_fail_open = false;
   // Its index in the route table's backends when its endpoints come from Pods or
   // EndpointSlices (InferencePool, ModelServer, Service); kNoSlot otherwise.
   static constexpr uint32_t kNoSlot = UINT32_MAX;

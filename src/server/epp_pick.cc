@@ -40,8 +40,8 @@ void subsetOf(const router::Backend& pool, const std::vector<std::string>& subse
       if (want.size() > 2 && want.front() == '[' && want.back() == ']') {
         want = want.substr(1, want.size() - 2);  // a bare IPv6 address in brackets
       }
-      if (want == addr || want == ip || (ip.size() > 2 && ip.front() == '[' &&
-                                         want == ip.substr(1, ip.size() - 2))) {
+      if (want == addr || want == ip ||
+          (ip.size() > 2 && ip.front() == '[' && want == ip.substr(1, ip.size() - 2))) {
         out.endpoints.push_back(ep);
         break;
       }
@@ -51,12 +51,12 @@ void subsetOf(const router::Backend& pool, const std::vector<std::string>& subse
 
 }  // namespace
 
-const router::Backend* servedPool(const Generation& gen) {
-  const auto& epp = gen.snapshot->config.epp;
+const router::Backend* servedPool(const router::Snapshot& snap) {
+  const auto& epp = snap.config.epp;
   const std::string key = epp.pool_namespace + "/" + epp.pool_name;
-  for (const auto& b : gen.snapshot->routes->backends) {
+  for (const auto& b : snap.routes->backends) {
     if (b && b->kind == "InferencePool" && b->name == key) {
-      return &gen.snapshot->current(*b);
+      return &snap.current(*b);
     }
   }
   return nullptr;
@@ -68,18 +68,17 @@ awaitable<void> pickEndpoints(Exchange& x, const PickInput& in, PickResult& out)
   auto refuse = [&](ErrorKind kind, std::string message) {
     out.refusal = FlowRefusal{kind, std::move(message), kind == ErrorKind::RateLimited};
   };
-  const router::Backend* pool = servedPool(*x.gen);
+  const router::Backend* pool = servedPool(*x.gen->snapshot);
   if (pool == nullptr) {
-    refuse(ErrorKind::NoEndpoints, fmt::format("the InferencePool {}/{} is not known",
-                                               epp.pool_namespace, epp.pool_name));
+    refuse(ErrorKind::NoEndpoints,
+           fmt::format("the InferencePool {}/{} is not known", epp.pool_namespace, epp.pool_name));
     co_return;
   }
   out.pool = pool;
   const std::string_view body = x.req.body().view();
   openai::RequestPeek peek;
   if (!body.empty()) {
-    auto peeked =
-        openai::peekRequest(body, x.req.body().capacity() + base::PaddedBuffer::kPadding);
+    auto peeked = openai::peekRequest(body, x.req.body().capacity() + base::PaddedBuffer::kPadding);
     if (!peeked) {
       refuse(ErrorKind::InvalidRequest, peeked.error().message);
       co_return;
@@ -92,6 +91,12 @@ awaitable<void> pickEndpoints(Exchange& x, const PickInput& in, PickResult& out)
   applyPoolPolicy(x, *pool, peek, route);
   x.model_label = peek.model.empty() ? std::string(metrics::kNoModel) : pool->model;
   x.series = &w.shard().model(x.model_label);
+  if (!peek.model.empty()) {
+    out.objective = &w.shard().objective(
+        peek.model, route.upstream_model.empty() ? peek.model : route.upstream_model);
+    out.objective->requests.fetch_add(1, std::memory_order_relaxed);
+    out.objective->running.fetch_add(1, std::memory_order_relaxed);
+  }
   router::Backend subset;
   if (in.subset_present) {
     subsetOf(*pool, in.subset, subset);
@@ -120,9 +125,9 @@ awaitable<void> pickEndpoints(Exchange& x, const PickInput& in, PickResult& out)
   for (const auto* ep : candidates) {
     out.destinations.push_back(ep->address);
   }
-  out.reservation = router::Reservation(
-      candidates.front()->state.get(),
-      out.schedule.expectedWork(0, w.scheduler().index().blockBytes()));
+  out.reservation =
+      router::Reservation(candidates.front()->state.get(),
+                          out.schedule.expectedWork(0, w.scheduler().index().blockBytes()));
   if (!route.upstream_model.empty() && route.upstream_model != peek.model &&
       peek.model_token.valid()) {
     openai::BodyEdits edits;
@@ -145,11 +150,11 @@ void moveToServed(Exchange& x, PickResult& r, std::string_view served) {
   }
   Worker& w = x.session.worker;
   const auto& cands = r.schedule.candidates;
-  const size_t i = static_cast<size_t>(
-      std::find(cands.begin(), cands.end(), &*it) - cands.begin());
+  const size_t i = static_cast<size_t>(std::find(cands.begin(), cands.end(), &*it) - cands.begin());
   const size_t block = w.scheduler().index().blockBytes();
-  const int64_t work = i < cands.size() ? r.schedule.expectedWork(i, block)
-                                        : static_cast<int64_t>(r.schedule.info.expectedWorkOn(0, block));
+  const int64_t work = i < cands.size()
+                           ? r.schedule.expectedWork(i, block)
+                           : static_cast<int64_t>(r.schedule.info.expectedWorkOn(0, block));
   r.reservation = router::Reservation(it->state.get(), work);
   if (r.profile != nullptr) {
     const auto* view = w.metricsView();

@@ -44,12 +44,13 @@ struct PickResult {
   ModelNames names;
   const router::Backend* pool = nullptr;
   const scheduler::Profile* profile = nullptr;
-  Schedule schedule;  // kept for the served-endpoint report
+  metrics::ObjectiveSeries* objective = nullptr;  // once the model is known
+  Schedule schedule;                              // kept for the served-endpoint report
   router::Reservation reservation;
 };
 
-// The InferencePool `sluice epp` serves, as this generation has it; null when it is unknown.
-const router::Backend* servedPool(const Generation& gen);
+// The InferencePool `sluice epp` serves, as this snapshot has it; null when it is unknown.
+const router::Backend* servedPool(const router::Snapshot& snap);
 
 awaitable<void> pickEndpoints(Exchange& x, const PickInput& in, PickResult& out);
 

@@ -33,7 +33,7 @@ std::optional<health::HealthCheckResponse::ServingStatus> servingStatus(Worker& 
   }
   if (service.empty() || service == "readiness" || service == kExtProcService) {
     const auto& ready = w.context().ready;
-    const bool ok = (!ready || ready()) && servedPool(*w.generation()) != nullptr;
+    const bool ok = (!ready || ready()) && servedPool(*w.generation()->snapshot) != nullptr;
     return ok ? S::SERVING : S::NOT_SERVING;
   }
   return std::nullopt;

@@ -7,8 +7,8 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
-#include "base/strings.h"
 #include "base/random.h"
+#include "base/strings.h"
 #include "extproc/messages.h"
 #include "http/sse.h"
 #include "openai/errors.h"
@@ -64,7 +64,7 @@ class ExtProcStream final : public extproc::CallHandler {
     send(r);
   }
   void refuse(openai::ErrorKind kind, std::string_view message);
-  void relayResponseChunk(std::string_view chunk, bool end);
+  std::string responseBytes(std::string_view chunk, bool end);
   void readUsage(std::string_view event_or_body);
   void send(const pb::ProcessingResponse& r) {
     if (!observability_) {
@@ -96,7 +96,7 @@ class ExtProcStream final : public extproc::CallHandler {
   // The response.
   bool sse_ = false;
   http::SseSplitter splitter_;
-  std::string held_;  // a JSON body, held for its usage and the model write-back (bounded)
+  std::string held_;           // a JSON body, held for its usage and the model write-back (bounded)
   bool pass_through_ = false;  // the body outgrew the bound
   size_t unanswered_chunks_ = 0;  // streamed mode: chunks that came while we were picking
   bool completed_ = false;
@@ -156,6 +156,7 @@ void ExtProcStream::onRequestHeaders(const pb::ProcessingRequest& m) {
   x_.emplace(s_, req_, w.generation());
   Exchange& x = *x_;
   x.start = w.context().time.monotonicNow();
+  w.shard().active_requests.fetch_add(1, std::memory_order_relaxed);
   for (const auto& h : m.request_headers().headers().headers()) {
     const std::string_view name = h.key();
     const std::string_view value = extproc::headerValue(h);
@@ -179,9 +180,9 @@ void ExtProcStream::onRequestHeaders(const pb::ProcessingRequest& m) {
   subset_ = extproc::metadataAddresses(m, extproc::kSubsetNamespace, extproc::kSubsetKey,
                                        subset_present_);
   const bool end = m.request_headers().end_of_stream();
-  const bool body_sent =
-      request_mode_ == BodyMode::FULL_DUPLEX_STREAMED || request_mode_ == BodyMode::BUFFERED ||
-      request_mode_ == BodyMode::BUFFERED_PARTIAL;
+  const bool body_sent = request_mode_ == BodyMode::FULL_DUPLEX_STREAMED ||
+                         request_mode_ == BodyMode::BUFFERED ||
+                         request_mode_ == BodyMode::BUFFERED_PARTIAL;
   if (end || !body_sent) {
     // No body is coming (a GET), or it will not be shown to us: pick from the headers alone.
     has_body_ = false;
@@ -226,16 +227,14 @@ void ExtProcStream::onRequestBody(const pb::HttpBody& b) {
 
 void ExtProcStream::startPick() {
   phase_ = Phase::kPicking;
-  asio::co_spawn(s_.worker.ioContext(), runPick(call_.shared_from_this(), this),
-                 asio::detached);
+  asio::co_spawn(s_.worker.ioContext(), runPick(call_.shared_from_this(), this), asio::detached);
 }
 
 awaitable<void> ExtProcStream::runPick(std::shared_ptr<extproc::GrpcCall> keep,
                                        ExtProcStream* self) {
   // `keep` owns the call, which owns this handler: it lives until the pick is done.
   std::weak_ptr<extproc::GrpcCall> weak = keep;
-  PickInput in{self->subset_, self->subset_present_,
-               [weak] {
+  PickInput in{self->subset_, self->subset_present_, [weak] {
                  auto c = weak.lock();
                  return !c || c->cancelled();
                }};
@@ -265,9 +264,8 @@ void ExtProcStream::answer(PickResult& r) {
   pb::ProcessingResponse resp;
   extproc::setDestinationMetadata(resp, dest);
   const bool in_body_answer = has_body_ && request_mode_ != BodyMode::FULL_DUPLEX_STREAMED;
-  pb::CommonResponse* common = in_body_answer
-                                   ? resp.mutable_request_body()->mutable_response()
-                                   : resp.mutable_request_headers()->mutable_response();
+  pb::CommonResponse* common = in_body_answer ? resp.mutable_request_body()->mutable_response()
+                                              : resp.mutable_request_headers()->mutable_response();
   common->set_clear_route_cache(true);
   auto* mut = common->mutable_header_mutation();
   extproc::setHeader(*mut, extproc::kDestinationHeader, dest);
@@ -358,81 +356,92 @@ void ExtProcStream::onResponseBody(const pb::HttpBody& b) {
     return;
   }
   if (x_->ttft_ms < 0 && !b.body().empty()) {
-    x_->ttft_ms =
-        base::secondsBetween(x_->start, s_.worker.context().time.monotonicNow()) * 1e3;
+    x_->ttft_ms = base::secondsBetween(x_->start, s_.worker.context().time.monotonicNow()) * 1e3;
   }
+  const bool end = b.end_of_stream();
   if (response_mode_ == BodyMode::FULL_DUPLEX_STREAMED) {
-    relayResponseChunk(b.body(), b.end_of_stream());
-  } else {
+    // Every byte goes back, in chunks of at most 62,000 bytes (held ones when they complete).
+    std::string out = responseBytes(b.body(), end);
+    size_t off = 0;
+    while (off < out.size() || (end && off == 0)) {
+      const size_t n = std::min(extproc::kMaxBodyChunk, out.size() - off);
+      pb::ProcessingResponse r;
+      auto* sr = r.mutable_response_body()
+                     ->mutable_response()
+                     ->mutable_body_mutation()
+                     ->mutable_streamed_response();
+      sr->set_body(out.substr(off, n));
+      off += n;
+      sr->set_end_of_stream(end && off == out.size());
+      send(r);
+      if (n == 0) {
+        break;
+      }
+    }
+  } else if (response_mode_ == BodyMode::STREAMED) {
+    // Each chunk is answered as it comes and passes unchanged: only the usage is read.
     if (sse_) {
       splitter_.feed(b.body(), [&](std::string_view ev, bool) { readUsage(ev); });
-    } else if (held_.size() + b.body().size() <= kMaxUsageCopyBytes) {
-      held_.append(b.body());
     }
     pb::ProcessingResponse r;
     r.mutable_response_body();
     send(r);
-    if (b.end_of_stream() && !sse_) {
-      readUsage(held_);
+  } else {
+    // Buffered: the whole body in one message; a changed body goes back as a mutation.
+    std::string out = responseBytes(b.body(), true);
+    pb::ProcessingResponse r;
+    auto* common = r.mutable_response_body()->mutable_response();
+    if (out != b.body()) {
+      common->mutable_body_mutation()->set_body(std::move(out));
     }
+    send(r);
   }
-  if (b.end_of_stream()) {
+  if (end) {
     complete();
   }
 }
 
-void ExtProcStream::relayResponseChunk(std::string_view chunk, bool end) {
-  // Full duplex: every byte goes back to the gateway. SSE events are read for usage as they
-  // pass; a JSON body is copied (bounded) to read its usage at the end. Where the request's
-  // model was rewritten, the client's name is written back: per event, or into the whole JSON
-  // body, which is then held until it ends (passed on unchanged if it outgrows the bound).
+std::string ExtProcStream::responseBytes(std::string_view chunk, bool end) {
+  // SSE events are read for usage as they pass and get the client's model name back where the
+  // request's was rewritten. A JSON body is copied (bounded) to read its usage at the end; with
+  // a rewritten model it is held whole for the write-back, and passed on unchanged from the
+  // moment it outgrows the bound.
   const ModelNames& names = pick_.names;
   std::string out;
+  auto pass = [&](std::string_view ev) {
+    readUsage(ev);
+    if (!names.rewritten() || !openai::rewriteModelField(ev, names.upstream, names.client, out)) {
+      out.append(ev);
+    }
+  };
   if (sse_) {
-    splitter_.feed(chunk, [&](std::string_view ev, bool) {
-      readUsage(ev);
-      if (!names.rewritten() ||
-          !openai::rewriteModelField(ev, names.upstream, names.client, out)) {
-        out.append(ev);
-      }
-    });
-    if (end) {
-      out.append(splitter_.pending());
+    splitter_.feed(chunk, [&](std::string_view ev, bool) { pass(ev); });
+    if (end && !splitter_.pending().empty()) {
+      const std::string last(splitter_.pending());  // an event without its blank line
       splitter_.clear();
+      pass(last);
     }
-  } else {
-    const bool fits = held_.size() + chunk.size() <= kMaxUsageCopyBytes;
-    if (fits && !pass_through_) {
-      held_.append(chunk);
-    } else {
-      pass_through_ = true;
+    return out;
+  }
+  if (!pass_through_ && held_.size() + chunk.size() <= kMaxUsageCopyBytes) {
+    held_.append(chunk);
+  } else if (!pass_through_) {
+    pass_through_ = true;
+    if (names.rewritten()) {
+      out = std::move(held_);  // outgrew the bound: what was held goes first, unchanged
     }
-    if (!names.rewritten() || pass_through_) {
-      if (names.rewritten() && !held_.empty()) {
-        out = std::move(held_);  // outgrew the bound: what was held goes first, unchanged
-        held_.clear();
-      }
-      out.append(chunk);
-    }
-    if (end) {
-      readUsage(held_);
-      if (names.rewritten() && !pass_through_ &&
-          !openai::rewriteModelField(held_, names.upstream, names.client, out)) {
-        out = held_;
-      }
+    held_.clear();
+  }
+  if (!names.rewritten() || pass_through_) {
+    out.append(chunk);
+  }
+  if (end && !pass_through_) {
+    readUsage(held_);
+    if (names.rewritten() && !openai::rewriteModelField(held_, names.upstream, names.client, out)) {
+      out = held_;
     }
   }
-  if (out.empty() && !end) {
-    return;  // held: full duplex lets the answer wait for more
-  }
-  pb::ProcessingResponse r;
-  auto* sr = r.mutable_response_body()
-                 ->mutable_response()
-                 ->mutable_body_mutation()
-                 ->mutable_streamed_response();
-  sr->set_body(std::move(out));
-  sr->set_end_of_stream(end);
-  send(r);
+  return out;
 }
 
 void ExtProcStream::readUsage(std::string_view text) {
@@ -460,7 +469,23 @@ void ExtProcStream::complete() {
   completed_ = true;
   phase_ = Phase::kDone;
   pick_.reservation.release();
-  finishExchange(*x_);
+  Exchange& x = *x_;
+  s_.worker.shard().active_requests.fetch_sub(1, std::memory_order_relaxed);
+  if (x.status == 0 && x.error_type.empty()) {
+    x.error_type = "no_response";  // the stream ended before the gateway reported a response
+  }
+  if (auto* o = pick_.objective) {
+    o->running.fetch_sub(1, std::memory_order_relaxed);
+    if (x.status >= 400 && x.status < 600) {
+      o->errors_by_status[static_cast<size_t>(x.status)].fetch_add(1, std::memory_order_relaxed);
+    }
+    o->duration.observe(base::secondsBetween(x.start, s_.worker.context().time.monotonicNow()));
+    if (x.usage.input_tokens > 0 || x.usage.output_tokens > 0) {
+      o->input_tokens.observe(static_cast<double>(x.usage.input_tokens));
+      o->output_tokens.observe(static_cast<double>(x.usage.output_tokens));
+    }
+  }
+  finishExchange(x);
 }
 
 }  // namespace

@@ -26,7 +26,8 @@ struct LiveHandlers {
   std::unique_ptr<SteadyTimer> zero;  // cancelled when count drops to zero
 };
 
-inline constexpr std::string_view kExtProcPath = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
+inline constexpr std::string_view kExtProcPath =
+    "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
 inline constexpr std::string_view kExtProcService = "envoy.service.ext_proc.v3.ExternalProcessor";
 
 std::unique_ptr<extproc::CallHandler> makeExtProcHandler(Session& s, extproc::GrpcCall& call,

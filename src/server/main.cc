@@ -171,6 +171,9 @@ struct FlagOverrides {
   void apply(config::RouterConfig& c) const {
     if (epp) {
       c.epp = *epp;
+      // The gateway owns the Gateway API status; the picker only reads.
+      c.kubernetes.write_status = false;
+      c.kubernetes.leader_election.enabled = false;
     }
     if (listen) {
       c.listener = *listen;

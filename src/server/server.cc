@@ -28,6 +28,7 @@
 #include "router/endpoint_update.h"
 #include "router/route_table.h"
 #include "server/context.h"
+#include "server/epp_metrics.h"
 #include "server/jwks_fetcher.h"
 #include "server/tls.h"
 #include "server/worker.h"
@@ -291,6 +292,11 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
         "sluice_prefix_index_evictions_total {}\n",
         st.entries, st.blocks, st.evictions);
     scheduler_->appendMetrics(out);
+    if (config_.epp.enabled) {
+      auto snap = snapshot();
+      auto view = fetcher_ ? fetcher_->latest() : nullptr;
+      appendPoolMetrics(out, *snap, view.get());
+    }
     if (api_source_) {
       api_source_->appendMetrics(out);
     }

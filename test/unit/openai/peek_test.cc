@@ -252,6 +252,25 @@ TEST(ResponseRewrite, WritesTheClientsModelBack) {
   EXPECT_TRUE(out.empty());
 }
 
+TEST(ResponseRewrite, OnlyTheResponsesOwnModelIsWrittenBack) {
+  std::string out;
+  // A nested object's "model" (the model's output, a tool argument) comes first and stays.
+  EXPECT_TRUE(
+      rewriteModelField(R"({"id":"x","meta":{"model":"a"},"model":"a"})", "\"a\"", "\"b\"", out));
+  EXPECT_EQ(out, R"({"id":"x","meta":{"model":"a"},"model":"b"})");
+  out.clear();
+  EXPECT_FALSE(rewriteModelField(R"({"choices":[{"model":"a"}],"x":{"y":{"model":"a"}}})", "\"a\"",
+                                 "\"b\"", out));
+  // Responses API events nest the response, Anthropic's message_start the message.
+  EXPECT_TRUE(rewriteModelField(R"({"type":"response.created","response":{"model":"a"}})", "\"a\"",
+                                "\"b\"", out));
+  EXPECT_EQ(out, R"({"type":"response.created","response":{"model":"b"}})");
+  out.clear();
+  EXPECT_TRUE(rewriteModelField("event: message_start\ndata: {\"message\": {\"model\": \"a\"}}\n\n",
+                                "\"a\"", "\"b\"", out));
+  EXPECT_EQ(out, "event: message_start\ndata: {\"message\": {\"model\": \"b\"}}\n\n");
+}
+
 TEST(Errors, HaveTheOpenAIShape) {
   EXPECT_EQ(
       errorBody(ErrorKind::ModelNotFound, "The model 'x' does not exist"),

@@ -1,0 +1,18 @@
+#pragma once
+
+// `sluice epp`'s pool gauges, by the names the Inference Extension's EPP exports:
+// inference_pool_ready_pods, inference_pool_average_{kv_cache_utilization,queue_size,
+// running_requests}, inference_pool_per_pod_queue_size, plus inference_extension_info and the
+// picker's in-flight load per endpoint (sluice_epp_endpoint_in_flight_requests).
+
+#include <string>
+
+#include "backends/engine_metrics.h"
+#include "router/snapshot.h"
+
+namespace sluice::server {
+
+void appendPoolMetrics(std::string& out, const router::Snapshot& snap,
+                       const backends::MetricsView* view);
+
+}  // namespace sluice::server
