@@ -131,6 +131,38 @@ void H2Stream::cancel() {
   wake();
 }
 
+void H2Stream::write(std::string data) {
+  if (closed_ || !body_open_ || data.empty()) {
+    return;
+  }
+  owned_.push_back(std::move(data));
+  pieces_.push_back(owned_.back());
+  if (auto c = conn_.lock(); c && deferred_) {
+    deferred_ = false;
+    c->resumeData(id_);
+  }
+}
+
+void H2Stream::endBody() {
+  if (closed_ || !body_open_) {
+    return;
+  }
+  body_open_ = false;
+  if (auto c = conn_.lock(); c && deferred_) {
+    deferred_ = false;
+    c->resumeData(id_);
+  }
+}
+
+std::string_view H2Stream::trailer(std::string_view name) const {
+  for (const auto& [n, v] : trailers_) {
+    if (n == name) {
+      return v;
+    }
+  }
+  return {};
+}
+
 // --- nghttp2 callbacks -------------------------------------------------------------------------
 
 struct H2Connection::Callbacks {
@@ -154,6 +186,13 @@ struct H2Connection::Callbacks {
       }
     }
     if (st->piece_ >= st->pieces_.size()) {
+      if (st->body_open_) {
+        if (n == 0) {
+          st->deferred_ = true;  // resumed by write() or endBody()
+          return NGHTTP2_ERR_DEFERRED;
+        }
+        return static_cast<ssize_t>(n);
+      }
       *flags |= NGHTTP2_DATA_FLAG_EOF;
     }
     return static_cast<ssize_t>(n);
@@ -165,11 +204,19 @@ struct H2Connection::Callbacks {
       return 0;
     }
     H2Stream* st = stream(s, frame->hd.stream_id);
-    if (st == nullptr || st->head_done_) {
-      return 0;  // trailers are not passed on
+    if (st == nullptr) {
+      return 0;
     }
     std::string_view n(reinterpret_cast<const char*>(name), namelen);
     std::string_view v(reinterpret_cast<const char*>(value), valuelen);
+    if (st->head_done_) {
+      // Trailers: kept (bounded) for who asks, e.g. a gRPC call's status; never relayed.
+      st->head_bytes_ += namelen + valuelen + 32;
+      if (st->head_bytes_ <= kMaxHeadBytes) {
+        st->trailers_.emplace_back(n, v);
+      }
+      return 0;
+    }
     // The same bound as for HTTP/1.1 response heads; beyond it the stream is reset and fails.
     st->head_bytes_ += namelen + valuelen + 32;
     if (st->head_bytes_ > kMaxHeadBytes) {
@@ -185,6 +232,9 @@ struct H2Connection::Callbacks {
       st->head_.result(static_cast<unsigned>(*code));
     } else if (!n.empty() && n[0] != ':') {
       st->head_.insert(n, v);
+      if (n.starts_with("grpc-")) {
+        st->trailers_.emplace_back(n, v);  // a trailers-only gRPC answer carries its status here
+      }
     }
     return 0;
   }
@@ -318,14 +368,15 @@ awaitable<std::shared_ptr<H2Connection>> H2Connection::connect(const router::End
 std::shared_ptr<H2Stream> H2Connection::submit(std::string_view method, std::string_view authority,
                                                std::string_view path,
                                                const std::vector<Header>& headers,
-                                               std::vector<std::string_view> body,
-                                               size_t body_size) {
+                                               std::vector<std::string_view> body, size_t body_size,
+                                               bool open_body) {
   if (!usable()) {
     return nullptr;
   }
   auto st = std::make_shared<H2Stream>(socket_.get_executor());
   st->conn_ = weak_from_this();
   st->pieces_ = std::move(body);
+  st->body_open_ = open_body;
   std::vector<nghttp2_nv> nva;
   nva.reserve(headers.size() + 4);
   nva.push_back(nv(":method", method));
@@ -338,8 +389,9 @@ std::shared_ptr<H2Stream> H2Connection::submit(std::string_view method, std::str
   nghttp2_data_provider provider;
   provider.source.ptr = st.get();
   provider.read_callback = &Callbacks::readBody;
-  const int32_t id = nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(),
-                                            body_size > 0 ? &provider : nullptr, st.get());
+  const int32_t id =
+      nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(),
+                             body_size > 0 || open_body ? &provider : nullptr, st.get());
   if (id < 0) {
     return nullptr;
   }
@@ -446,6 +498,14 @@ void H2Connection::consume(int32_t id, size_t n) {
     return;
   }
   nghttp2_session_consume(session_, id, n);
+  flush();
+}
+
+void H2Connection::resumeData(int32_t id) {
+  if (dead_) {
+    return;
+  }
+  nghttp2_session_resume_data(session_, id);
   flush();
 }
 

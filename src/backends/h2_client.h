@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,11 @@ class H2Stream {
   bool connectionFailed() const { return connection_failed_; }
   // Abandons the exchange: an open stream is reset (CANCEL) and its unread bytes released.
   void cancel();
+  // A request body left open at submit(): more of it, and its end (gRPC streams).
+  void write(std::string data);
+  void endBody();
+  // A trailer of the response by lower-case name ("" when absent).
+  std::string_view trailer(std::string_view name) const;
 
   // The relay's side.
   awaitable<size_t> read(char* buf, size_t cap, error_code& ec);
@@ -72,6 +78,10 @@ class H2Stream {
   std::vector<std::string_view> pieces_;
   size_t piece_ = 0;
   size_t offset_ = 0;
+  std::deque<std::string> owned_;  // pieces given by write()
+  bool body_open_ = false;         // write() may add more: the data source defers, not ends
+  bool deferred_ = false;
+  std::vector<std::pair<std::string, std::string>> trailers_;
   // The response.
   boost::beast::http::response_header<> head_;
   bool head_done_ = false;
@@ -102,10 +112,12 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
     std::string value;
   };
   // Sends a request (pseudo-headers from `method`, `authority`, `path`); `body` pieces must stay
-  // valid until the stream closes or is cancelled. Null if the connection cannot take it.
+  // valid until the stream closes or is cancelled. Null if the connection cannot take it. With
+  // `open_body` the body goes on with H2Stream::write() until endBody().
   std::shared_ptr<H2Stream> submit(std::string_view method, std::string_view authority,
                                    std::string_view path, const std::vector<Header>& headers,
-                                   std::vector<std::string_view> body, size_t body_size);
+                                   std::vector<std::string_view> body, size_t body_size,
+                                   bool open_body = false);
 
   // Alive, not told to go away, and below the endpoint's concurrent stream limit.
   bool usable() const;
@@ -121,6 +133,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   void fail(const error_code& ec);
   void consume(int32_t id, size_t n);
   void resetStream(int32_t id);
+  void resumeData(int32_t id);
   void forget(int32_t id);
 
   struct Callbacks;

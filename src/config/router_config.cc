@@ -364,9 +364,10 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
       }
     }
     if (auto n = root["timeouts"]) {
-      if (p.mapWithKeys(n, "timeouts",
-                        {"header_read", "request_body", "idle", "upstream_connect",
-                         "upstream_response", "stream_idle", "client_write", "drain"})) {
+      if (p.mapWithKeys(
+              n, "timeouts",
+              {"header_read", "request_body", "idle", "upstream_connect", "upstream_response",
+               "stream_idle", "client_write", "drain", "endpoint_picker"})) {
         auto& t = config.timeouts;
         p.duration(n, "header_read", "timeouts", t.header_read);
         p.duration(n, "request_body", "timeouts", t.request_body);
@@ -376,6 +377,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
         p.duration(n, "stream_idle", "timeouts", t.stream_idle);
         p.duration(n, "client_write", "timeouts", t.client_write);
         p.duration(n, "drain", "timeouts", t.drain);
+        p.duration(n, "endpoint_picker", "timeouts", t.endpoint_picker);
       }
     }
     if (auto n = root["upstream"]) {
@@ -974,9 +976,11 @@ std::string toJson(const RouterConfig& c) {
   const auto& t = c.timeouts;
   out += fmt::format(
       "\"timeouts\":{{\"header_read\":{},\"request_body\":{},\"idle\":{},\"upstream_connect\":{},"
-      "\"upstream_response\":{},\"stream_idle\":{},\"client_write\":{},\"drain\":{}}},",
+      "\"upstream_response\":{},\"stream_idle\":{},\"client_write\":{},\"drain\":{},"
+      "\"endpoint_picker\":{}}},",
       ms(t.header_read), ms(t.request_body), ms(t.idle), ms(t.upstream_connect),
-      ms(t.upstream_response), ms(t.stream_idle), ms(t.client_write), ms(t.drain));
+      ms(t.upstream_response), ms(t.stream_idle), ms(t.client_write), ms(t.drain),
+      ms(t.endpoint_picker));
   std::string statuses;
   for (int s : c.upstream.retry_on_status) {
     statuses += (statuses.empty() ? "" : ",") + std::to_string(s);

@@ -84,6 +84,9 @@ struct RouterConfig {
     milliseconds stream_idle{300'000};        // gap between two upstream body reads
     milliseconds client_write{60'000};        // one write to a client that does not read
     milliseconds drain{30'000};               // SIGTERM: wait this long for in-flight requests
+    // An InferencePool's endpoint picker (ext_proc): connect and answer the request phase
+    // within this (it may queue the request); beyond, the pool's failureMode applies.
+    milliseconds endpoint_picker{60'000};
   } timeouts;
 
   struct Upstream {

@@ -16,8 +16,8 @@ const std::vector<double>& objectiveDurationBounds() {
 }
 
 const std::vector<double>& tokenBounds() {
-  static const std::vector<double> b = {1,    8,    16,   32,    64,    128,   256,    512,
-                                        1024, 2048, 4096, 8192,  16384, 32768, 65536, 131072};
+  static const std::vector<double> b = {1,    8,    16,   32,   64,    128,   256,   512,
+                                        1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
   return b;
 }
 

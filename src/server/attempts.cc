@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "server/picker_stage.h"
 #include "server/relay.h"
 #include "server/worker.h"
 
@@ -209,6 +210,10 @@ awaitable<void> runAttempts(Exchange& x, const RouteChoice& route, Transport& tr
     co_return;
   }
   x.served = true;
+  if (x.picker != nullptr) {
+    // The response phase: the picker learns which endpoint served; its header changes apply.
+    co_await reportServed(x, *x.picker, transport.head(), x.endpoint);
+  }
   relay.held = &held;
   co_await transport.relay(x, route, std::move(relay));
 }

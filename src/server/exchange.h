@@ -79,6 +79,8 @@ struct Exchange {
   double queue_ms = -1;        // waited in a flow-control queue
   uint64_t output_budget = 0;  // stop_streams_over_budget: events allowed; 0 = unlimited
   bool over_budget = false;
+  // The pool's endpoint picker this request follows (its stream is open until the end).
+  struct PickerCall* picker = nullptr;
 };
 
 // Where routing sent a request and what the route asks to be done on the way.

@@ -257,7 +257,7 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
 // Response headers for the client, from the upstream's.
 std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
                        std::optional<uint64_t> content_length, bool chunked, bool close,
-                       const config::HeaderModifier* mod) {
+                       const config::HeaderModifier* mod, const config::HeaderModifier* picker) {
   std::string head;
   head.reserve(512);
   int status = static_cast<int>(res.result_int());
@@ -277,7 +277,7 @@ std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
         (f.name() == bhttp::field::unknown && base::iequals(name, "x-request-id"))) {
       continue;
     }
-    if (modifiedAway(mod, name)) {
+    if (modifiedAway(mod, name) || modifiedAway(picker, name)) {
       continue;
     }
     appendField(head, name, f.value());
@@ -287,6 +287,9 @@ std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
   head += "\r\n";
   if (mod != nullptr) {
     appendHeaderEdits(head, *mod);
+  }
+  if (picker != nullptr) {
+    appendHeaderEdits(head, *picker);
   }
   if (chunked) {
     head += "Transfer-Encoding: chunked\r\n";

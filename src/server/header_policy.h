@@ -31,9 +31,11 @@ void appendHeaderEdits(std::string& head, const config::HeaderModifier& mod);
 // The request line and forwarded headers, without Host and Content-Length (set per attempt).
 std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route);
 // Response headers for the client, from the upstream's.
+// `mod` is the route's ResponseHeaderModifier, `picker` the endpoint picker's mutation.
 std::string clientHead(const Exchange& x, const bhttp::response_header<>& res,
                        std::optional<uint64_t> content_length, bool chunked, bool close,
-                       const config::HeaderModifier* mod);
+                       const config::HeaderModifier* mod,
+                       const config::HeaderModifier* picker = nullptr);
 
 // The HTTP/2 form of a request head built for HTTP/1.1 (the request line and header lines of
 // upstreamHeadPrefix): method and path become pseudo-headers, names go to lower case, and the

@@ -28,6 +28,7 @@
 #include "server/client_io.h"
 #include "server/exchange.h"
 #include "server/header_policy.h"
+#include "server/picker_stage.h"
 #include "server/worker.h"
 
 namespace sluice::server {
@@ -308,7 +309,8 @@ awaitable<bool> relayResponse(Exchange& x, const bhttp::response_header<>& res, 
   }
   std::string head = clientHead(
       x, res, content_length, chunked, !x.keep_alive,
-      route.action && route.action->response_headers ? &*route.action->response_headers : nullptr);
+      route.action && route.action->response_headers ? &*route.action->response_headers : nullptr,
+      x.picker != nullptr ? &x.picker->response_mutation : nullptr);
   RelayEnd end = RelayEnd::Complete;
   if (!has_body || !upstream.buffered()) {
     // No body bytes yet (a stream whose first token is still being computed): the client gets

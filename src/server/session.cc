@@ -37,6 +37,7 @@
 #include "server/exchange.h"
 #include "server/flow_stage.h"
 #include "server/header_policy.h"
+#include "server/picker_stage.h"
 #include "server/relay.h"
 #include "server/route_stage.h"
 #include "server/schedule_stage.h"
@@ -132,17 +133,84 @@ bool validRequestId(std::string_view id) {
 
 // --- writing to the client --------------------------------------------------------------------
 
+// A pool with an endpoint picker: the picker's answer. False when the response was written
+// (its immediate response, or FailClose); `followed` says whether its list is to be used (not
+// under FailOpen), with the body it gave back in the request and `picked` peeked from it.
+awaitable<bool> consultPicker(Exchange& x, const router::Backend& pool, PickerCall& call,
+                              std::vector<const router::Endpoint*>& targets,
+                              std::optional<openai::RequestPeek>& picked, bool& followed) {
+  followed = false;
+  PickerAnswer a;
+  co_await askPicker(x, pool, call, a);
+  if (a.kind == PickerAnswer::Kind::kImmediate) {
+    std::string extra;
+    for (const auto& [name, value] : a.immediate_headers) {
+      if (!base::iequals(name, "content-type") && !base::iequals(name, "content-length")) {
+        extra += fmt::format("{}: {}\r\n", name, value);
+      }
+    }
+    x.error_type = "endpoint_picker";
+    co_await writeSimple(x, a.status, "application/json", a.immediate_body, extra);
+    co_return false;
+  }
+  if (a.kind == PickerAnswer::Kind::kUnavailable) {
+    SLUICE_LOG(Debug, "picker", "pool {}: {}{}", pool.name, a.error,
+               pool.picker_fail_open ? " (FailOpen: the router picks)" : "");
+    if (!pool.picker_fail_open) {
+      co_await writeError(x, ErrorKind::Unavailable,
+                          fmt::format("the pool's endpoint picker is unavailable: {}", a.error));
+      co_return false;
+    }
+    co_return true;
+  }
+  for (const auto& d : a.destinations) {
+    auto it = std::find_if(pool.endpoints.begin(), pool.endpoints.end(),
+                           [&](const router::Endpoint& e) { return e.address == d; });
+    if (it != pool.endpoints.end()) {
+      targets.push_back(&*it);
+    }
+  }
+  if (targets.empty()) {
+    co_await writeError(x, ErrorKind::NoEndpoints,
+                        "the endpoint picker chose no endpoint of the pool");
+    co_return false;
+  }
+  if (a.body) {
+    x.req.body() = base::PaddedBuffer();
+    x.req.body().append(*a.body);
+    auto p = openai::peekRequest(x.req.body().view(),
+                                 x.req.body().capacity() + base::PaddedBuffer::kPadding);
+    if (p) {
+      picked = std::move(*p);
+    }
+  }
+  followed = true;
+  co_return true;
+}
+
 // Sends the request to the backend's endpoints in order until one answers, then relays.
-awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::RequestPeek& peek) {
+awaitable<void> proxy(Exchange& x, const RouteChoice& route,
+                      const openai::RequestPeek& client_peek) {
   const router::Backend& backend = *route.backend;
   Session& s = x.session;
   Worker& w = s.worker;
   const auto& cfg = x.gen->snapshot->config;
 
-  const bool rewrite_model = !route.upstream_model.empty() && route.upstream_model != peek.model;
+  // A pool's picker decides the endpoints and the body (its model rewrite replaces ours).
+  PickerCall picker;
+  std::vector<const router::Endpoint*> picked_targets;
+  std::optional<openai::RequestPeek> picked;
+  bool followed = false;
+  if (backend.picker &&
+      !co_await consultPicker(x, backend, picker, picked_targets, picked, followed)) {
+    co_return;
+  }
+  const openai::RequestPeek& peek = picked ? *picked : client_peek;
+  const std::string& upstream_model = followed ? std::string() : route.upstream_model;
+  const bool rewrite_model = !upstream_model.empty() && upstream_model != peek.model;
   openai::BodyEdits edits;
   if (rewrite_model) {
-    edits.rewriteModel(peek, route.upstream_model);
+    edits.rewriteModel(peek, upstream_model);
   }
   const bool hide_usage = peek.stream && edits.requestUsage(peek);
   std::string_view body = x.req.body().view();
@@ -173,7 +241,15 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
                          : backend.timeout.count() > 0 ? backend.timeout
                                                        : cfg.timeouts.upstream_response;
   Schedule scheduled;
-  schedule(x, route, peek, std::min<size_t>(cfg.scheduler.candidates, retries + 1), scheduled);
+  if (followed) {
+    // The picker's list, in its order: the attempt loop walks it on retries.
+    scheduled.candidates = std::move(picked_targets);
+    scheduled.info.prompt_tokens = std::max<uint64_t>(1, peek.prompt.length / 4);
+    scheduled.info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
+    x.picker = &picker;
+  } else {
+    schedule(x, route, peek, std::min<size_t>(cfg.scheduler.candidates, retries + 1), scheduled);
+  }
   if (scheduled.candidates.empty()) {
     co_await writeError(x, ErrorKind::NoEndpoints,
                         fmt::format("model '{}' has no ready endpoints", peek.model));
@@ -189,8 +265,11 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route, const openai::Reque
   startWatch(s, watch);
   RelayArgs relay;
   relay.hide_usage = hide_usage;
-  relay.write_back_from = rewrite_model ? route.upstream_model : std::string();
-  relay.client_model = peek.model;
+  // The client's model name goes back where the router, or the picker, changed it.
+  relay.write_back_from = rewrite_model                     ? upstream_model
+                          : peek.model != client_peek.model ? peek.model
+                                                            : std::string();
+  relay.client_model = client_peek.model;
   std::optional<Http1Transport> h1;
   std::optional<TlsTransport> tls;
   std::optional<H2Transport> h2;
@@ -410,7 +489,8 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
   }
   const RouteChoice& route = match.route;
   x.series = &w.shard().model(x.model_label);
-  if (!co_await admitFlow(x, *route.backend)) {
+  // A pool with an endpoint picker queues there: the picker runs the pool's flow control.
+  if (!route.backend->picker && !co_await admitFlow(x, *route.backend)) {
     co_return;
   }
   if (route.backend->provider) {

@@ -68,6 +68,8 @@ class Transport {
   virtual awaitable<void> send(const Target& t, bool fresh, std::chrono::milliseconds connect,
                                std::chrono::milliseconds head, SendResult& r) = 0;
   virtual int status() const = 0;
+  // The upstream's response head (after a successful send).
+  virtual const bhttp::response_header<>& head() const = 0;
   // The exchange failed in a way that means the pooled connection was already closed.
   virtual bool stale(const error_code& ec) const = 0;
   // Abandons the attempt: its connection or stream is closed, the client watch forgets it.
@@ -83,6 +85,7 @@ class Http1Transport final : public Transport {
   awaitable<void> send(const Target& t, bool fresh, std::chrono::milliseconds connect,
                        std::chrono::milliseconds head, SendResult& r) override;
   int status() const override { return static_cast<int>(parser_->get().result_int()); }
+  const bhttp::response_header<>& head() const override { return parser_->get(); }
   bool stale(const error_code& ec) const override;
   void drop() override;
   awaitable<void> relay(Exchange& x, const RouteChoice& route, RelayArgs args) override;
@@ -108,6 +111,7 @@ class TlsTransport final : public Transport {
   awaitable<void> send(const Target& t, bool fresh, std::chrono::milliseconds connect,
                        std::chrono::milliseconds head, SendResult& r) override;
   int status() const override { return static_cast<int>(parser_->get().result_int()); }
+  const bhttp::response_header<>& head() const override { return parser_->get(); }
   bool stale(const error_code& ec) const override;
   void drop() override;
   awaitable<void> relay(Exchange& x, const RouteChoice& route, RelayArgs args) override;
@@ -130,6 +134,7 @@ class H2Transport final : public Transport {
   awaitable<void> send(const Target& t, bool fresh, std::chrono::milliseconds connect,
                        std::chrono::milliseconds head, SendResult& r) override;
   int status() const override { return static_cast<int>(stream_->head().result_int()); }
+  const bhttp::response_header<>& head() const override { return stream_->head(); }
   bool stale(const error_code& ec) const override;
   void drop() override;
   awaitable<void> relay(Exchange& x, const RouteChoice& route, RelayArgs args) override;

@@ -22,8 +22,8 @@ class ParsingHandler final : public extproc::CallHandler {
       return;
     }
     bool present = false;
-    auto subset = extproc::metadataAddresses(m, extproc::kSubsetNamespace, extproc::kSubsetKey,
-                                             present);
+    auto subset =
+        extproc::metadataAddresses(m, extproc::kSubsetNamespace, extproc::kSubsetKey, present);
     auto served =
         extproc::metadataAddresses(m, extproc::kLbNamespace, extproc::kServedKey, present);
     size_t seen = subset.size() + served.size();
@@ -32,8 +32,9 @@ class ParsingHandler final : public extproc::CallHandler {
     }
     extproc::pb::ProcessingResponse r;
     if (m.has_request_headers()) {
-      extproc::setHeader(*r.mutable_request_headers()->mutable_response()->mutable_header_mutation(),
-                         extproc::kDestinationHeader, "10.0.0.1:8000");
+      extproc::setHeader(
+          *r.mutable_request_headers()->mutable_response()->mutable_header_mutation(),
+          extproc::kDestinationHeader, "10.0.0.1:8000");
       extproc::setDestinationMetadata(r, "10.0.0.1:8000");
     } else if (m.has_request_body()) {
       body_ += m.request_body().body();

@@ -53,6 +53,7 @@ class FakeTransport final : public Transport {
     co_return;
   }
   int status() const override { return current_.status; }
+  const bhttp::response_header<>& head() const override { return head_; }
   bool stale(const error_code&) const override { return current_.stale; }
   void drop() override { ++drops; }
   awaitable<void> relay(Exchange& x, const RouteChoice&, RelayArgs) override {
@@ -63,6 +64,7 @@ class FakeTransport final : public Transport {
 
  private:
   Step current_;
+  bhttp::response_header<> head_;
 };
 
 class AttemptsTest : public ::testing::Test {

@@ -21,8 +21,8 @@ TEST(Framing, MessagesSplitAnywhereComeOutWhole) {
     std::vector<std::string> got;
     std::string_view m;
     std::string error;
-    for (std::string_view part : {std::string_view(wire).substr(0, cut),
-                                  std::string_view(wire).substr(cut)}) {
+    for (std::string_view part :
+         {std::string_view(wire).substr(0, cut), std::string_view(wire).substr(cut)}) {
       d.feed(part);
       while (d.next(m, error) == Deframer::Next::kMessage) {
         got.emplace_back(m);
