@@ -9,6 +9,7 @@
 
 #include "backends/upstream_pool.h"
 #include "base/strings.h"
+#include "http/nghttp2_nv.h"
 
 namespace sluice::backends {
 
@@ -22,16 +23,6 @@ constexpr int32_t kConnectionWindow = 64 * 1024 * 1024;
 constexpr uint32_t kMaxStreams = kConnectionWindow / kStreamWindow;
 constexpr size_t kMaxWriteBatch = 64 * 1024;
 constexpr size_t kMaxHeadBytes = 64 * 1024;  // a response head, as for HTTP/1.1
-
-nghttp2_nv nv(std::string_view name, std::string_view value) {
-  nghttp2_nv out;
-  out.name = reinterpret_cast<uint8_t*>(const_cast<char*>(name.data()));
-  out.namelen = name.size();
-  out.value = reinterpret_cast<uint8_t*>(const_cast<char*>(value.data()));
-  out.valuelen = value.size();
-  out.flags = NGHTTP2_NV_FLAG_NONE;  // nghttp2 copies them
-  return out;
-}
 
 }  // namespace
 
@@ -379,12 +370,12 @@ std::shared_ptr<H2Stream> H2Connection::submit(std::string_view method, std::str
   st->body_open_ = open_body;
   std::vector<nghttp2_nv> nva;
   nva.reserve(headers.size() + 4);
-  nva.push_back(nv(":method", method));
-  nva.push_back(nv(":scheme", "http"));
-  nva.push_back(nv(":authority", authority));
-  nva.push_back(nv(":path", path));
+  nva.push_back(http::nghttp2Header(":method", method));
+  nva.push_back(http::nghttp2Header(":scheme", "http"));
+  nva.push_back(http::nghttp2Header(":authority", authority));
+  nva.push_back(http::nghttp2Header(":path", path));
   for (const auto& h : headers) {
-    nva.push_back(nv(h.name, h.value));
+    nva.push_back(http::nghttp2Header(h.name, h.value));
   }
   nghttp2_data_provider provider;
   provider.source.ptr = st.get();

@@ -6,22 +6,14 @@
 #include <google/protobuf/message_lite.h>
 #include <nghttp2/nghttp2.h>
 
+#include "http/nghttp2_nv.h"
+
 namespace sluice::extproc {
 
 namespace {
 
 constexpr size_t kMaxWriteBatch = 64 * 1024;
 constexpr size_t kMaxHeaderBytes = 64 * 1024;
-
-nghttp2_nv nv(std::string_view name, std::string_view value) {
-  nghttp2_nv out;
-  out.name = reinterpret_cast<uint8_t*>(const_cast<char*>(name.data()));
-  out.namelen = name.size();
-  out.value = reinterpret_cast<uint8_t*>(const_cast<char*>(value.data()));
-  out.valuelen = value.size();
-  out.flags = NGHTTP2_NV_FLAG_NONE;  // nghttp2 copies them
-  return out;
-}
 
 }  // namespace
 
@@ -63,7 +55,8 @@ void GrpcCall::submitHeadersIfNeeded() {
     return;
   }
   headers_sent_ = true;
-  const nghttp2_nv nva[] = {nv(":status", "200"), nv("content-type", "application/grpc")};
+  const nghttp2_nv nva[] = {http::nghttp2Header(":status", "200"),
+                            http::nghttp2Header("content-type", "application/grpc")};
   nghttp2_data_provider provider;
   provider.source.ptr = this;
   provider.read_callback = [](nghttp2_session* s, int32_t id, uint8_t* buf, size_t length,
@@ -80,7 +73,8 @@ void GrpcCall::submitHeadersIfNeeded() {
         *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
         const std::string code = std::to_string(static_cast<int>(call->status_));
         const std::string msg = percentEncodeMessage(call->status_message_);
-        nghttp2_nv trailers[2] = {nv("grpc-status", code), nv("grpc-message", msg)};
+        nghttp2_nv trailers[2] = {http::nghttp2Header("grpc-status", code),
+                                  http::nghttp2Header("grpc-message", msg)};
         nghttp2_submit_trailer(s, id, trailers, msg.empty() ? 1 : 2);
         return static_cast<ssize_t>(n);
       }
@@ -119,8 +113,10 @@ void GrpcCall::finish(GrpcStatus status, std::string_view message) {
     headers_sent_ = true;
     const std::string code = std::to_string(static_cast<int>(status));
     const std::string msg = percentEncodeMessage(message);
-    const nghttp2_nv nva[] = {nv(":status", "200"), nv("content-type", "application/grpc"),
-                              nv("grpc-status", code), nv("grpc-message", msg)};
+    const nghttp2_nv nva[] = {http::nghttp2Header(":status", "200"),
+                              http::nghttp2Header("content-type", "application/grpc"),
+                              http::nghttp2Header("grpc-status", code),
+                              http::nghttp2Header("grpc-message", msg)};
     nghttp2_submit_response(conn->session_, id_, nva, msg.empty() ? 3 : 4, nullptr);
   } else {
     finishing_ = true;
@@ -182,7 +178,8 @@ struct ServerCallbacks {
       // Not gRPC: a plain HTTP answer (PROTOCOL-HTTP2.md: 415 for another content type).
       c.finished_ = true;
       c.headers_sent_ = true;
-      const nghttp2_nv nva[] = {nv(":status", c.method_ != "POST" ? "405" : "415")};
+      const nghttp2_nv nva[] = {
+          http::nghttp2Header(":status", c.method_ != "POST" ? "405" : "415")};
       nghttp2_submit_response(conn.session_, id, nva, 1, nullptr);
       return;
     }

@@ -78,9 +78,9 @@ awaitable<bool> readMessage(PickerCall& call, pb::ProcessingResponse& m, std::st
     error_code ec;
     const size_t n = co_await call.stream->read(buf.data(), buf.size(), ec);
     if (ec) {
-      error = ec == asio::error::timed_out ? std::string("the picker did not answer in time")
-                                           : fmt::format("the picker's stream failed: {}",
-                                                         ec.message());
+      error = ec == asio::error::timed_out
+                  ? std::string("the picker did not answer in time")
+                  : fmt::format("the picker's stream failed: {}", ec.message());
       co_return false;
     }
     if (n == 0) {
@@ -214,8 +214,8 @@ awaitable<void> askPicker(Exchange& x, const router::Backend& pool, PickerCall& 
     co_return;
   }
   call.frames = requestPhase(x);
-  const std::vector<backends::H2Connection::Header> headers = {
-      {"content-type", "application/grpc"}, {"te", "trailers"}};
+  const std::vector<backends::H2Connection::Header> headers = {{"content-type", "application/grpc"},
+                                                               {"te", "trailers"}};
   call.stream = conn->submit("POST", ep.address, kExtProcPath, headers, {call.frames},
                              call.frames.size(), true);
   if (!call.stream) {
@@ -238,8 +238,8 @@ awaitable<void> askPicker(Exchange& x, const router::Backend& pool, PickerCall& 
   if (m.has_immediate_response()) {
     const auto& imm = m.immediate_response();
     out.kind = PickerAnswer::Kind::kImmediate;
-    out.status = imm.status().code() >= 200 && imm.status().code() <= 599 ? imm.status().code()
-                                                                          : 500;
+    out.status =
+        imm.status().code() >= 200 && imm.status().code() <= 599 ? imm.status().code() : 500;
     out.immediate_body = imm.body();
     for (const auto& opt : imm.headers().set_headers()) {
       const std::string_view value = extproc::headerValue(opt.header());
@@ -298,8 +298,8 @@ awaitable<void> reportServed(Exchange& x, PickerCall& call, const bhttp::respons
   for (const auto& f : head) {
     addHeader(map, f.name_string(), f.value());
   }
-  auto& lb = (*m.mutable_metadata_context()->mutable_filter_metadata())[std::string(
-      extproc::kLbNamespace)];
+  auto& lb = (*m.mutable_metadata_context()
+                   ->mutable_filter_metadata())[std::string(extproc::kLbNamespace)];
   (*lb.mutable_fields())[std::string(extproc::kServedKey)].set_string_value(std::string(served));
   std::string frame;
   extproc::appendFrame(frame, m);

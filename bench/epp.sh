@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The endpoint picker's two targets (#13), in one run:
+#  1. `sluice epp` under open-loop load (bench/epp_load.py: full-duplex ext_proc streams with
+#     1 KB chat bodies at RATE/s, then the response phase): the decision time, from the last
+#     request byte to the header answer, at p50/p99 (client-side, so it includes grpcio's own
+#     time: an upper bound on what the picker adds).
+#  2. 220 KB prompts at concurrency 200, straight to the engine and through `sluice serve` asking
+#     `sluice epp` (the pool's endpointPickerRef), interleaved: the time to first token added.
+# Usage: bench/epp.sh [rate=1000] [seconds=10] [requests=400] [concurrency=200]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
+RATE=${1:-1000}
+SECONDS_=${2:-10}
+REQUESTS=${3:-400}
+CONC=${4:-200}
+BIN=${SLUICE_BIN_DIR:-build/bin}
+WORK=$(mktemp -d /tmp/sluice-epp.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+SIM_PORT=$(free_port)
+GW_PORT=$(free_port)
+EPP_PORT=$(free_port)
+"$BIN/sluice-sim" --replicas 1 --address 127.0.0.11 --port "$SIM_PORT" --model m --step-overhead-ms 1 \
+  --prefill-ms-per-token 0.00001 --max-model-len 100000 --num-gpu-blocks 1000000 \
+  --max-num-batched-tokens 10000000 --ready-file "$WORK/sim.ready" 2>"$WORK/sim.log" &
+wait_file "$WORK/sim.ready"
+mkdir -p "$WORK/m"
+cat > "$WORK/m/all.yaml" <<YAML
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners: [{name: http, port: $GW_PORT, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: m}]}]
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: m, namespace: default}
+spec:
+  selector: {matchLabels: {app: m}}
+  targetPorts: [{number: $SIM_PORT}]
+  endpointPickerRef: {name: epp, port: {number: 9002}, failureMode: FailClose}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: epp, namespace: default}
+spec:
+  selector: {app: epp}
+  ports: [{name: grpc, port: 9002, targetPort: $EPP_PORT}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: epp-0, namespace: default, labels: {app: epp}}
+status: {podIP: 127.0.0.1, phase: Running, conditions: [{type: Ready, status: "True"}]}
+YAML
+for i in 0; do
+  cat >> "$WORK/m/all.yaml" <<YAML
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: m-$i, namespace: default, labels: {app: m}}
+status: {podIP: 127.0.0.1$((i + 1)), phase: Running, conditions: [{type: Ready, status: "True"}]}
+YAML
+done
+echo 'access_log: {path: "off"}' > "$WORK/sluice.yaml"
+"$BIN/sluice" epp --pool-name m --config "$WORK/sluice.yaml" --manifests "$WORK/m" \
+  --grpc "127.0.0.1:$EPP_PORT" --health "127.0.0.1:$(free_port)" --metrics 127.0.0.1:0 \
+  --admin 127.0.0.1:0 --workers 1 --ready-file "$WORK/epp.ready" 2>"$WORK/epp.log" &
+wait_file "$WORK/epp.ready"
+"$BIN/sluice" serve --config "$WORK/sluice.yaml" --manifests "$WORK/m" --admin 127.0.0.1:0 \
+  --metrics 127.0.0.1:0 --workers 1 --ready-file "$WORK/gw.ready" 2>"$WORK/gw.log" &
+wait_file "$WORK/gw.ready"
+RESULTS=${RESULTS:-bench/results}
+mkdir -p "$RESULTS"
+
+echo "== 1. sluice epp: ${RATE} req/s for ${SECONDS_} s, 1 KB bodies (one worker)"
+/usr/bin/python3 bench/epp_load.py "127.0.0.1:$EPP_PORT" "$RATE" "$SECONDS_" 1024 "$RESULTS/epp-decision.json"
+
+echo "== 2. 220 KB prompts, concurrency $CONC: direct, and sluice serve -> sluice epp"
+EP="127.0.0.11:$SIM_PORT"
+RUNS=()
+for round in 1 2; do
+  for target in "direct $EP" "sluice 127.0.0.1:$GW_PORT"; do
+    set -- $target
+    "$BIN/sluice-bench" --target "$2" --model m --workload large-prompt --requests "$REQUESTS" \
+      --prompt-kb 220 --output-tokens 8 --concurrency "$CONC" --progress off \
+      --json "$WORK/$1-$round.json" > "$WORK/$1-$round.txt" 2>/dev/null
+  done
+  RUNS=("$CONC:direct:$WORK/direct-$round.json" "$CONC:sluice:$WORK/sluice-$round.json")
+  python3 bench/direct_vs_router.py "$RESULTS/epp-large-prompt-$round.json" ttft \
+    "round $round: 220 KB prompts, time to first token, direct and through sluice serve + sluice epp" "${RUNS[@]}"
+done
