@@ -434,17 +434,9 @@ void H2Connection::flush() {
     return;
   }
   out_.clear();
-  while (out_.size() < kMaxWriteBatch) {
-    const uint8_t* data = nullptr;
-    const ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n < 0) {
-      fail(asio::error::connection_aborted);
-      return;
-    }
-    if (n == 0) {
-      break;
-    }
-    out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+  if (!http::takeOutput(session_, out_, kMaxWriteBatch)) {
+    fail(asio::error::connection_aborted);
+    return;
   }
   if (out_.empty()) {
     if (nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0) {

@@ -401,17 +401,9 @@ void GrpcConnection::flush() {
     return;
   }
   out_.clear();
-  while (out_.size() < kMaxWriteBatch) {
-    const uint8_t* data = nullptr;
-    const ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n < 0) {
-      fail();
-      return;
-    }
-    if (n == 0) {
-      break;
-    }
-    out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+  if (!http::takeOutput(session_, out_, kMaxWriteBatch)) {
+    fail();
+    return;
   }
   if (out_.empty()) {
     if (shutting_down_ && calls_.empty()) {
