@@ -6,6 +6,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include <boost/asio/write.hpp>
+#include <openssl/ssl.h>
 
 #include "backends/upstream_pool.h"
 #include "base/strings.h"
@@ -335,7 +336,8 @@ H2Connection::~H2Connection() {
 
 awaitable<std::shared_ptr<H2Connection>> H2Connection::connect(const router::Endpoint& ep,
                                                                std::chrono::milliseconds timeout,
-                                                               error_code& ec) {
+                                                               error_code& ec,
+                                                               asio::ssl::context* tls) {
   auto ex = co_await asio::this_coro::executor;
   TcpStream tcp_stream(ex);
   tcp_stream.expires_after(timeout);
@@ -351,6 +353,25 @@ awaitable<std::shared_ptr<H2Connection>> H2Connection::connect(const router::End
   auto conn = std::make_shared<H2Connection>(tcp_stream.release_socket());
   error_code ignored;
   conn->socket_.set_option(tcp::no_delay(true), ignored);
+  if (tls != nullptr) {
+    conn->tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(conn->socket_, *tls);
+    static const unsigned char kAlpn[] = {2, 'h', '2'};
+    SSL_set_alpn_protos(conn->tls_->native_handle(), kAlpn, sizeof(kAlpn));
+    SteadyTimer deadline(ex);
+    deadline.expires_after(timeout);
+    deadline.async_wait([&sock = conn->socket_](const error_code& e) {
+      if (!e) {
+        error_code i;
+        sock.cancel(i);
+      }
+    });
+    co_await conn->tls_->async_handshake(asio::ssl::stream_base::client,
+                                         asio::redirect_error(use_awaitable, ec));
+    deadline.cancel();
+    if (ec) {
+      co_return nullptr;
+    }
+  }
   asio::co_spawn(ex, conn->readLoop(), asio::detached);
   conn->flush();  // the preface and SETTINGS
   co_return conn;
@@ -371,7 +392,7 @@ std::shared_ptr<H2Stream> H2Connection::submit(std::string_view method, std::str
   std::vector<nghttp2_nv> nva;
   nva.reserve(headers.size() + 4);
   nva.push_back(http::nghttp2Header(":method", method));
-  nva.push_back(http::nghttp2Header(":scheme", "http"));
+  nva.push_back(http::nghttp2Header(":scheme", tls_ ? "https" : "http"));
   nva.push_back(http::nghttp2Header(":authority", authority));
   nva.push_back(http::nghttp2Header(":path", path));
   for (const auto& h : headers) {
@@ -415,8 +436,14 @@ awaitable<void> H2Connection::readLoop() {
   std::array<uint8_t, 16384> buf;
   while (!dead_) {
     error_code ec;
-    const size_t n = co_await socket_.async_read_some(asio::buffer(buf),
-                                                      asio::redirect_error(use_awaitable, ec));
+    size_t n = 0;
+    if (tls_) {
+      n = co_await tls_->async_read_some(asio::buffer(buf),
+                                         asio::redirect_error(use_awaitable, ec));
+    } else {
+      n = co_await socket_.async_read_some(asio::buffer(buf),
+                                           asio::redirect_error(use_awaitable, ec));
+    }
     if (ec) {
       fail(ec);
       break;
@@ -445,15 +472,19 @@ void H2Connection::flush() {
     return;
   }
   writing_ = true;
-  asio::async_write(socket_, asio::buffer(out_),
-                    [self = shared_from_this()](const error_code& ec, size_t) {
-                      self->writing_ = false;
-                      if (ec) {
-                        self->fail(ec);
-                        return;
-                      }
-                      self->flush();
-                    });
+  auto done = [self = shared_from_this()](const error_code& ec, size_t) {
+    self->writing_ = false;
+    if (ec) {
+      self->fail(ec);
+      return;
+    }
+    self->flush();
+  };
+  if (tls_) {
+    asio::async_write(*tls_, asio::buffer(out_), std::move(done));
+  } else {
+    asio::async_write(socket_, asio::buffer(out_), std::move(done));
+  }
 }
 
 void H2Connection::fail(const error_code& ec) {
@@ -504,7 +535,9 @@ void H2Connection::resetStream(int32_t id) {
 
 awaitable<std::shared_ptr<H2Connection>> H2Pool::acquire(const router::Endpoint& ep,
                                                          std::chrono::milliseconds connect_timeout,
-                                                         bool fresh, bool& reused, error_code& ec) {
+                                                         bool fresh, bool& reused, error_code& ec,
+                                                         asio::ssl::context* tls) {
+  const std::string key = tls != nullptr ? ep.address + " tls" : ep.address;
   reused = false;
   const auto now = std::chrono::steady_clock::now();
   auto stale = [&](const std::shared_ptr<H2Connection>& c) {
@@ -524,7 +557,7 @@ awaitable<std::shared_ptr<H2Connection>> H2Pool::acquire(const router::Endpoint&
     }
   }
   {
-    auto& list = conns_[ep.address];
+    auto& list = conns_[key];
     std::erase_if(list, stale);
     if (!fresh) {
       std::shared_ptr<H2Connection> best;
@@ -539,11 +572,11 @@ awaitable<std::shared_ptr<H2Connection>> H2Pool::acquire(const router::Endpoint&
       }
     }
   }
-  auto conn = co_await H2Connection::connect(ep, connect_timeout, ec);
+  auto conn = co_await H2Connection::connect(ep, connect_timeout, ec, tls);
   if (ec) {
     co_return nullptr;
   }
-  conns_[ep.address].push_back(conn);  // looked up again: the map may have changed meanwhile
+  conns_[key].push_back(conn);  // looked up again: the map may have changed meanwhile
   co_return conn;
 }
 

@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/http/message.hpp>
 
 #include "base/asio.h"
@@ -102,10 +104,12 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   H2Connection(const H2Connection&) = delete;
   H2Connection& operator=(const H2Connection&) = delete;
 
-  // Connects and sends the connection preface; the read loop starts.
+  // Connects (over TLS with ALPN h2 when `tls` is set) and sends the connection preface; the
+  // read loop starts.
   static awaitable<std::shared_ptr<H2Connection>> connect(const router::Endpoint& ep,
                                                           std::chrono::milliseconds timeout,
-                                                          error_code& ec);
+                                                          error_code& ec,
+                                                          asio::ssl::context* tls = nullptr);
 
   struct Header {
     std::string name;  // lower case
@@ -138,6 +142,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
 
   struct Callbacks;
   tcp::socket socket_;
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;  // set: reads and writes go through it
   nghttp2_session* session_ = nullptr;
   std::unordered_map<int32_t, std::shared_ptr<H2Stream>> streams_;
   std::string out_;
@@ -154,9 +159,11 @@ class H2Pool {
   void configure(std::chrono::milliseconds idle_timeout) { idle_timeout_ = idle_timeout; }
   // A connection that can take another stream (the least loaded), or a new one. `fresh` forces
   // a new connection (after a refusal on a pooled one); `reused` says whether it was pooled.
+  // With `tls`, connections are TLS (kept apart from cleartext ones to the same address).
   awaitable<std::shared_ptr<H2Connection>> acquire(const router::Endpoint& ep,
                                                    std::chrono::milliseconds connect_timeout,
-                                                   bool fresh, bool& reused, error_code& ec);
+                                                   bool fresh, bool& reused, error_code& ec,
+                                                   asio::ssl::context* tls = nullptr);
   size_t connectionCount() const;
   void clear();
 

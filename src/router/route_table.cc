@@ -832,6 +832,8 @@ class Builder {
           std::string reason;
           b->picker = serviceBackend(o->meta.ns, ref.name, ref.port, reason, problem);
           b->picker_fail_open = ref.failure_mode == "FailOpen";
+          auto tls = o->meta.annotations.find("sluice.dev/endpoint-picker-tls");
+          b->picker_tls = tls != o->meta.annotations.end() && tls->second == "insecure";
         }
         if (!problem.empty()) {
           pool_refs_ok_[b->name] = {false, problem};

@@ -164,6 +164,9 @@ struct Backend {
   // answer, with FailClose the request fails.
   std::shared_ptr<const Backend> picker;
   bool picker_fail_open = false;
+  // Annotation sluice.dev/endpoint-picker-tls: "insecure" = TLS without verifying the picker's
+  // certificate (what the Inference Extension's reference deployment uses); else cleartext h2c.
+  bool picker_tls = false;
   // Its index in the route table's backends when its endpoints come from Pods or
   // EndpointSlices (InferencePool, ModelServer, Service); kNoSlot otherwise.
   static constexpr uint32_t kNoSlot = UINT32_MAX;

@@ -44,6 +44,9 @@ std::string requestPhase(const Exchange& x) {
   for (const auto& f : x.req) {
     addHeader(map, f.name_string(), f.value());
   }
+  if (x.req.find("x-request-id") == x.req.end()) {
+    addHeader(map, "x-request-id", x.request_id);  // the id the router made: one for all logs
+  }
   const std::string_view body = x.req.body().view();
   headers->set_end_of_stream(body.empty());
   m.mutable_protocol_config()->set_request_body_mode(BodyMode::FULL_DUPLEX_STREAMED);
@@ -130,15 +133,17 @@ void applyRequestMutation(Exchange& x, const pb::HeaderMutation& m, PickerAnswer
 
 // The body of the request as the picker gives it back: streamed chunks up to end_of_stream, or
 // a whole body, or (no mutation) the client's.
-awaitable<bool> readBody(PickerCall& call, const pb::CommonResponse* first, PickerAnswer& out,
-                         std::string& error) {
+awaitable<bool> readBody(PickerCall& call, const pb::CommonResponse* first, size_t chunks,
+                         PickerAnswer& out, std::string& error) {
   std::string body;
   const pb::CommonResponse* common = first;
   pb::ProcessingResponse m;
+  bool streamed = false;
   while (true) {
     if (common != nullptr && common->has_body_mutation()) {
       const auto& bm = common->body_mutation();
       if (bm.has_streamed_response()) {
+        streamed = true;
         body += bm.streamed_response().body();
         if (bm.streamed_response().end_of_stream()) {
           out.body = std::move(body);
@@ -148,8 +153,10 @@ awaitable<bool> readBody(PickerCall& call, const pb::CommonResponse* first, Pick
         out.body = bm.has_body() ? bm.body() : std::string();  // replaced, or cleared
         co_return true;
       }
-    } else if (common != nullptr) {
+    } else if (common != nullptr && !streamed && (chunks <= 1)) {
       co_return true;  // CONTINUE without a body mutation: the body goes as it is
+    } else if (common != nullptr && !streamed) {
+      --chunks;  // one such answer per chunk sent
     }
     if (!co_await readMessage(call, m, error)) {
       co_return false;
@@ -207,7 +214,9 @@ awaitable<void> askPicker(Exchange& x, const router::Backend& pool, PickerCall& 
   call.picker = ep.address;
   bool reused = false;
   error_code ec;
-  auto conn = co_await w.h2Pool().acquire(ep, cfg.timeouts.upstream_connect, false, reused, ec);
+  asio::ssl::context* tls = pool.picker_tls ? &w.pickerTls() : nullptr;
+  auto conn =
+      co_await w.h2Pool().acquire(ep, cfg.timeouts.upstream_connect, false, reused, ec, tls);
   if (!conn) {
     out.error = fmt::format("the endpoint picker {} cannot be reached: {}", ep.address,
                             ec ? ec.message() : "no connection");
@@ -238,6 +247,7 @@ awaitable<void> askPicker(Exchange& x, const router::Backend& pool, PickerCall& 
   if (m.has_immediate_response()) {
     const auto& imm = m.immediate_response();
     out.kind = PickerAnswer::Kind::kImmediate;
+    call.healthy = true;  // the picker ended the exchange; our side just closes
     out.status =
         imm.status().code() >= 200 && imm.status().code() <= 599 ? imm.status().code() : 500;
     out.immediate_body = imm.body();
@@ -271,7 +281,8 @@ awaitable<void> askPicker(Exchange& x, const router::Backend& pool, PickerCall& 
   }
   if (!x.req.body().view().empty() && m.has_request_headers()) {
     const pb::CommonResponse* first = common->has_body_mutation() ? common : nullptr;
-    if (!co_await readBody(call, first, out, out.error)) {
+    const size_t chunks = (x.req.body().view().size() + kBodyChunk - 1) / kBodyChunk;
+    if (!co_await readBody(call, first, chunks, out, out.error)) {
       co_return;
     }
   } else if (common->has_body_mutation() && common->body_mutation().has_body()) {
@@ -315,9 +326,29 @@ awaitable<void> reportServed(Exchange& x, PickerCall& call, const bhttp::respons
   }
   const auto& mut = answer.response_headers().response().header_mutation();
   for (const auto& opt : mut.set_headers()) {
+    const std::string& name = opt.header().key();
     const std::string_view value = extproc::headerValue(opt.header());
-    if (pickerMaySet(opt.header().key(), value)) {
-      call.response_mutation.set.emplace_back(opt.header().key(), value);
+    if (!pickerMaySet(name, value)) {
+      continue;
+    }
+    const bool exists = head.find(name) != head.end();
+    switch (opt.append_action()) {
+      case HeaderOption::ADD_IF_ABSENT:
+        if (!exists) {
+          call.response_mutation.add.emplace_back(name, value);
+        }
+        break;
+      case HeaderOption::OVERWRITE_IF_EXISTS:
+        if (exists) {
+          call.response_mutation.set.emplace_back(name, value);
+        }
+        break;
+      case HeaderOption::OVERWRITE_IF_EXISTS_OR_ADD:
+        call.response_mutation.set.emplace_back(name, value);
+        break;
+      default:  // APPEND_IF_EXISTS_OR_ADD
+        call.response_mutation.add.emplace_back(name, value);
+        break;
     }
   }
   for (const auto& name : mut.remove_headers()) {

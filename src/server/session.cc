@@ -242,8 +242,12 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route,
                                                        : cfg.timeouts.upstream_response;
   Schedule scheduled;
   if (followed) {
-    // The picker's list, in its order: the attempt loop walks it on retries.
+    // The picker's list, in its order: the attempt loop walks it on retries (as many as the
+    // route allows).
     scheduled.candidates = std::move(picked_targets);
+    if (scheduled.candidates.size() > retries + 1) {
+      scheduled.candidates.resize(retries + 1);
+    }
     scheduled.info.prompt_tokens = std::max<uint64_t>(1, peek.prompt.length / 4);
     scheduled.info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
     x.picker = &picker;

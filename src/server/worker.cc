@@ -118,6 +118,16 @@ backends::H2Pool& Worker::h2Pool() {
   return *h2_pool_;
 }
 
+asio::ssl::context& Worker::pickerTls() {
+  if (!picker_tls_) {
+    picker_tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    picker_tls_->set_options(asio::ssl::context::default_workarounds |
+                             asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3);
+    picker_tls_->set_verify_mode(asio::ssl::verify_none);
+  }
+  return *picker_tls_;
+}
+
 backends::ProviderPool& Worker::providerPool() {
   if (!provider_pool_) {
     const auto& u = gen_->snapshot->config.upstream;

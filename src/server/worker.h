@@ -87,6 +87,8 @@ class Worker {
   backends::ProviderPool& providerPool();
   // HTTP/2 (h2c) connections to endpoints of pools with appProtocol kubernetes.io/h2c.
   backends::H2Pool& h2Pool();
+  // TLS to endpoint pickers that serve it: ALPN h2, the certificate not verified.
+  asio::ssl::context& pickerTls();
   base::Random& random() { return random_; }
   metrics::Shard& shard() { return shard_; }
   std::vector<const router::Endpoint*>& candidates() { return candidates_; }
@@ -115,6 +117,7 @@ class Worker {
   backends::UpstreamPool pool_;
   std::unique_ptr<backends::ProviderPool> provider_pool_;
   std::unique_ptr<backends::H2Pool> h2_pool_;
+  std::unique_ptr<asio::ssl::context> picker_tls_;
   base::Xoshiro random_;
   metrics::Shard& shard_;
   std::vector<const router::Endpoint*> candidates_;

@@ -181,6 +181,14 @@ class EppFixture(unittest.TestCase):
     second EPP for a pool that does not exist) once per class."""
 
     WITH_NOPE = False
+    TLS = False  # the EPP serves gRPC over TLS (a self-signed certificate made by openssl)
+
+    @classmethod
+    def channel_to(cls, target):
+        if not cls.TLS:
+            return grpc.insecure_channel(target)
+        creds = grpc.ssl_channel_credentials(root_certificates=cls.cert_pem)
+        return grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", "epp")])
 
     @classmethod
     def setUpClass(cls):
@@ -213,6 +221,17 @@ class EppFixture(unittest.TestCase):
             "--max-model-len", "131072", "--time-scale", "20"], d)
         cls.procs.append(cls.sim)
 
+        tls_args = []
+        if cls.TLS:
+            cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=epp",
+                            "-addext", "subjectAltName=DNS:epp"],
+                           check=True, capture_output=True)
+            with open(cert, "rb") as f:
+                cls.cert_pem = f.read()
+            tls_args = ["--tls-cert-file", cert, "--tls-key-file", key]
+
         def epp(name, pool):
             grpc_port, health_port = free_port(), free_port()
             ready = os.path.join(d, name + ".ready")
@@ -221,7 +240,7 @@ class EppFixture(unittest.TestCase):
                 "--pool-namespace", "default", "--manifests", manifests,
                 "--grpc", f"127.0.0.1:{grpc_port}", "--health", f"127.0.0.1:{health_port}",
                 "--metrics", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1",
-                "--ready-file", ready], d)
+                "--ready-file", ready, *tls_args], d)
             cls.procs.append(proc)
             return proc, ready, grpc_port, health_port
 
@@ -247,13 +266,13 @@ class EppFixture(unittest.TestCase):
         assert cls.ready["listener"] == grpc_port and cls.ready["health"] == health_port, cls.ready
         if cls.WITH_NOPE:
             wait_for("the second EPP's ready file", lambda: ready_json(cls.nope, nope_ready))
-            cls.nope_channel = grpc.insecure_channel(f"127.0.0.1:{nope_grpc}")
+            cls.nope_channel = cls.channel_to(f"127.0.0.1:{nope_grpc}")
         cls.grpc_target = f"127.0.0.1:{grpc_port}"
         cls.health_target = f"127.0.0.1:{health_port}"
         cls.metrics_port = cls.ready["metrics"]
         cls.admin_port = cls.ready["admin"]
-        cls.channel = grpc.insecure_channel(cls.grpc_target)
-        cls.health_channel = grpc.insecure_channel(cls.health_target)
+        cls.channel = cls.channel_to(cls.grpc_target)
+        cls.health_channel = cls.channel_to(cls.health_target)
         serving = cls.p.health.HealthCheckResponse.SERVING
         wait_for("the EPP's readiness",
                  lambda: el.health_check(cls.health_channel, "readiness") == serving)
@@ -847,6 +866,94 @@ class EppTest(EppFixture):
             self.assertEqual(x.status[0], grpc.StatusCode.OK)
             self.assertEqual(x.upstream.status, 200)
             self.assertEqual(x.response.body, written_back(x.upstream.body))
+
+
+class EppTlsTest(EppFixture):
+    """The same picker over TLS (ALPN h2): health, and a whole exchange."""
+
+    TLS = True
+
+    def test_health_and_exchange_over_tls(self):
+        serving = self.p.health.HealthCheckResponse.SERVING
+        self.assertEqual(el.health_check(self.health_channel, "readiness", protos=self.p), serving)
+        self.assertEqual(el.health_check(self.channel, el.EXT_PROC_SERVICE, protos=self.p), serving)
+        body = chat_body("over tls")
+        x = el.exchange(self.channel, "POST", CHAT, body, protos=self.p)
+        self.assertIn(x.answer.destinations[0], self.endpoints)
+        self.assertEqual(x.answer.body, rewritten(body))
+        self.assertEqual(x.upstream.status, 200)
+        self.assertEqual(x.response.body, written_back(x.upstream.body))
+        self.assertEqual(x.status, (grpc.StatusCode.OK, ""))
+
+    def test_sluice_serve_asks_it_over_tls(self):
+        """sluice serve in front: the pool's endpointPickerRef with the annotation
+        sluice.dev/endpoint-picker-tls: insecure reaches this picker over TLS (FailClose, so
+        a 200 proves the picker answered)."""
+        d = self.tmp.name
+        gw_dir = os.path.join(d, "gateway-manifests")
+        os.makedirs(gw_dir, exist_ok=True)
+        with open(os.path.join(d, "manifests", "pods.yaml")) as f:
+            pods = f.read()
+        with open(os.path.join(d, "manifests", "pool.yaml")) as f:
+            pool = f.read().replace(
+                "metadata: {name: llama, namespace: default}\nspec:\n",
+                "metadata: {name: llama, namespace: default, annotations: "
+                "{sluice.dev/endpoint-picker-tls: insecure}}\nspec:\n"
+                "  endpointPickerRef: {name: epp, port: {number: 9002}, failureMode: FailClose}\n", 1)
+        gw_port = free_port()
+        grpc_port = int(self.grpc_target.rsplit(":", 1)[1])
+        with open(os.path.join(gw_dir, "all.yaml"), "w") as f:
+            f.write(pods + "---\n" + pool + f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: epp, namespace: default}}
+spec:
+  selector: {{app: epp}}
+  ports: [{{name: grpc, port: 9002, targetPort: {grpc_port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: epp-0, namespace: default, labels: {{app: epp}}}}
+status: {{podIP: 127.0.0.1, phase: Running, conditions: [{{type: Ready, status: "True"}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: sluice
+  listeners: [{{name: http, port: {gw_port}, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: llama}}]}}]
+""")
+        ready = os.path.join(d, "gw.ready")
+        gw = Proc("gateway", [os.path.join(BIN_DIR, "sluice"), "serve", "--manifests", gw_dir,
+                              "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+                              "--metrics", "127.0.0.1:0", "--workers", "1",
+                              "--ready-file", ready], d)
+        self.procs.append(gw)
+        wait_for("the gateway's ready file", lambda: (gw.check_alive(), os.path.exists(ready))[1])
+        before = self.metrics()
+        body = chat_body("through the gateway, over tls")
+        req = urllib.request.Request(f"http://127.0.0.1:{gw_port}{CHAT}", data=body,
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertEqual(r.status, 200)
+            self.assertEqual(json.load(r)["model"], "llama")
+        self.wait_metric(before, "inference_objective_request_total", 1, model_name="llama",
+                         target_model_name="sim-llama")
+
+    def test_plaintext_client_is_refused(self):
+        ch = grpc.insecure_channel(self.grpc_target)
+        try:
+            with self.assertRaises(grpc.RpcError):
+                el.health_check(ch, "readiness", timeout=2.0, protos=self.p)
+        finally:
+            ch.close()
 
 
 class EppDrainTest(EppFixture):
