@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The endpoint picker's two targets (#13), in one run:
-#  1. `sluice epp` under open-loop load (bench/epp_load.py: full-duplex ext_proc streams with
-#     1 KB chat bodies at RATE/s, then the response phase): the decision time, from the last
-#     request byte to the header answer, at p50/p99 (client-side, so it includes grpcio's own
-#     time: an upper bound on what the picker adds).
+# The endpoint picker's two targets (#13), in one run, each against its baseline interleaved:
+#  1. 1 KB requests in open loop at RATE/s through `sluice serve` to a pool whose endpoints it
+#     picks itself, and to the same endpoints as a pool with an endpointPickerRef to
+#     `sluice epp`: the difference in time to first token is what asking the picker adds (the
+#     gRPC round trip, the picker's decision, the body there and back).
 #  2. 220 KB prompts at concurrency 200, straight to the engine and through `sluice serve` asking
-#     `sluice epp` (the pool's endpointPickerRef), interleaved: the time to first token added.
+#     `sluice epp`: the time to first token added.
 # Usage: bench/epp.sh [rate=1000] [seconds=10] [requests=400] [concurrency=200]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +19,7 @@ WORK=$(mktemp -d /tmp/sluice-epp.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 SIM_PORT=$(free_port)
 GW_PORT=$(free_port)
+SELF_PORT=$(free_port)
 EPP_PORT=$(free_port)
 "$BIN/sluice-sim" --replicas 1 --address 127.0.0.11 --port "$SIM_PORT" --model m --step-overhead-ms 1 \
   --prefill-ms-per-token 0.00001 --max-model-len 100000 --num-gpu-blocks 1000000 \
@@ -39,6 +40,27 @@ metadata: {name: r, namespace: default}
 spec:
   parentRefs: [{name: gw}]
   rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: m}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: self, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners: [{name: http, port: $SELF_PORT, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: self, namespace: default}
+spec:
+  parentRefs: [{name: self}]
+  rules: [{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: m-self}]}]
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: m-self, namespace: default}
+spec:
+  selector: {matchLabels: {app: m}}
+  targetPorts: [{number: $SIM_PORT}]
 ---
 apiVersion: inference.networking.k8s.io/v1
 kind: InferencePool
@@ -80,14 +102,31 @@ wait_file "$WORK/gw.ready"
 RESULTS=${RESULTS:-bench/results}
 mkdir -p "$RESULTS"
 
-echo "== 1. sluice epp: ${RATE} req/s for ${SECONDS_} s, 1 KB bodies (one worker)"
-/usr/bin/python3 bench/epp_load.py "127.0.0.1:$EPP_PORT" "$RATE" "$SECONDS_" 1024 "$RESULTS/epp-decision.json"
-
+echo "== 1. 1 KB requests at ${RATE}/s for ${SECONDS_} s: sluice serve picking itself, and asking sluice epp"
+N=$((RATE * SECONDS_))
+for round in 1 2; do
+  for target in "self 127.0.0.1:$SELF_PORT" "picker 127.0.0.1:$GW_PORT"; do
+    set -- $target
+    "$BIN/sluice-bench" --target "$2" --model m --workload large-prompt --prompt-kb 1 \
+      --requests "$N" --output-tokens 1 --rate "$RATE" --progress off \
+      --json "$WORK/small-$1-$round.json" > "$WORK/small-$1-$round.txt" 2>/dev/null
+  done
+  python3 - "$WORK/small-self-$round.json" "$WORK/small-picker-$round.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)).get("summary") for p in sys.argv[1:3])
+for s, name in ((a, "self"), (b, "picker")):
+    assert s["ok"] == s["requests"], (name, s["ok"], s["requests"])
+print(f"  self   ttft p50 {a['ttft_p50_s']*1e3:7.2f} ms  p99 {a['ttft_p99_s']*1e3:7.2f} ms")
+print(f"  picker ttft p50 {b['ttft_p50_s']*1e3:7.2f} ms  p99 {b['ttft_p99_s']*1e3:7.2f} ms")
+print(f"  added by the picker: p50 {(b['ttft_p50_s']-a['ttft_p50_s'])*1e3:+.2f} ms, p99 {(b['ttft_p99_s']-a['ttft_p99_s'])*1e3:+.2f} ms")
+PY
+done
+[ "${SKIP_LARGE:-0}" = 1 ] && exit 0
 echo "== 2. 220 KB prompts, concurrency $CONC: direct, and sluice serve -> sluice epp"
 EP="127.0.0.11:$SIM_PORT"
 RUNS=()
 for round in 1 2; do
-  for target in "direct $EP" "sluice 127.0.0.1:$GW_PORT"; do
+  for target in "direct $EP" "sluice 127.0.0.1:$GW_PORT" "self 127.0.0.1:$SELF_PORT"; do
     set -- $target
     "$BIN/sluice-bench" --target "$2" --model m --workload large-prompt --requests "$REQUESTS" \
       --prompt-kb 220 --output-tokens 8 --concurrency "$CONC" --progress off \
@@ -96,4 +135,7 @@ for round in 1 2; do
   RUNS=("$CONC:direct:$WORK/direct-$round.json" "$CONC:sluice:$WORK/sluice-$round.json")
   python3 bench/direct_vs_router.py "$RESULTS/epp-large-prompt-$round.json" ttft \
     "round $round: 220 KB prompts, time to first token, direct and through sluice serve + sluice epp" "${RUNS[@]}"
+  RUNS=("$CONC:direct:$WORK/direct-$round.json" "$CONC:sluice:$WORK/self-$round.json")
+  python3 bench/direct_vs_router.py "$RESULTS/epp-large-prompt-self-$round.json" ttft \
+    "round $round: the same through sluice serve picking itself (no picker), for comparison" "${RUNS[@]}"
 done
