@@ -118,6 +118,19 @@ void Registry::appendObjectives(std::string& out) const {
       appendHistogram(out, f.name, labels(k), m.*(f.h));
     }
   }
+  // Extension-wide: the time the scheduler took per request, over every model.
+  HistogramSnapshot scheduling;
+  for (const auto& shard : shards_) {
+    std::lock_guard<std::mutex> lock(shard->mu_);
+    for (const auto& [_, series] : shard->models_) {
+      scheduling.add(series->schedule);
+    }
+  }
+  if (scheduling.bounds != nullptr) {
+    appendHeader(out, "inference_extension_scheduler_e2e_duration_seconds", "histogram",
+                 "Time the scheduler took to order a request's endpoints.");
+    appendHistogram(out, "inference_extension_scheduler_e2e_duration_seconds", "", scheduling);
+  }
 }
 
 }  // namespace sluice::metrics

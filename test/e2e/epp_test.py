@@ -472,6 +472,20 @@ class EppTest(EppFixture):
         self.wait_metric(before, "sluice_endpoint_picks_total", 1,
                          endpoint=x.answer.destinations[0])
 
+    def test_inference_extension_metric_names(self):
+        """The picker exports the Inference Extension EPP's families beside its own."""
+        before = self.metrics()
+        x = el.exchange(self.channel, "POST", CHAT, chat_body("metric names"), protos=self.p)
+        self.assertEqual(x.status, (grpc.StatusCode.OK, ""))
+        self.wait_metric(before, "inference_objective_request_total", 1, model_name="llama",
+                         target_model_name="sim-llama")
+        self.wait_metric(before, "inference_extension_scheduler_e2e_duration_seconds_count", 1)
+        now = self.metrics()
+        pods = [v for (n, ls), v in now.items()
+                if n == "inference_pool_ready_pods" and ("name", "llama") in ls]
+        self.assertEqual(pods, [3])
+        self.assertEqual(el.metric_sum(now, "inference_extension_info"), 1)
+
     def test_sse_response_phase_and_usage(self):
         before = self.metrics()
         body = chat_body("stream to me", max_tokens=6, stream=True,
