@@ -12,14 +12,11 @@ import collections
 import json
 import math
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import unittest
 import urllib.request
 
@@ -29,6 +26,7 @@ sys.path.insert(0, HERE)
 import grpc  # noqa: E402
 
 import envoy_like as el  # noqa: E402
+from processes import Proc, free_port, read_json, wait_for  # noqa: E402
 
 REPO = el.repo_root()
 BIN_DIR = os.environ.get("SLUICE_BIN_DIR") or os.path.join(REPO, "build", "bin")
@@ -36,94 +34,6 @@ ENGINE_IPS = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
 POOL_LABEL = "InferencePool/default/llama"
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
-
-
-# --- processes and ports -------------------------------------------------------------------------
-
-_taken_ports = set()
-
-
-def free_port(hosts=("127.0.0.1",)):
-    """A random port in 20000-31999 that binds on every host now (and was not handed out)."""
-    rnd = random.SystemRandom()
-    for _ in range(500):
-        port = rnd.randint(20000, 31999)
-        if port in _taken_ports:
-            continue
-        socks = []
-        try:
-            for h in hosts:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind((h, port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        _taken_ports.add(port)
-        return port
-    raise RuntimeError("no free port in 20000-31999")
-
-
-def wait_for(what, fn, timeout=15.0, interval=0.02):
-    """Polls fn() until it returns a truthy value (returned); fails after the deadline."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while time.monotonic() < deadline:
-        try:
-            v = fn()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - kept for the failure message
-            last_exc = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_exc!r})"
-                                                              if last_exc else ""))
-
-
-def read_json_file(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-class Proc:
-    """A child process with its output in a log file."""
-
-    def __init__(self, name, argv, log_dir):
-        self.name = name
-        self.log_path = os.path.join(log_dir, name + ".log")
-        self.log = open(self.log_path, "wb")
-        self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
-
-    def alive(self):
-        return self.p.poll() is None
-
-    def check_alive(self):
-        if not self.alive():
-            raise AssertionError(f"{self.name} exited with {self.p.returncode}:\n{self.tail()}")
-
-    def tail(self, n=4000):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout=10.0):
-        """SIGTERM, then wait; returns the exit code (SIGKILL after the deadline: None)."""
-        if self.alive():
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-                self.log.close()
-                return None
-        self.log.close()
-        return self.p.returncode
 
 
 def write_manifests(directory, sim_port):
@@ -259,7 +169,7 @@ class EppFixture(unittest.TestCase):
 
         def ready_json(proc, path):
             proc.check_alive()
-            info = read_json_file(path)
+            info = read_json(path)
             return all(k in info for k in ("listener", "admin", "metrics", "health")) and info
 
         cls.ready = wait_for("the EPP's ready file", lambda: ready_json(cls.epp, epp_ready))
