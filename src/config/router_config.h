@@ -24,6 +24,9 @@ struct RouterConfig {
   ListenAddress listener{"0.0.0.0", 8080};
   ListenAddress admin{"127.0.0.1", 15000};
   ListenAddress metrics{"0.0.0.0", 9090};
+  // The metric-name sets /metrics exports (metrics::MetricNames): sluice, inference_extension,
+  // kthena; all by default.
+  uint32_t metric_names = 7;
   int workers = 0;  // 0 = one per core
   // A directory of Kubernetes manifests (Gateway API, Inference Extension, Kthena, Pods),
   // watched for changes; empty = none. `sluice serve --manifests DIR` sets it too.
@@ -141,9 +144,22 @@ struct RouterConfig {
   } scheduler;
 
   struct AccessLog {
-    std::string path = "stdout";  // stdout | stderr | off | a file path
-    bool decisions = false;       // add the scheduler's reasons to each record
+    std::string path = "stdout";      // stdout | stderr | off | a file path
+    bool decisions = false;           // add the scheduler's reasons to each record
+    std::string format = "json";      // json | text
+    std::vector<std::string> fields;  // the fields written, in order; empty = all
   } access_log;
+
+  // OpenTelemetry tracing: spans exported as OTLP over HTTP (protobuf) to `endpoint`.
+  struct Tracing {
+    std::string endpoint;         // http://host:port/v1/traces; empty = tracing off
+    double sampling_ratio = 1.0;  // for requests that carry no sampled traceparent
+    std::string service_name = "sluice";
+    uint32_t queue_spans = 8192;  // spans buffered for the exporter; past it, dropped
+    uint32_t batch_spans = 512;   // spans per export request
+    std::chrono::milliseconds flush_interval{1000};
+    std::chrono::milliseconds timeout{2000};  // one export request
+  } tracing;
 
   // Rate limits: per unit (second, minute, hour, day, month); 0 = that limit is off.
   struct LimitSpec {

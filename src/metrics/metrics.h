@@ -40,6 +40,7 @@ struct HistogramSnapshot {
   uint64_t count = 0;
   double sum = 0;
   void add(const Histogram& h);
+  void merge(const HistogramSnapshot& other);  // same bounds
 };
 
 // Prometheus text-format helpers shared by the router and the simulator.
@@ -62,9 +63,31 @@ enum class UpstreamError : uint8_t {
 };
 std::string_view upstreamErrorName(UpstreamError e);
 
-// Everything recorded per model on one shard.
+// The configured objects a request's series belongs to. Every value is bounded by
+// configuration: the model is a configured name or one a client sent that the worker admitted
+// under its bound (Shard::series); the others name Kubernetes objects.
+struct SeriesKey {
+  std::string_view model;
+  std::string_view gateway;  // "ns/name"; "" = the router file's listener
+  std::string_view route;    // "HTTPRoute/ns/name" | "ModelRoute/ns/name" | ""
+  std::string_view backend;  // "InferencePool/ns/name", "ModelServer/...", ... | "" (models:)
+  bool operator==(const SeriesKey&) const = default;
+};
+
+// The metric-name sets a registry renders (configuration `metric_names`).
+enum MetricNames : uint32_t {
+  kSluiceNames = 1,              // sluice_*
+  kInferenceExtensionNames = 2,  // inference_objective_*, inference_pool_*, inference_extension_*
+  kKthenaNames = 4,              // kthena_router_*
+  kAllNames = 7,
+};
+
+// Everything recorded per series (model, gateway, route, backend) on one shard.
 struct ModelSeries {
-  ModelSeries();
+  explicit ModelSeries(const SeriesKey& key = {});
+  std::string labels;         // model="..."[,gateway=...][,route=...][,backend=...]
+  std::string kthena_labels;  // model,model_route,backend_type,backend_name (Kthena's names)
+  std::string model;          // the model label's value
   std::array<std::atomic<uint64_t>, 600> by_status{};
   Histogram duration;
   Histogram ttft;
@@ -99,7 +122,12 @@ struct ObjectiveSeries {
 // structure only: taken when a model or endpoint is seen for the first time and while scraping.
 class Shard {
  public:
-  ModelSeries& model(std::string_view name);
+  // Model names a client chose that one worker turns into label values; past it, "_other".
+  static constexpr size_t kMaxClientModels = 100;
+  // `client_named`: key.model is the client's string (a pool or Service serves it), admitted
+  // as a label value while the worker has seen fewer than kMaxClientModels such names.
+  ModelSeries& series(const SeriesKey& key, bool client_named = false);
+  ModelSeries& model(std::string_view name) { return series(SeriesKey{name, {}, {}, {}}); }
   // Requests dispatched to an endpoint (first choice of the scheduler).
   std::atomic<uint64_t>& picks(const std::string& address);
   ObjectiveSeries& objective(std::string_view model, std::string_view target);
@@ -123,12 +151,15 @@ class Shard {
  private:
   friend class Registry;
   mutable std::mutex mu_;
-  std::unordered_map<std::string, std::unique_ptr<ModelSeries>> models_;
+  std::unordered_map<std::string, std::unique_ptr<ModelSeries>> models_;  // by joined key
   std::unordered_map<std::string, std::unique_ptr<std::atomic<uint64_t>>> picks_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<ObjectiveSeries>> objectives_;
-  // Last lookup, to skip hashing in the common case of one hot model.
-  std::string last_name_;
+  std::unordered_map<std::string, bool> client_models_;  // admitted client-chosen names
+  // Last lookup, to skip hashing in the common case of one hot series: its key's strings.
+  std::string last_model_, last_gateway_, last_route_, last_backend_;
+  bool last_client_ = false;
   ModelSeries* last_ = nullptr;
+  std::string joined_;  // lookup scratch
 };
 
 // Owns the shards and renders them merged in the Prometheus text format.
@@ -147,7 +178,14 @@ class Registry {
   std::atomic<uint64_t> access_log_dropped{0};
   std::atomic<int64_t> snapshot_version{0};
 
+  uint32_t names = kAllNames;  // MetricNames to render; set before start
+
   std::string renderPrometheus() const;
+  // sluice_requests_total and the other per-series families, merged over the shards.
+  void appendSeries(std::string& out) const;
+  // The process-wide counters (connections, filters, reloads, ...).
+  void appendCounters(std::string& out) const;
+  int64_t activeRequests() const;
   // The inference_objective_* families merged over the shards (objective_metrics.cc).
   void appendObjectives(std::string& out) const;
   // Appends process-wide series owned elsewhere (the scheduler's index); set before start.
@@ -162,5 +200,14 @@ class Registry {
 inline constexpr std::string_view kUnknownModel = "_unknown";
 // The label for requests that name no model at all (GET /v1/models, bad JSON, unknown paths).
 inline constexpr std::string_view kNoModel = "_none";
+// The label for models clients named past Shard::kMaxClientModels.
+inline constexpr std::string_view kOtherModel = "_other";
+
+// sluice_build_info, and process_* (CPU seconds, resident and virtual memory, open and maximum
+// file descriptors, start time) read from /proc (process_metrics.cc).
+void appendBuildInfo(std::string& out);
+void appendProcessMetrics(std::string& out);
+std::string_view buildVersion();
+std::string_view buildCommit();
 
 }  // namespace sluice::metrics

@@ -7,6 +7,7 @@
 #include "base/padded_buffer.h"
 #include "openai/peek.h"
 #include "openai/splice.h"
+#include "server/completion.h"
 #include "server/route_stage.h"
 #include "server/worker.h"
 
@@ -89,14 +90,8 @@ awaitable<void> pickEndpoints(Exchange& x, const PickInput& in, PickResult& out)
   RouteChoice route;
   route.backend = pool;
   applyPoolPolicy(x, *pool, peek, route);
-  x.model_label = peek.model.empty() ? std::string(metrics::kNoModel) : pool->model;
-  x.series = &w.shard().model(x.model_label);
-  if (!peek.model.empty()) {
-    out.objective = &w.shard().objective(
-        peek.model, route.upstream_model.empty() ? peek.model : route.upstream_model);
-    out.objective->requests.fetch_add(1, std::memory_order_relaxed);
-    out.objective->running.fetch_add(1, std::memory_order_relaxed);
-  }
+  x.model_label = peek.model.empty() ? std::string(metrics::kNoModel) : peek.model;
+  labelExchange(x, *pool, peek.model, route.upstream_model, !peek.model.empty());
   router::Backend subset;
   if (in.subset_present) {
     subsetOf(*pool, in.subset, subset);

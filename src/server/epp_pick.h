@@ -44,8 +44,7 @@ struct PickResult {
   ModelNames names;
   const router::Backend* pool = nullptr;
   const scheduler::Profile* profile = nullptr;
-  metrics::ObjectiveSeries* objective = nullptr;  // once the model is known
-  Schedule schedule;                              // kept for the served-endpoint report
+  Schedule schedule;  // kept for the served-endpoint report
   router::Reservation reservation;
 };
 

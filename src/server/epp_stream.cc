@@ -474,17 +474,6 @@ void ExtProcStream::complete() {
   if (x.status == 0 && x.error_type.empty()) {
     x.error_type = "no_response";  // the stream ended before the gateway reported a response
   }
-  if (auto* o = pick_.objective) {
-    o->running.fetch_sub(1, std::memory_order_relaxed);
-    if (x.status >= 400 && x.status < 600) {
-      o->errors_by_status[static_cast<size_t>(x.status)].fetch_add(1, std::memory_order_relaxed);
-    }
-    o->duration.observe(base::secondsBetween(x.start, s_.worker.context().time.monotonicNow()));
-    if (x.usage.input_tokens > 0 || x.usage.output_tokens > 0) {
-      o->input_tokens.observe(static_cast<double>(x.usage.input_tokens));
-      o->output_tokens.observe(static_cast<double>(x.usage.output_tokens));
-    }
-  }
   finishExchange(x);
 }
 

@@ -81,6 +81,20 @@ struct Exchange {
   bool over_budget = false;
   // The pool's endpoint picker this request follows (its stream is open until the end).
   struct PickerCall* picker = nullptr;
+
+  // Which Gateway API objects served it, for the access log, the metrics labels and tracing
+  // (all owned by `gen`).
+  const router::ListenerRoutes* listener = nullptr;
+  std::string_view route_kind;       // HTTPRoute | ModelRoute
+  std::string_view route;            // ns/name
+  std::string_view route_qualified;  // "HTTPRoute/ns/name"
+  int route_rule = -1;
+  const router::Backend* backend = nullptr;
+  std::string requested_model;                           // the body's model, as the client sent it
+  std::string upstream_model;                            // the model sent upstream, when it differs
+  std::string_view objective;                            // the InferenceObjective that applied
+  std::string_view upstream_protocol;                    // http/1.1 | h2c | https | provider
+  metrics::ObjectiveSeries* objective_series = nullptr;  // inference_objective_*
 };
 
 // Where routing sent a request and what the route asks to be done on the way.

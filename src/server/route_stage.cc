@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "server/client_io.h"
+#include "server/completion.h"
 #include "server/mirror.h"
 #include "server/worker.h"
 
@@ -53,6 +54,7 @@ void applyPoolPolicy(Exchange& x, const router::Backend& pool, const openai::Req
     auto o = pool.objectives.find(std::string(it->value()));
     if (o != pool.objectives.end()) {
       x.priority = o->second;
+      x.objective = o->first;
     }
   } else if (auto p = pool.model_priority.find(peek.model); p != pool.model_priority.end()) {
     x.priority = p->second;
@@ -71,6 +73,15 @@ awaitable<bool> matchRoute(Exchange& x, const router::ListenerRoutes* listener,
     if (mt.target != nullptr) {
       out.routed = true;
       out.model_route = mt.route;
+      x.route_kind = "ModelRoute";
+      x.route = mt.route->key;
+      x.route_qualified = mt.route->qualified;
+      for (size_t i = 0; i < mt.route->rules.size(); ++i) {
+        const auto& targets = mt.route->rules[i].targets;
+        if (!targets.empty() && mt.target >= &targets.front() && mt.target <= &targets.back()) {
+          x.route_rule = static_cast<int>(i);
+        }
+      }
       if (!mt.target->backend) {
         out.error = mt.target->error;
       } else {
@@ -87,6 +98,10 @@ awaitable<bool> matchRoute(Exchange& x, const router::ListenerRoutes* listener,
     if (m.action != nullptr) {
       out.routed = true;
       const auto& action = *m.action;
+      x.route_kind = "HTTPRoute";
+      x.route = action.route;
+      x.route_qualified = action.qualified;
+      x.route_rule = static_cast<int>(action.rule);
       out.route.action = &action;
       out.route.entry = m.entry;
       if (action.request_timeout.count() > 0) {
@@ -155,19 +170,23 @@ awaitable<bool> checkRoute(Exchange& x, const router::ListenerRoutes* listener,
     co_await writeError(x, ErrorKind::Internal, message);
     co_return false;
   }
-  // The metrics label stays bounded by configuration: a name the listener serves (ModelRoute,
-  // rewrite, models:), else the backend ("InferencePool/ns/name"), never any client string.
+  // The model label stays bounded: a name the listener serves (ModelRoute, rewrite, models:),
+  // else, for a pool or Service, the client's name under the worker's bound (Shard::series).
+  const router::Backend& backend = *m.route.backend;
+  bool client_named = false;
   if (peek.model.empty()) {
     x.model_label = metrics::kNoModel;
-  } else if (m.route.backend->kind.empty()) {
-    x.model_label = m.route.backend->model;
+  } else if (backend.kind.empty()) {
+    x.model_label = backend.model;
   } else if (listener != nullptr && listener->space &&
              std::binary_search(listener->space->names.begin(), listener->space->names.end(),
                                 peek.model)) {
     x.model_label = peek.model;
   } else {
-    x.model_label = m.route.backend->model;
+    x.model_label = peek.model;
+    client_named = true;
   }
+  labelExchange(x, backend, peek.model, m.route.upstream_model, client_named);
   co_return true;
 }
 

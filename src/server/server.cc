@@ -28,8 +28,8 @@
 #include "router/endpoint_update.h"
 #include "router/route_table.h"
 #include "server/context.h"
-#include "server/epp_metrics.h"
 #include "server/jwks_fetcher.h"
+#include "server/pool_metrics.h"
 #include "server/tls.h"
 #include "server/worker.h"
 
@@ -275,8 +275,17 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
   worker_count_ = config_.workers > 0 ? static_cast<size_t>(config_.workers)
                                       : std::max(1u, std::thread::hardware_concurrency());
   registry_ = std::make_unique<metrics::Registry>(worker_count_);
+  registry_->names = config_.metric_names;
+  metrics::AccessFormat log_format = metrics::AccessFormat::defaults();
+  log_format.text = config_.access_log.format == "text";
+  if (!config_.access_log.fields.empty()) {
+    log_format.fields.clear();
+    for (const auto& name : config_.access_log.fields) {
+      log_format.fields.push_back(*metrics::accessFieldNamed(name));  // checked by the parser
+    }
+  }
   access_log_ = std::make_unique<metrics::AccessLog>(config_.access_log.path, worker_count_,
-                                                     registry_->access_log_dropped);
+                                                     registry_->access_log_dropped, log_format);
   scheduler_ = std::make_unique<scheduler::Scheduler>(std::make_shared<scheduler::PrefixIndex>());
   ctx_.reset(
       new ServerContext{time_, *registry_, *access_log_, scheduler_.get(), {}, {}, {}, {}, {}});
@@ -292,7 +301,7 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
         "sluice_prefix_index_evictions_total {}\n",
         st.entries, st.blocks, st.evictions);
     scheduler_->appendMetrics(out);
-    if (config_.epp.enabled) {
+    if (registry_->names & metrics::kInferenceExtensionNames) {
       auto snap = snapshot();
       auto view = fetcher_ ? fetcher_->latest() : nullptr;
       appendPoolMetrics(out, *snap, view.get());
@@ -749,6 +758,9 @@ base::Result<void> Server::prepareEpp() {
 
 base::Result<void> Server::start() {
   error_code ec;
+  if (!access_log_->openError().empty()) {
+    return base::Error{"access_log.path: " + access_log_->openError()};
+  }
   if (config_.epp.enabled) {
     if (auto r = prepareEpp(); !r) {
       return r;

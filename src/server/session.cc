@@ -280,10 +280,13 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route,
   Transport* transport = nullptr;
   if (backend.h2c) {
     transport = &h2.emplace(w, out, *watch);
+    x.upstream_protocol = "h2c";
   } else if (backend.tls) {
     transport = &tls.emplace(w, out, *watch, cfg.upstream.verify_workload_tls);
+    x.upstream_protocol = "https";
   } else {
     transport = &h1.emplace(w, out, *watch);
+    x.upstream_protocol = "http/1.1";
   }
   co_await runAttempts(x, route, *transport, *watch, plan, std::move(relay));
 }
@@ -334,6 +337,7 @@ awaitable<void> proxyProvider(Exchange& x, const RouteChoice& route,
   relay.write_back_from = rewrite_model ? route.upstream_model : std::string();
   relay.client_model = peek.model;
   TlsTransport transport(w, out, *watch, p);
+  x.upstream_protocol = "provider";
   co_await runAttempts(x, route, transport, *watch, plan, std::move(relay));
 }
 
@@ -454,7 +458,6 @@ awaitable<void> handleModels(Exchange& x, const router::ListenerRoutes* listener
 }
 
 awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listener) {
-  Worker& w = x.session.worker;
   const bool is_v1 = x.path.substr(0, 4) == "/v1/";
   // Inference requests carry a JSON body whose model drives routing; other requests reach
   // HTTPRoutes as they are.
@@ -470,6 +473,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     }
   }
   x.stream = peek.stream;
+  x.requested_model = peek.model;
   BeastHeaders headers(x.req);
   router::RequestView view;
   view.method = x.method;
@@ -492,7 +496,6 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
     co_return;
   }
   const RouteChoice& route = match.route;
-  x.series = &w.shard().model(x.model_label);
   // A pool with an endpoint picker queues there: the picker runs the pool's flow control.
   if (!route.backend->picker && !co_await admitFlow(x, *route.backend)) {
     co_return;
@@ -507,6 +510,7 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
 awaitable<void> dispatch(Exchange& x) {
   const auto& snapshot = x.gen->snapshot;
   const router::ListenerRoutes* listener = listenerOf(x, *snapshot);
+  x.listener = listener;
   if (snapshot->routes && listener == nullptr) {
     co_await writeError(x, ErrorKind::NotFound,
                         fmt::format("no listener on this port serves host '{}'", x.host));

@@ -374,11 +374,11 @@ class EppTest(EppFixture):
         self.assertNotIn(True, x.response.body_eos[:-1])
         self.assertEqual(x.status, (grpc.StatusCode.OK, ""))
         usage = up["usage"]
-        self.wait_metric(before, "sluice_requests_total", 1, model=POOL_LABEL, code="200")
+        self.wait_metric(before, "sluice_requests_total", 1, backend=POOL_LABEL, code="200")
         self.wait_metric(before, "sluice_tokens_total", usage["prompt_tokens"],
-                         model=POOL_LABEL, type="input")
+                         backend=POOL_LABEL, type="input")
         self.wait_metric(before, "sluice_tokens_total", usage["completion_tokens"],
-                         model=POOL_LABEL, type="output")
+                         backend=POOL_LABEL, type="output")
         self.wait_metric(before, "sluice_endpoint_picks_total", 1,
                          endpoint=x.answer.destinations[0])
 
@@ -415,11 +415,11 @@ class EppTest(EppFixture):
         usage = [d["usage"] for d in datas if d.get("usage")]
         self.assertEqual(len(usage), 1)
         self.assertEqual(x.status, (grpc.StatusCode.OK, ""))
-        self.wait_metric(before, "sluice_requests_total", 1, model=POOL_LABEL, code="200")
+        self.wait_metric(before, "sluice_requests_total", 1, backend=POOL_LABEL, code="200")
         self.wait_metric(before, "sluice_tokens_total", usage[0]["prompt_tokens"],
-                         model=POOL_LABEL, type="input")
+                         backend=POOL_LABEL, type="input")
         self.wait_metric(before, "sluice_tokens_total", usage[0]["completion_tokens"],
-                         model=POOL_LABEL, type="output")
+                         backend=POOL_LABEL, type="output")
 
     def test_served_endpoint_other_than_first(self):
         """The gateway fell back: the response phase reports the second destination."""
@@ -466,8 +466,8 @@ class EppTest(EppFixture):
         r = s.respond(200, "text/event-stream", up, served=a.destinations[0], chunk_sizes=[20])
         self.assertEqual(r.body, written_back(up))
         self.assertEqual(s.finish(), (grpc.StatusCode.OK, ""))
-        self.wait_metric(before, "sluice_tokens_total", 7, model=POOL_LABEL, type="output")
-        self.wait_metric(before, "sluice_tokens_total", 11, model=POOL_LABEL, type="input")
+        self.wait_metric(before, "sluice_tokens_total", 7, backend=POOL_LABEL, type="output")
+        self.wait_metric(before, "sluice_tokens_total", 11, backend=POOL_LABEL, type="input")
 
     # -- 2. buffered --
 
@@ -510,7 +510,7 @@ class EppTest(EppFixture):
         self.assertEqual(s.finish(), (grpc.StatusCode.OK, ""))
         usage = json.loads(up.body)["usage"]
         self.wait_metric(before, "sluice_tokens_total", usage["completion_tokens"],
-                         model=POOL_LABEL, type="output")
+                         backend=POOL_LABEL, type="output")
 
     # -- 3. no body --
 
@@ -763,7 +763,7 @@ class EppTest(EppFixture):
         usage = json.loads(up.body)["usage"]
         self.assertGreater(usage["prompt_tokens"], 40000)
         self.wait_metric(before, "sluice_tokens_total", usage["prompt_tokens"],
-                         model=POOL_LABEL, type="input")
+                         backend=POOL_LABEL, type="input")
 
     def test_many_exchanges_in_parallel(self):
         """Whole exchanges from several threads at once, over one connection."""

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <regex>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -192,15 +193,18 @@ spec:
   EXPECT_THAT(r->body, HasSubstr(R"("id":"friendly")"));
   // The default listener is gone: the Gateway replaced it.
   EXPECT_FALSE(testing::request(router_->listenerPort(), "GET", "/v1/models"));
-  // Metric labels stay bounded: served names as themselves, anything else as the pool.
+  // Metric labels: served names as themselves, the client's name for a pool (bounded per
+  // worker), with the gateway, route and backend beside it.
   EXPECT_TRUE(waitFor([&] {
     auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
     return m &&
-           m->body.find(R"(sluice_requests_total{model="friendly",code="200"} 1)") !=
-               std::string::npos &&
-           m->body.find(
-               R"(sluice_requests_total{model="InferencePool/default/pool-a",code="200"} 1)") !=
-               std::string::npos;
+           std::regex_search(
+               m->body,
+               std::regex(R"(sluice_requests_total\{model="friendly",[^}]*code="200"\} 1)")) &&
+           std::regex_search(
+               m->body,
+               std::regex(
+                   R"(sluice_requests_total\{model="[^"_]+",gateway="[^"]+",route="HTTPRoute/[^"]+",backend="InferencePool/default/pool-a",code="200"\} 1)"));
   }));
   // Status is served.
   auto st = testing::request(router_->adminPort(), "GET", "/debug/status");
@@ -473,7 +477,9 @@ spec: {priority: -1, poolRef: {name: pool}}
   ASSERT_TRUE(m);
   EXPECT_THAT(
       m->body,
-      HasSubstr("sluice_flow_control_wait_seconds_count{model=\"InferencePool/default/pool\"} 2"));
+      HasSubstr(
+          "sluice_flow_control_wait_seconds_count{model=\"base-model\",gateway=\"default/gw\","
+          "route=\"HTTPRoute/default/r\",backend=\"InferencePool/default/pool\"} 2"));
   EXPECT_THAT(m->body, HasSubstr("sluice_flow_control_total{outcome=\"shed\"} 1"));
 }
 

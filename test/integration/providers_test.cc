@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <regex>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -185,7 +186,10 @@ TEST_F(ProvidersTest, OpenAIStreamsRelayWithUsageCountedAndHidden) {
   EXPECT_TRUE(testing::waitFor([&] {
     auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
     return m &&
-           m->body.find(R"(sluice_tokens_total{model="gpt",type="output"} 2)") != std::string::npos;
+           std::regex_search(
+               m->body,
+               std::regex(
+                   R"(sluice_tokens_total\{model="gpt",[^}]*backend="ExternalModelProvider/[^"]+",type="output"\} 2)"));
   }));
 }
 
@@ -208,10 +212,12 @@ TEST_F(ProvidersTest, AnthropicProviderTakesMessagesWithAnApiKey) {
   EXPECT_TRUE(testing::waitFor([&] {
     auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
     return m &&
-           m->body.find(R"(sluice_tokens_total{model="claude",type="input"} 11)") !=
-               std::string::npos &&
-           m->body.find(R"(sluice_tokens_total{model="claude",type="output"} 3)") !=
-               std::string::npos;
+           std::regex_search(
+               m->body,
+               std::regex(R"(sluice_tokens_total\{model="claude",[^}]*type="input"\} 11)")) &&
+           std::regex_search(
+               m->body,
+               std::regex(R"(sluice_tokens_total\{model="claude",[^}]*type="output"\} 3)"));
   }));
   // The OpenAI path is not an Anthropic API: a clear 404, nothing sent.
   auto wrong = testing::request(port(), "POST", "/v1/chat/completions", chatBody("claude"));

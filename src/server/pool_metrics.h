@@ -1,9 +1,11 @@
 #pragma once
 
-// `sluice epp`'s pool gauges, by the names the Inference Extension's EPP exports:
+// The InferencePools' gauges, by the names the Inference Extension's EPP exports:
 // inference_pool_ready_pods, inference_pool_average_{kv_cache_utilization,queue_size,
 // running_requests}, inference_pool_per_pod_queue_size, plus inference_extension_info and the
-// picker's in-flight load per endpoint (sluice_epp_endpoint_in_flight_requests).
+// router's in-flight load per endpoint (sluice_pool_endpoint_in_flight_requests; `sluice epp`
+// also names it sluice_epp_endpoint_in_flight_requests). `sluice epp` reports the pool it
+// serves; `sluice serve` every InferencePool it routes to.
 
 #include <string>
 
