@@ -1,4 +1,4 @@
-// The router file's observability sections: access_log, tracing and metric_names.
+// The router file's observability sections: access_log and metric_names.
 #include <string>
 
 #include "config/yaml_parser.h"
@@ -43,37 +43,6 @@ void parseAccessLog(Parser& p, const YAML::Node& n, RouterConfig::AccessLog& log
   }
 }
 
-void parseTracing(Parser& p, const YAML::Node& n, RouterConfig::Tracing& t) {
-  const std::string path = "tracing";
-  if (!p.mapWithKeys(n, path,
-                     {"endpoint", "sampling_ratio", "service_name", "queue_spans", "batch_spans",
-                      "flush_interval", "timeout"})) {
-    return;
-  }
-  p.string(n, "endpoint", path, t.endpoint);
-  if (!t.endpoint.empty() && t.endpoint.rfind("http://", 0) != 0) {
-    p.error("tracing.endpoint",
-            fmt::format("must be an http:// URL of an OTLP/HTTP receiver such as "
-                        "http://127.0.0.1:4318/v1/traces, got \"{}\"",
-                        t.endpoint));
-  }
-  if (auto r = n["sampling_ratio"]) {
-    auto v = p.scalar(r, "tracing.sampling_ratio");
-    char* end = nullptr;
-    const double d = v ? std::strtod(v->c_str(), &end) : -1;
-    if (v && (end == v->c_str() || *end != '\0' || !(d >= 0 && d <= 1))) {
-      p.error("tracing.sampling_ratio", fmt::format("must be a number in 0..1, got \"{}\"", *v));
-    } else if (v) {
-      t.sampling_ratio = d;
-    }
-  }
-  p.string(n, "service_name", path, t.service_name);
-  p.uint(n, "queue_spans", path, t.queue_spans, 16, 1u << 20);
-  p.uint(n, "batch_spans", path, t.batch_spans, 1, 65536);
-  p.duration(n, "flush_interval", path, t.flush_interval);
-  p.duration(n, "timeout", path, t.timeout);
-}
-
 void parseMetricNames(Parser& p, const YAML::Node& n, uint32_t& out) {
   if (!n.IsSequence() || n.size() == 0) {
     p.error("metric_names", "must be a non-empty list of sluice, inference_extension, kthena");
@@ -96,7 +65,8 @@ void parseMetricNames(Parser& p, const YAML::Node& n, uint32_t& out) {
       }
     }
     if (!known) {
-      p.error(path, fmt::format("must be sluice, inference_extension or kthena, got \"{}\"", *name));
+      p.error(path,
+              fmt::format("must be sluice, inference_extension or kthena, got \"{}\"", *name));
     }
   }
 }
@@ -106,9 +76,6 @@ void parseMetricNames(Parser& p, const YAML::Node& n, uint32_t& out) {
 void parseObservability(Parser& p, const YAML::Node& root, RouterConfig& config) {
   if (auto n = root["access_log"]) {
     parseAccessLog(p, n, config.access_log);
-  }
-  if (auto n = root["tracing"]) {
-    parseTracing(p, n, config.tracing);
   }
   if (auto n = root["metric_names"]) {
     parseMetricNames(p, n, config.metric_names);

@@ -168,13 +168,16 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
   }
   Parser p(errors);
   try {
-    if (!p.mapWithKeys(root, "", {"listener",      "admin",           "metrics",
-                                  "workers",       "limits",          "timeouts",
-                                  "upstream",      "metrics_fetcher", "scheduler",
-                                  "access_log",    "tracing",         "metric_names",
-                                  "models",        "manifests",       "manifests_debounce",
-                                  "auth",          "rate_limits",     "flow_control",
-                                  "redis_timeout", "redis_auth",      "stop_streams_over_budget",
+    if (!p.mapWithKeys(root, "", {"listener",     "admin",
+                                  "metrics",      "workers",
+                                  "limits",       "timeouts",
+                                  "upstream",     "metrics_fetcher",
+                                  "scheduler",    "access_log",
+                                  "metric_names", "models",
+                                  "manifests",    "manifests_debounce",
+                                  "auth",         "rate_limits",
+                                  "flow_control", "redis_timeout",
+                                  "redis_auth",   "stop_streams_over_budget",
                                   "kubernetes"})) {
       return base::Error{"invalid configuration"};
     }

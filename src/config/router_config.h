@@ -150,17 +150,6 @@ struct RouterConfig {
     std::vector<std::string> fields;  // the fields written, in order; empty = all
   } access_log;
 
-  // OpenTelemetry tracing: spans exported as OTLP over HTTP (protobuf) to `endpoint`.
-  struct Tracing {
-    std::string endpoint;         // http://host:port/v1/traces; empty = tracing off
-    double sampling_ratio = 1.0;  // for requests that carry no sampled traceparent
-    std::string service_name = "sluice";
-    uint32_t queue_spans = 8192;  // spans buffered for the exporter; past it, dropped
-    uint32_t batch_spans = 512;   // spans per export request
-    std::chrono::milliseconds flush_interval{1000};
-    std::chrono::milliseconds timeout{2000};  // one export request
-  } tracing;
-
   // Rate limits: per unit (second, minute, hour, day, month); 0 = that limit is off.
   struct LimitSpec {
     uint64_t requests = 0;

@@ -50,13 +50,13 @@ enum class AccessField : uint8_t {
 
 inline constexpr std::array<std::string_view, static_cast<size_t>(AccessField::kCount)>
     kAccessFieldNames = {
-        "ts_ms",          "timestamp",         "request_id",   "method",         "path",
-        "status",         "model",             "endpoint",     "attempts",       "stream",
-        "input_tokens",   "output_tokens",     "ttft_ms",      "duration_ms",    "error_type",
-        "client",         "protocol",          "trace_id",     "span_id",        "gateway",
-        "listener",       "http_route",        "model_route",  "route_rule",     "backend_kind",
-        "backend",        "inference_pool",    "upstream_model", "objective",    "upstream_protocol",
-        "queue_ms",       "identity",          "limit",        "decision",
+        "ts_ms",        "timestamp",      "request_id",     "method",      "path",
+        "status",       "model",          "endpoint",       "attempts",    "stream",
+        "input_tokens", "output_tokens",  "ttft_ms",        "duration_ms", "error_type",
+        "client",       "protocol",       "trace_id",       "span_id",     "gateway",
+        "listener",     "http_route",     "model_route",    "route_rule",  "backend_kind",
+        "backend",      "inference_pool", "upstream_model", "objective",   "upstream_protocol",
+        "queue_ms",     "identity",       "limit",          "decision",
 };
 
 inline std::optional<AccessField> accessFieldNamed(std::string_view name) {

@@ -1,13 +1,12 @@
 // sluice_build_info and the process_* families every Prometheus client library exports, read
 // from /proc on each scrape (the scraper's thread; never a worker).
-#include <dirent.h>
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <cstdio>
+#include <dirent.h>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -105,8 +104,12 @@ size_t openFds() {
 
 }  // namespace
 
-std::string_view buildVersion() { return SLUICE_VERSION; }
-std::string_view buildCommit() { return SLUICE_COMMIT; }
+std::string_view buildVersion() {
+  return SLUICE_VERSION;
+}
+std::string_view buildCommit() {
+  return SLUICE_COMMIT;
+}
 
 void appendBuildInfo(std::string& out) {
   appendHeader(out, "sluice_build_info", "gauge", "Sluice's version and commit (always 1).");

@@ -98,8 +98,8 @@ void appendSluiceSeries(std::string& out, const std::map<std::string, Merged>& s
                "Requests completed, by model, gateway, route, backend and HTTP status.");
   for (const auto& [_, m] : series) {
     for (const auto& [status, n] : m.by_status) {
-      out += fmt::format("sluice_requests_total{{{},code=\"{}\"}} {}\n", m.first->labels, status,
-                         n);
+      out +=
+          fmt::format("sluice_requests_total{{{},code=\"{}\"}} {}\n", m.first->labels, status, n);
     }
   }
   struct Family {

@@ -107,5 +107,79 @@ TEST(AccessLog, WritesThroughTheFlusher) {
   EXPECT_EQ(dropped.load(), 0u);
 }
 
+TEST(AccessLog, WritesTheGatewayAssociationWithKthenaKeys) {
+  AccessRecord r;
+  r.gateway = "infra/gw";
+  r.listener = "http";
+  r.http_route = "app/chat";
+  r.route_rule = 1;
+  r.backend_kind = "InferencePool";
+  r.backend = "app/pool";
+  r.inference_pool = "app/pool";
+  r.model = "llama";
+  r.upstream_model = "llama-v2";
+  std::string line;
+  formatAccessRecord(r, line);
+  EXPECT_THAT(line, HasSubstr("\"gateway\":\"infra/gw\",\"listener\":\"http\",\"http_route\":"
+                              "\"app/chat\",\"route_rule\":1,\"backend_kind\":\"InferencePool\","
+                              "\"backend\":\"app/pool\",\"inference_pool\":\"app/pool\","
+                              "\"upstream_model\":\"llama-v2\""));
+  EXPECT_THAT(line, HasSubstr("\"model\":\"llama\""));
+  EXPECT_EQ(line.find("model_route"), std::string::npos);  // empty: left out
+}
+
+TEST(AccessLog, TextFormatAndAChosenFieldList) {
+  AccessRecord r;
+  r.unix_ms = 1'700'000'000'123;
+  r.method = "POST";
+  r.path = "/v1/chat/completions";
+  r.protocol = "HTTP/1.1";
+  r.status = 200;
+  r.gateway = "infra/gw";
+  r.model = "a model\n\"x\"";
+  AccessFormat f;
+  f.text = true;
+  f.fields = {AccessField::gateway, AccessField::model, AccessField::error_type};
+  std::string line;
+  formatAccessRecord(r, f, line);
+  EXPECT_EQ(line,
+            "2023-11-14T22:13:20.123Z \"POST /v1/chat/completions HTTP/1.1\" 200 gateway=infra/gw "
+            "model=\"a model\\n\\\"x\\\"\"\n");
+  f.text = false;
+  formatAccessRecord(r, f, line);
+  EXPECT_EQ(line,
+            "{\"gateway\":\"infra/gw\",\"model\":\"a model\\n\\\"x\\\"\",\"error_type\":null}\n");
+}
+
+TEST(Metrics, LabelsSeriesByGatewayRouteAndBackendUnderBothNames) {
+  Registry r(1);
+  SeriesKey key{"llama", "infra/gw", "ModelRoute/app/chat", "InferencePool/app/pool"};
+  r.shard(0).series(key).countRequest(200, 0.01);
+  const std::string text = r.renderPrometheus();
+  EXPECT_THAT(text, HasSubstr("sluice_requests_total{model=\"llama\",gateway=\"infra/gw\",route="
+                              "\"ModelRoute/app/chat\",backend=\"InferencePool/app/pool\",code="
+                              "\"200\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("kthena_router_requests_total{model=\"llama\",model_route=\"app/"
+                              "chat\",backend_type=\"inference_pool\",backend_name=\"app/pool\","
+                              "status_code=\"200\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("sluice_build_info{version="));
+  EXPECT_THAT(text, HasSubstr("process_resident_memory_bytes "));
+  r.names = kKthenaNames;
+  EXPECT_EQ(r.renderPrometheus().find("sluice_requests_total"), std::string::npos);
+}
+
+TEST(Metrics, ClientNamedModelsAreBoundedPerWorker) {
+  Registry r(1);
+  for (size_t i = 0; i < Shard::kMaxClientModels + 5; ++i) {
+    const std::string name = "m" + std::to_string(i);
+    r.shard(0).series(SeriesKey{name, "", "", "InferencePool/a/p"}, true).countRequest(200, 0.01);
+  }
+  const std::string text = r.renderPrometheus();
+  EXPECT_THAT(text, HasSubstr("sluice_requests_total{model=\"_other\",backend=\"InferencePool/a/"
+                              "p\",code=\"200\"} 5\n"));
+  EXPECT_THAT(text, HasSubstr("model=\"m0\""));
+  EXPECT_EQ(text.find("model=\"m100\""), std::string::npos);
+}
+
 }  // namespace
 }  // namespace sluice::metrics
