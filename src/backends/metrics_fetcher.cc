@@ -240,6 +240,19 @@ awaitable<std::string> MetricsFetcher::get(Target& t, std::string_view path, err
   co_return body;
 }
 
+// Once when an endpoint goes unhealthy, once when it comes back: not at every scrape.
+void MetricsFetcher::logHealthChange(Target& t) {
+  const auto& m = t.tracker.metrics();
+  if (!m.healthy && !t.reported_down) {
+    t.reported_down = true;
+    SLUICE_LOG(Warn, "fetcher", "endpoint {} is unhealthy after {} failed scrape(s): {}",
+               t.spec.endpoint.address, m.consecutive_failures, m.last_error);
+  } else if (m.healthy && t.reported_down) {
+    t.reported_down = false;
+    SLUICE_LOG(Info, "fetcher", "endpoint {} is healthy again", t.spec.endpoint.address);
+  }
+}
+
 awaitable<void> MetricsFetcher::scrape(std::shared_ptr<Target> target) {
   Target& t = *target;
   error_code ec;
@@ -262,6 +275,7 @@ awaitable<void> MetricsFetcher::scrape(std::shared_ptr<Target> target) {
   }
   scrapes_.fetch_add(1, std::memory_order_relaxed);
   t.attempted = true;
+  logHealthChange(t);
   // Adapters change rarely: /v1/models is read on a slower clock.
   const auto now = time_.monotonicNow();
   if (!t.removed && t.tracker.metrics().healthy && now - t.last_models >= config_.models_interval) {

@@ -82,8 +82,10 @@ class MetricsFetcher {
     bool in_flight = false;
     bool removed = false;
     bool attempted = false;
+    bool reported_down = false;  // its going unhealthy was logged; its return will be
     base::MonoTime last_models{};
   };
+  void logHealthChange(Target& t);
   awaitable<void> tickLoop();
   awaitable<void> scrape(std::shared_ptr<Target> target);
   awaitable<std::string> get(Target& t, std::string_view path, error_code& ec, int& status);

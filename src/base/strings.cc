@@ -1,5 +1,6 @@
 #include "base/strings.h"
 
+#include <arpa/inet.h>
 #include <charconv>
 #include <cmath>
 
@@ -136,6 +137,15 @@ std::optional<uint64_t> parseByteSize(std::string_view text) {
     return std::nullopt;
   }
   return static_cast<uint64_t>(v);
+}
+
+bool isIpLiteral(std::string_view text) {
+  if (text.empty() || text.size() > 45) {
+    return false;
+  }
+  const std::string s(text);
+  unsigned char buf[16];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
 std::optional<HostPort> parseHostPort(std::string_view text) {

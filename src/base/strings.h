@@ -28,6 +28,8 @@ struct HostPort {
 };
 // "127.0.0.1:8000", "[::1]:8000", "localhost:80". Port is required and must be 1..65535.
 std::optional<HostPort> parseHostPort(std::string_view text);
+// An IPv4 dotted quad or an IPv6 address (no brackets, no port, no zone).
+bool isIpLiteral(std::string_view text);
 
 // "a, b,,c" -> {"a", "b", "c"}: comma-separated items, trimmed, empty ones dropped.
 std::vector<std::string> splitList(std::string_view s);

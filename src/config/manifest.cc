@@ -1329,11 +1329,8 @@ Pod parsePod(const Field& obj) {
   // A manifest that states no conditions is taken as ready once it has an IP (hand-written
   // manifests for processes on this machine); a stated Ready condition always decides.
   p.ready = running && !p.ip.empty() && (has_ready ? ready : true);
-  if (!p.ip.empty()) {
-    auto hp = base::parseHostPort(p.ip + ":1");
-    if (!hp && p.ip.find(':') == std::string::npos) {
-      status["podIP"].error(fmt::format("\"{}\" is not an IP address", p.ip));
-    }
+  if (!p.ip.empty() && !base::isIpLiteral(p.ip)) {
+    status["podIP"].error(fmt::format("\"{}\" is not an IP address", p.ip));
   }
   Field containers = obj["spec"]["containers"];
   if (containers.isSeq()) {
@@ -1467,6 +1464,20 @@ constexpr KindInfo kKinds[] = {
     {"discovery.k8s.io/v1", "EndpointSlice", Kind::EndpointSlice, true},
 };
 
+// The API groups Sluice reads (core "v1" among them): an unknown kind or version in one of
+// them is a mistake in a manifest meant for Sluice; any other group is someone else's object.
+bool isOurGroup(std::string_view api) {
+  auto slash = api.rfind('/');
+  std::string_view group = slash == std::string_view::npos ? "" : api.substr(0, slash);
+  for (const auto& k : kKinds) {
+    auto ks = k.api_version.rfind('/');
+    if ((ks == std::string_view::npos ? "" : k.api_version.substr(0, ks)) == group) {
+      return !group.empty();
+    }
+  }
+  return false;
+}
+
 void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& out, uint64_t& seq) {
   std::vector<std::string> errors;
   std::vector<std::string> warnings;
@@ -1504,8 +1515,13 @@ void parseObject(const YAML::Node& doc, std::string_view source, ParseResult& ou
   if (info == nullptr) {
     if (api.empty() || kind.empty()) {
       errors.push_back("<document>: apiVersion and kind are required");
-    } else {
+    } else if (isOurGroup(api)) {
       errors.push_back(fmt::format("<document>: unsupported kind {} in {}", kind, api));
+    } else {
+      // A Deployment or ConfigMap beside the routing objects: not ours, not an error.
+      out.warnings.push_back({std::string(source), "",
+                              fmt::format("{} ({}) is not used by Sluice; skipped", kind, api),
+                              true});
     }
     report("");
     return;
@@ -1689,7 +1705,9 @@ ParseResult parseManifests(std::string_view text, std::string_view source) {
   }
   uint64_t seq = g_seq.fetch_add(chunks.size() + 1);
   for (size_t i = 0; i < chunks.size(); ++i) {
-    std::string where = chunks.size() > 1 ? fmt::format("{}#{}", source, i) : std::string(source);
+    // Each document is named by the line it starts on (after its "---"), as editors count.
+    const bool marked = chunks[i].text.substr(0, 3) == "---";
+    std::string where = fmt::format("{}:{}", source, chunks[i].first_line + (marked ? 2 : 1));
     YAML::Node doc;
     try {
       doc = YAML::Load(std::string(chunks[i].text));

@@ -383,6 +383,7 @@ struct ManifestError {
   std::string where;
   std::string object;  // the store key, when the document had kind and metadata.name
   std::string message;
+  bool skipped = false;  // a warning for a document of a kind Sluice does not use
 };
 
 struct ParseResult {

@@ -1,6 +1,7 @@
 #include "config/manifest_source.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -43,7 +44,8 @@ ManifestDirectory::~ManifestDirectory() {
 base::Result<std::vector<StoreEvent>> ManifestDirectory::scan() {
   std::error_code ec;
   if (!fs::is_directory(dir_, ec)) {
-    return base::Error{fmt::format("--manifests {}: not a directory", dir_)};
+    return base::Error{fmt::format("--manifests {}: {}", dir_,
+                                   fs::exists(dir_, ec) ? "not a directory" : "no such directory")};
   }
   std::vector<std::string> files;
   fs::recursive_directory_iterator it(dir_, fs::directory_options::follow_directory_symlink, ec);
@@ -76,6 +78,7 @@ base::Result<std::vector<StoreEvent>> ManifestDirectory::scan() {
     std::ifstream in(path, std::ios::binary);
     std::string text;
     bool readable = in.is_open();
+    std::string unreadable = readable ? "" : std::strerror(errno);
     if (readable) {
       // Sized from the file (never a blanket 32 MiB buffer: that cost 20 ms a file); one byte
       // over the limit is enough for the parser to refuse it.
@@ -86,6 +89,7 @@ base::Result<std::vector<StoreEvent>> ManifestDirectory::scan() {
       text.resize(want);
       in.read(text.data(), static_cast<std::streamsize>(want));
       readable = !in.bad();
+      unreadable = readable ? "" : std::strerror(errno);
       text.resize(static_cast<size_t>(in.gcount()));
     }
     size_t h = std::hash<std::string>{}(text) ^ text.size();
@@ -96,7 +100,7 @@ base::Result<std::vector<StoreEvent>> ManifestDirectory::scan() {
     hashes_[rel] = h;
     ParseResult result;
     if (!readable) {
-      result.errors.push_back({rel, "", "cannot read the file"});
+      result.errors.push_back({rel, "", "cannot read the file: " + unreadable});
     } else {
       result = parseManifests(text, rel);
     }
@@ -176,12 +180,14 @@ void ManifestDirectory::run() {
     if (n == 0 && pending) {
       pending = false;
       addWatches();
+      const size_t errors_before = store_.errorCount();
       auto events = scan();
       if (!events) {
         SLUICE_LOG(Error, "config", "{}", events.error().message);
         continue;
       }
-      if (!events->empty() || store_.errorCount() > 0) {
+      // Errors that appeared, changed or went away matter even when no object changed.
+      if (!events->empty() || errors_before > 0 || store_.errorCount() > 0) {
         on_change_(store_, *events);
       }
     }

@@ -1,6 +1,8 @@
-// The router file's observability sections: access_log and metric_names.
+// The router file's observability sections: access_log, metric_names and tracing.
+#include <cstdlib>
 #include <string>
 
+#include "base/strings.h"
 #include "config/yaml_parser.h"
 #include "metrics/access_fields.h"
 
@@ -71,6 +73,56 @@ void parseMetricNames(Parser& p, const YAML::Node& n, uint32_t& out) {
   }
 }
 
+// An OTLP/HTTP URL: http://host:port[/path]; the path defaults to the OTLP one.
+bool otlpUrl(std::string& url) {
+  constexpr std::string_view kScheme = "http://";
+  if (url.rfind(kScheme, 0) != 0) {
+    return false;
+  }
+  const auto slash = url.find('/', kScheme.size());
+  const std::string authority = url.substr(
+      kScheme.size(), slash == std::string::npos ? std::string::npos : slash - kScheme.size());
+  if (!base::parseHostPort(authority)) {
+    return false;
+  }
+  if (slash == std::string::npos || slash + 1 == url.size()) {
+    url = std::string(kScheme) + authority + "/v1/traces";
+  }
+  return true;
+}
+
+void parseTracing(Parser& p, const YAML::Node& n, RouterConfig::Tracing& t) {
+  if (!p.mapWithKeys(n, "tracing",
+                     {"endpoint", "sampling", "service_name", "flush_interval", "export_timeout",
+                      "queue_bytes", "max_batch"})) {
+    return;
+  }
+  p.string(n, "endpoint", "tracing", t.endpoint);
+  if (!t.endpoint.empty() && !otlpUrl(t.endpoint)) {
+    p.error("tracing.endpoint",
+            fmt::format("must be an OTLP/HTTP URL such as http://otel-collector:4318, got \"{}\"",
+                        t.endpoint));
+  }
+  if (auto s = n["sampling"]) {
+    auto v = p.scalar(s, "tracing.sampling");
+    char* end = nullptr;
+    const double d = v ? std::strtod(v->c_str(), &end) : -1;
+    if (v && (end == v->c_str() || *end != '\0' || !(d >= 0 && d <= 1))) {
+      p.error("tracing.sampling", fmt::format("must be a ratio in 0..1, got \"{}\"", *v));
+    } else if (v) {
+      t.sampling = d;
+    }
+  }
+  p.string(n, "service_name", "tracing", t.service_name);
+  if (t.service_name.empty()) {
+    p.error("tracing.service_name", "must not be empty");
+  }
+  p.duration(n, "flush_interval", "tracing", t.flush_interval);
+  p.duration(n, "export_timeout", "tracing", t.export_timeout);
+  p.bytes(n, "queue_bytes", "tracing", t.queue_bytes, 4096);
+  p.uint(n, "max_batch", "tracing", t.max_batch, 1, 100000);
+}
+
 }  // namespace
 
 void parseObservability(Parser& p, const YAML::Node& root, RouterConfig& config) {
@@ -79,6 +131,9 @@ void parseObservability(Parser& p, const YAML::Node& root, RouterConfig& config)
   }
   if (auto n = root["metric_names"]) {
     parseMetricNames(p, n, config.metric_names);
+  }
+  if (auto n = root["tracing"]) {
+    parseTracing(p, n, config.tracing);
   }
 }
 

@@ -1,8 +1,10 @@
 #include "config/router_config.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -178,7 +180,7 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
                                   "auth",         "rate_limits",
                                   "flow_control", "redis_timeout",
                                   "redis_auth",   "stop_streams_over_budget",
-                                  "kubernetes"})) {
+                                  "kubernetes",   "tracing"})) {
       return base::Error{"invalid configuration"};
     }
     p.address(root, "listener", config.listener);
@@ -785,14 +787,14 @@ base::Result<RouterConfig> parseRouterConfig(std::string_view text, ConfigErrors
 base::Result<RouterConfig> loadRouterConfig(const std::string& path, ConfigErrors& errors) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    errors.errors.push_back(fmt::format("{}: cannot open file", path));
+    errors.errors.push_back(fmt::format("cannot open: {}", std::strerror(errno)));
     return base::Error{"cannot open configuration"};
   }
   std::ostringstream ss;
   ss << in.rdbuf();
   constexpr size_t kMaxConfigBytes = 16 * 1024 * 1024;
   if (ss.str().size() > kMaxConfigBytes) {
-    errors.errors.push_back(fmt::format("{}: file is larger than 16 MiB", path));
+    errors.errors.push_back("file is larger than 16 MiB");
     return base::Error{"configuration too large"};
   }
   return parseRouterConfig(ss.str(), errors);

@@ -150,6 +150,18 @@ struct RouterConfig {
     std::vector<std::string> fields;  // the fields written, in order; empty = all
   } access_log;
 
+  // OpenTelemetry tracing: spans exported as OTLP/HTTP (protobuf) to `endpoint`; empty = off.
+  struct Tracing {
+    std::string endpoint;   // http://host:port/v1/traces (a path-less URL gets /v1/traces)
+    double sampling = 1.0;  // ratio of new traces recorded; a traceparent's sampled flag rules
+    std::string service_name = "sluice";
+    milliseconds flush_interval{1000};  // how often queued spans are sent
+    milliseconds export_timeout{5000};  // one export: connect, send, answer
+    uint64_t queue_bytes = 1 << 20;     // per worker; a full queue drops spans, never blocks
+    uint32_t max_batch = 2048;          // spans per export request
+    bool enabled() const { return !endpoint.empty(); }
+  } tracing;
+
   // Rate limits: per unit (second, minute, hour, day, month); 0 = that limit is off.
   struct LimitSpec {
     uint64_t requests = 0;

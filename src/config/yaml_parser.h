@@ -158,7 +158,7 @@ class Parser {
   ConfigErrors& errors_;
 };
 
-// access_log and metric_names (observability_config.cc).
+// access_log, metric_names and tracing (observability_config.cc).
 void parseObservability(Parser& p, const YAML::Node& root, RouterConfig& config);
 
 }  // namespace sluice::config

@@ -584,8 +584,11 @@ class Builder {
   void gatewayClasses() {
     for (const auto* o : by_kind_[static_cast<size_t>(Kind::GatewayClass)]) {
       const auto& gc = std::get<config::GatewayClass>(o->spec);
-      if (gc.controller_name != options_.controller_name)
+      if (gc.controller_name != options_.controller_name) {
+        table_->ignored.push_back(fmt::format("{}: controllerName {} is not {}", o->key(),
+                                              gc.controller_name, options_.controller_name));
         continue;
+      }
       our_classes_.insert(o->meta.name);
       status(o->key()).conditions.push_back(
           {"Accepted", true, "Accepted", "handled by " + options_.controller_name});
@@ -613,8 +616,12 @@ class Builder {
   void gateways() {
     for (const auto* o : sorted(Kind::Gateway)) {
       const auto& gw = std::get<config::Gateway>(o->spec);
-      if (!ourClass(gw.gateway_class))
+      if (!ourClass(gw.gateway_class)) {
+        table_->ignored.push_back(fmt::format("{}: gatewayClassName {} is not a class of {}",
+                                              o->key(), gw.gateway_class,
+                                              options_.controller_name));
         continue;
+      }
       table_->has_gateways = true;
       GatewayInfo info{o, &gw, {}, {}, std::make_shared<ModelSpace>(), {}};
       const std::string gw_auth = authAnnotation(*o);

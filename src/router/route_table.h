@@ -254,6 +254,9 @@ class RouteTable {
   std::vector<ObjectStatus> status;
   size_t error_count = 0;
   bool has_gateways = false;
+  // Objects left to another controller (a Gateway of another class, another controller's
+  // GatewayClass), with why: `sluice validate` reports them as ignored.
+  std::vector<std::string> ignored;
 
   // The listener for a request that arrived on `port` with this Host, or null.
   const ListenerRoutes* listenerFor(uint16_t port, std::string_view host) const;

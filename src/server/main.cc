@@ -20,6 +20,7 @@
 #include "config/router_config.h"
 #include "router/route_table.h"
 #include "server/server.h"
+#include "server/validate.h"
 
 namespace {
 
@@ -33,6 +34,7 @@ constexpr std::string_view kUsage = R"(usage:
   sluice validate [--config FILE] [--manifests DIR] [--json]     check a configuration and
                   manifests: print every error and each object's status; exit 1 on errors
   sluice version
+  sluice help     (or any command with --help): this text
 
 options for serve:
   --manifests DIR        Kubernetes manifests (Gateway API, Inference Extension, Kthena, Pods),
@@ -82,84 +84,6 @@ bool parseAddress(std::string_view text, config::ListenAddress& out) {
   out.address = hp->host;
   out.port = hp->port;
   return true;
-}
-
-std::string conditionsText(const std::vector<router::Condition>& conds) {
-  std::string out;
-  for (const auto& c : conds) {
-    out += fmt::format("{}{}={} ({}{}{})", out.empty() ? "" : ", ", c.type,
-                       c.status ? "True" : "False", c.reason, c.message.empty() ? "" : ": ",
-                       c.message);
-  }
-  return out;
-}
-
-// `sluice validate --manifests DIR`: the whole pipeline (parse, validate, translate), then
-// every error, warning and status condition. Non-zero when anything is invalid or unresolved.
-int validateManifests(const config::RouterConfig& cfg, bool json) {
-  config::ManifestDirectory dir(cfg.manifests);
-  auto scanned = dir.scan();
-  if (!scanned) {
-    std::fprintf(stderr, "%s\n", scanned.error().message.c_str());
-    return 1;
-  }
-  router::EndpointRegistry registry;
-  auto snap = router::buildSnapshot(cfg, 1, registry, &dir.store(), cfg.listener.port);
-  if (!snap) {
-    std::fprintf(stderr, "%s\n", snap.error().message.c_str());
-    return 1;
-  }
-  const auto& table = *(*snap)->routes;
-  size_t problems = dir.store().errorCount();
-  for (const auto& st : table.status) {
-    auto bad = [](const std::vector<router::Condition>& conds) {
-      return std::any_of(conds.begin(), conds.end(), [](const router::Condition& c) {
-        return !c.status && (c.type == "Accepted" || c.type == "ResolvedRefs");
-      });
-    };
-    problems += bad(st.conditions) ? 1 : 0;
-    for (const auto& p : st.parents) {
-      problems += bad(p.conditions) ? 1 : 0;
-    }
-    for (const auto& l : st.listeners) {
-      problems += bad(l.conditions) ? 1 : 0;
-    }
-  }
-  if (json) {
-    std::fputs(table.statusJson().c_str(), stdout);
-    return problems == 0 ? 0 : 1;
-  }
-  for (const auto& [file, errors] : dir.store().errors()) {
-    for (const auto& e : errors) {
-      std::printf("error: %s: %s%s%s\n", e.where.c_str(), e.object.c_str(),
-                  e.object.empty() ? "" : ": ", e.message.c_str());
-    }
-  }
-  for (const auto& [file, warnings] : dir.store().warnings()) {
-    for (const auto& w : warnings) {
-      std::printf("warning: %s: %s%s%s\n", w.where.c_str(), w.object.c_str(),
-                  w.object.empty() ? "" : ": ", w.message.c_str());
-    }
-  }
-  for (const auto& st : table.status) {
-    if (st.key.rfind("File/", 0) == 0) {
-      continue;  // already printed as errors
-    }
-    std::printf("%s: %s\n", st.key.c_str(),
-                st.conditions.empty() ? "-" : conditionsText(st.conditions).c_str());
-    for (const auto& l : st.listeners) {
-      std::printf("  listener %s: attachedRoutes=%u, %s\n", l.name.c_str(), l.attached_routes,
-                  conditionsText(l.conditions).c_str());
-    }
-    for (const auto& p : st.parents) {
-      std::printf("  parent %s: %s\n", p.ref.c_str(), conditionsText(p.conditions).c_str());
-    }
-    for (const auto& e : st.errors) {
-      std::printf("  error (last good version kept): %s\n", e.c_str());
-    }
-  }
-  std::printf("%zu objects, %zu problem(s)\n", dir.store().objects().size(), problems);
-  return problems == 0 ? 0 : 1;
 }
 
 // The command line's addresses and worker count: they override the file at start and at every
@@ -372,24 +296,25 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "unknown command \"%s\"\n", argv[1]);
     return usage(2);
   }
+  for (int i = 2; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      return usage(0);
+    }
+  }
   if (!parseFlags(argc, argv, cl)) {
     return usage(2);
   }
-  if (cl.command == "validate" && cl.config_path.empty() && cl.manifests.empty()) {
-    std::fprintf(stderr, "validate needs --config FILE and/or --manifests DIR\n");
-    return 2;
+  if (cl.command == "validate") {
+    if (cl.config_path.empty() && cl.manifests.empty()) {
+      std::fprintf(stderr, "validate needs --config FILE and/or --manifests DIR\n");
+      return 2;
+    }
+    return server::validate({cl.config_path, cl.manifests, cl.json});
   }
   int code = 0;
   auto cfg = loadConfig(cl, code);
   if (!cfg) {
     return code;
-  }
-  if (cl.command == "validate") {
-    if (!cfg->manifests.empty()) {
-      return validateManifests(*cfg, cl.json);
-    }
-    std::printf("%s: ok (%zu models)\n", cl.config_path.c_str(), cfg->models.size());
-    return 0;
   }
   server::Server server(*cfg);
   server.setConfigPath(cl.config_path,

@@ -21,12 +21,15 @@
 #include "base/asio.h"
 #include "base/log.h"
 #include "base/net.h"
+#include "base/port_holder.h"
 #include "base/random.h"
 #include "config/manifest_source.h"
 #include "filters/filter_chain.h"
 #include "k8s/api_source.h"
 #include "router/endpoint_update.h"
 #include "router/route_table.h"
+#include "server/bind_status.h"
+#include "server/config_report.h"
 #include "server/context.h"
 #include "server/jwks_fetcher.h"
 #include "server/pool_metrics.h"
@@ -52,7 +55,8 @@ class ControlPlane {
     tcp::endpoint ep(address, addr.port);
     ec = base::listenOn(acceptor, ep);
     if (ec) {
-      return base::Error{fmt::format("{}:{}: {}", addr.address, addr.port, ec.message())};
+      return base::Error{fmt::format("{}:{}: {}", addr.address, addr.port,
+                                     base::bindFailure(ec.value(), addr.port))};
     }
     asio::co_spawn(ioc_, acceptLoop(acceptor, admin), asio::detached);
     return acceptor.local_endpoint().port();
@@ -483,8 +487,9 @@ void Server::applyObjects(const config::ObjectStore& objects,
         .count();
   };
   // Only Pods or EndpointSlices changed since the published snapshot's objects: move endpoints
-  // without the full rebuild, and bring the copy up to date once the snapshot is out.
-  if (snapshot_ && objects_ && objects_published_) {
+  // without the full rebuild, and bring the copy up to date once the snapshot is out. (No
+  // events: only validation errors changed, and the full rebuild reports them.)
+  if (snapshot_ && objects_ && objects_published_ && !events.empty()) {
     if (auto u = router::updateEndpoints(*snapshot_, next_version_, *objects_, objects, events,
                                          endpoints_)) {
       if (u->snapshot) {
@@ -510,6 +515,15 @@ void Server::applyObjects(const config::ObjectStore& objects,
   }
   SLUICE_LOG(Info, "config", "manifests applied: {} objects, {} errors, rebuilt in {:.1f} ms",
              objects_->objects().size(), objects_->errorCount(), elapsed());
+  logProblemsLocked();
+}
+
+// Each validation error and refused object once, when it appears (and when it is resolved).
+void Server::logProblemsLocked() {
+  static const config::ObjectStore kNoObjects;
+  if (snapshot_) {
+    problem_log_.update(configProblems(objects_ ? *objects_ : kNoObjects, statuses(*snapshot_)));
+  }
 }
 
 // The current snapshot, profiles, filters and TLS contexts as one generation, in one message
@@ -557,12 +571,19 @@ void Server::applyJwks(const std::string& jwks) {
   SLUICE_LOG(Info, "auth", "JWKS from {} applied", snapshot_->config.auth.jwt.jwks_url);
 }
 
+// The snapshot's status with the listeners that could not bind marked; snapshot_mu_ held.
+std::vector<router::ObjectStatus> Server::statuses(const router::Snapshot& snap) const {
+  auto out = snap.statuses();
+  markUnboundListeners(out, *snap.routes, unbound_);
+  return out;
+}
+
 std::string Server::statusJson() const {
-  auto snap = snapshot();
-  if (!snap || !snap->routes) {
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  if (!snapshot_ || !snapshot_->routes) {
     return "{\"objects\":[]}\n";
   }
-  return router::statusJson(snap->statuses());
+  return router::statusJson(statuses(*snapshot_));
 }
 
 std::vector<std::pair<std::string, uint16_t>> Server::listenerAddresses(
@@ -620,7 +641,7 @@ base::Result<void> Server::publishLocked(const config::RouterConfig& config) {
   listening_ = std::move(addresses);
   updateFetchTargets(*snap);
   if (api_source_) {
-    api_source_->publishStatus(snap->statuses());
+    api_source_->publishStatus(statuses(*snap));
   }
   registry_->config_reloads.fetch_add(1);
   registry_->snapshot_version.store(static_cast<int64_t>(snap->version));
@@ -631,6 +652,7 @@ std::vector<std::pair<std::string, uint16_t>> Server::applyListeners(
     const std::vector<std::pair<std::string, uint16_t>>& wanted) {
   std::vector<std::pair<std::string, uint16_t>> open;
   std::vector<std::pair<tcp::endpoint, int>> shared;  // fd -1: already open, kept
+  UnboundPorts unbound;
   auto keep = [&](const std::pair<std::string, uint16_t>& a) {
     error_code ec;
     auto ip = asio::ip::make_address(a.first, ec);
@@ -652,14 +674,18 @@ std::vector<std::pair<std::string, uint16_t>> Server::applyListeners(
     }
     if (ec) {
       registry_->listener_failures.fetch_add(1, std::memory_order_relaxed);
+      const std::string why = ec.category() == boost::system::system_category()
+                                  ? base::bindFailure(ec.value(), a.second)
+                                  : ec.message();
       auto same_port = std::find_if(listening_.begin(), listening_.end(),
                                     [&](const auto& l) { return l.second == a.second; });
       if (same_port != listening_.end()) {
         SLUICE_LOG(Error, "server", "cannot listen on {}:{}: {}; still listening on {}:{}", a.first,
-                   a.second, ec.message(), same_port->first, same_port->second);
+                   a.second, why, same_port->first, same_port->second);
         keep(*same_port);
       } else {
-        SLUICE_LOG(Error, "server", "cannot listen on {}:{}: {}", a.first, a.second, ec.message());
+        SLUICE_LOG(Error, "server", "cannot listen on {}:{}: {}", a.first, a.second, why);
+        unbound[a.second] = why;
       }
       continue;
     }
@@ -679,6 +705,7 @@ std::vector<std::pair<std::string, uint16_t>> Server::applyListeners(
       ::close(fd);
     }
   }
+  unbound_ = std::move(unbound);
   return open;
 }
 
@@ -691,6 +718,10 @@ base::Result<void> Server::startWorkers(base::OwnedFd probe, const tcp::endpoint
     return base::Error{fmt::format("listener {}:{}: {}", ep.address().to_string(), ep.port(), why)};
   };
   std::vector<std::pair<tcp::endpoint, base::OwnedFd>> shared;
+  // Gateway listeners that cannot bind are reported in the Gateway's status and retried at
+  // the next reload; the only listener of a config file, or the picker's, stops the start.
+  const bool tolerate = !config_.epp.enabled && snapshot() && snapshot()->routes->has_gateways;
+  std::vector<std::pair<std::string, uint16_t>> bound;
   for (const auto& [addr, port] : listening_) {
     error_code ec;
     auto ip = asio::ip::make_address(addr, ec);
@@ -700,14 +731,24 @@ base::Result<void> Server::startWorkers(base::OwnedFd probe, const tcp::endpoint
     const tcp::endpoint ep(ip, port);
     if (probe.get() >= 0 && ep == probe_ep) {
       shared.emplace_back(ep, std::move(probe));
+      bound.emplace_back(addr, port);
       continue;
     }
     int fd = -1;
     if (auto err = base::openListener(ep, fd)) {
-      return failed(ep, err.message());
+      registry_->listener_failures.fetch_add(1, std::memory_order_relaxed);
+      const std::string why = base::bindFailure(err.value(), port);
+      if (!tolerate) {
+        return failed(ep, why);
+      }
+      SLUICE_LOG(Error, "server", "cannot listen on {}:{}: {}", addr, port, why);
+      unbound_[port] = why;
+      continue;
     }
     shared.emplace_back(ep, base::OwnedFd(fd));
+    bound.emplace_back(addr, port);
   }
+  listening_ = std::move(bound);
   for (size_t i = 0; i < worker_count_; ++i) {
     auto w = std::make_unique<Worker>(i, *ctx_, seed + i * 0x9e3779b97f4a7c15ULL);
     w->publish(gen);
@@ -795,12 +836,6 @@ base::Result<void> Server::start() {
     }
     std::lock_guard<std::mutex> lock(snapshot_mu_);
     objects_ = std::make_shared<config::ObjectStore>(source_->store());
-    for (const auto& [file, errors] : source_->store().errors()) {
-      for (const auto& e : errors) {
-        SLUICE_LOG(Error, "config", "{}: {}{}{}", e.where, e.object, e.object.empty() ? "" : ": ",
-                   e.message);
-      }
-    }
   }
   if (config_.kubernetes.enabled()) {
     if (auto r = openApiServer(); !r) {
@@ -820,6 +855,10 @@ base::Result<void> Server::start() {
   if (auto r = reload(config_); !r) {
     return r;
   }
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu_);
+    logProblemsLocked();
+  }
   const uint64_t seed = seed_ ? *seed_ : base::osSeed();
   const GenerationPtr gen = [this] {
     std::lock_guard<std::mutex> lock(snapshot_mu_);
@@ -827,6 +866,9 @@ base::Result<void> Server::start() {
   }();
   if (auto r = startWorkers(std::move(probe), probe_ep, gen, seed); !r) {
     return r;
+  }
+  if (std::lock_guard<std::mutex> lock(snapshot_mu_); !unbound_.empty() && api_source_) {
+    api_source_->publishStatus(statuses(*snapshot_));
   }
   listener_port_ = default_port_;
   auto metrics_port = control_->listen(config_.metrics, false);
@@ -872,6 +914,7 @@ base::Result<void> Server::start() {
   }
   SLUICE_LOG(Info, "server", "listening on {} with {} workers (admin {}, metrics {})", ports,
              worker_count_, admin_port_, metrics_port_);
+  SLUICE_LOG(Info, "server", "{}", loadedSummary(*snapshot()));
   return {};
 }
 

@@ -20,6 +20,8 @@
 #include "metrics/metrics.h"
 #include "router/snapshot.h"
 #include "scheduler/scheduler.h"
+#include "server/bind_status.h"
+#include "server/config_report.h"
 #include "server/generation.h"
 
 namespace sluice::server {
@@ -116,6 +118,8 @@ class Server {
   void updateFetchTargets(const router::Snapshot& snap);
   base::Result<void> publishLocked(const config::RouterConfig& config);
   std::vector<std::pair<std::string, uint16_t>> listenerAddresses(const router::Snapshot& snap);
+  std::vector<router::ObjectStatus> statuses(const router::Snapshot& snap) const;
+  void logProblemsLocked();
   // Opens the listeners of `wanted` not open yet and hands every worker its duplicates; the
   // others close. A listener that cannot be opened is logged and counted; when it would
   // replace one on the same port (an address change), the old one stays. Returns what is open.
@@ -159,6 +163,9 @@ class Server {
   uint32_t updates_since_prune_ = 0;
   uint16_t default_port_ = 0;  // the default listener's, once bound
   std::vector<std::pair<std::string, uint16_t>> listening_;
+  UnboundPorts unbound_;
+  ProblemLog
+      problem_log_;  // snapshot_mu_  // Gateway listeners' ports that could not bind (snapshot_mu_)
   std::shared_ptr<const TlsConfig> tls_;  // contexts of HTTPS listeners, with each snapshot
   std::shared_ptr<filters::BucketRegistry> buckets_;  // rate-limit state across reloads
   std::shared_ptr<filters::RedisRegistry> redis_;     // global limits' Redis clients

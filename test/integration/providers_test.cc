@@ -5,13 +5,13 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <regex>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "fakes/fake_provider.h"
+#include "fakes/metric_sample.h"
 #include "fakes/sim_fleet.h"
 #include "fakes/test_client.h"
 #include "router/route_table.h"
@@ -186,10 +186,9 @@ TEST_F(ProvidersTest, OpenAIStreamsRelayWithUsageCountedAndHidden) {
   EXPECT_TRUE(testing::waitFor([&] {
     auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
     return m &&
-           std::regex_search(
-               m->body,
-               std::regex(
-                   R"(sluice_tokens_total\{model="gpt",[^}]*backend="ExternalModelProvider/[^"]+",type="output"\} 2)"));
+           testing::hasSample(
+               m->body, "sluice_tokens_total",
+               {R"(model="gpt")", R"(backend="ExternalModelProvider/)", R"(type="output")"}, "2");
   }));
 }
 
@@ -212,12 +211,10 @@ TEST_F(ProvidersTest, AnthropicProviderTakesMessagesWithAnApiKey) {
   EXPECT_TRUE(testing::waitFor([&] {
     auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
     return m &&
-           std::regex_search(
-               m->body,
-               std::regex(R"(sluice_tokens_total\{model="claude",[^}]*type="input"\} 11)")) &&
-           std::regex_search(
-               m->body,
-               std::regex(R"(sluice_tokens_total\{model="claude",[^}]*type="output"\} 3)"));
+           testing::hasSample(m->body, "sluice_tokens_total",
+                              {R"(model="claude")", R"(type="input")"}, "11") &&
+           testing::hasSample(m->body, "sluice_tokens_total",
+                              {R"(model="claude")", R"(type="output")"}, "3");
   }));
   // The OpenAI path is not an Anthropic API: a clear 404, nothing sent.
   auto wrong = testing::request(port(), "POST", "/v1/chat/completions", chatBody("claude"));

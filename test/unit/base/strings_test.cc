@@ -1,8 +1,11 @@
 #include "base/strings.h"
 
+#include <cerrno>
+
 #include <gtest/gtest.h>
 
 #include "base/padded_buffer.h"
+#include "base/port_holder.h"
 #include "base/random.h"
 #include "base/spsc_ring.h"
 
@@ -45,6 +48,22 @@ TEST(Strings, ParsesHostPort) {
   EXPECT_FALSE(parseHostPort("h:70000"));
   EXPECT_FALSE(parseHostPort(":80"));
   EXPECT_FALSE(parseHostPort("a b:80"));
+}
+
+TEST(Strings, TellsIpLiteralsFromNames) {
+  EXPECT_TRUE(isIpLiteral("10.0.0.1"));
+  EXPECT_TRUE(isIpLiteral("fd00::1"));
+  EXPECT_FALSE(isIpLiteral("10.0.0.999"));
+  EXPECT_FALSE(isIpLiteral("llama-0"));
+  EXPECT_FALSE(isIpLiteral("[::1]"));
+  EXPECT_FALSE(isIpLiteral(""));
+}
+
+TEST(PortHolder, NamesTheCauseOfABindFailure) {
+  EXPECT_NE(bindFailure(EACCES, 80).find("port 80 is privileged"), std::string::npos);
+  EXPECT_NE(bindFailure(EADDRNOTAVAIL, 8080).find("not one of this host's"), std::string::npos);
+  // A port nobody listens on: no holder to name, the plain cause.
+  EXPECT_EQ(portHolder(1), "");
 }
 
 TEST(Strings, EscapesJson) {

@@ -91,12 +91,35 @@ spec:
   EXPECT_EQ(r.objects[0].key(), "Pod/app/good");
   EXPECT_TRUE(r.objects[0].meta.labels.count("app"));
   std::string all = allErrors(r);
-  EXPECT_TRUE(hasError(r, "unsupported kind Widget in example.com/v1")) << all;
+  // Another group's kind is skipped with a note, not an error; each document is named by the
+  // line it starts on.
+  EXPECT_FALSE(hasError(r, "Widget")) << all;
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_TRUE(r.warnings[0].skipped);
+  EXPECT_EQ(r.warnings[0].where, "mixed.yaml:7");
+  EXPECT_EQ(r.warnings[0].message, "Widget (example.com/v1) is not used by Sluice; skipped");
   EXPECT_TRUE(hasError(r, "must be an object with apiVersion and kind")) << all;
   EXPECT_TRUE(hasError(r, "spec.inferenceEngine: must be one of vLLM, SGLang")) << all;
   EXPECT_TRUE(hasError(r, "spec.workloadPort.port: must be 1..65535")) << all;
   EXPECT_TRUE(hasError(r, "spec.targetPorts[1].number: port number must be unique")) << all;
   EXPECT_TRUE(hasError(r, "spec.endpointPickerRef.port: is required when kind is Service")) << all;
+}
+
+TEST(Manifest, UnknownKindsOfOurGroupsAreErrors) {
+  auto r = parseManifests(R"(apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g}
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePol
+metadata: {name: p}
+)",
+                          "typo.yaml");
+  EXPECT_TRUE(r.warnings.empty());
+  ASSERT_EQ(r.errors.size(), 2u) << allErrors(r);
+  EXPECT_EQ(r.errors[0].where, "typo.yaml:1");
+  EXPECT_EQ(r.errors[1].where, "typo.yaml:5");
+  EXPECT_TRUE(hasError(r, "unsupported kind InferencePol in inference.networking.k8s.io/v1"));
 }
 
 TEST(Manifest, BrokenYamlAndHugeFiles) {
