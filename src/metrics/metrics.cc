@@ -230,6 +230,13 @@ void Registry::appendCounters(std::string& out) const {
        config_reload_errors},
       {"sluice_access_log_dropped_total", "counter",
        "Access-log records dropped because the writer fell behind.", access_log_dropped},
+      {"sluice_trace_spans_exported_total", "counter", "Spans the OTLP collector accepted.",
+       traces.exported},
+      {"sluice_trace_spans_dropped_total", "counter",
+       "Spans dropped: the exporter's queue was full, or their export failed.", traces.dropped},
+      {"sluice_trace_export_failures_total", "counter",
+       "OTLP export requests that failed (unreachable collector or a non-2xx answer).",
+       traces.failures},
   };
   for (const auto& g : globals) {
     appendHeader(out, g.name, g.type, g.help);

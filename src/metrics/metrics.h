@@ -177,6 +177,12 @@ class Registry {
   std::atomic<uint64_t> config_reload_errors{0};
   std::atomic<uint64_t> access_log_dropped{0};
   std::atomic<int64_t> snapshot_version{0};
+  // OTLP spans exported, dropped (full queue or failed export) and failed export requests.
+  struct TraceCounters {
+    std::atomic<uint64_t> exported{0};
+    std::atomic<uint64_t> dropped{0};
+    std::atomic<uint64_t> failures{0};
+  } traces;
 
   uint32_t names = kAllNames;  // MetricNames to render; set before start
 

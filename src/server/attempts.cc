@@ -7,6 +7,7 @@
 #include "base/log.h"
 #include "server/picker_stage.h"
 #include "server/relay.h"
+#include "server/trace_stage.h"
 #include "server/worker.h"
 
 namespace sluice::server {
@@ -161,6 +162,7 @@ awaitable<void> runAttempts(Exchange& x, const RouteChoice& route, Transport& tr
     }
     ++x.attempts;
     x.endpoint = t.address;
+    const size_t span = traceAttempt(x, i, t.address, plan.head);
     router::Reservation reservation;
     if (t.endpoint != nullptr && plan.schedule != nullptr) {
       reservation = router::Reservation(
@@ -168,9 +170,17 @@ awaitable<void> runAttempts(Exchange& x, const RouteChoice& route, Transport& tr
           plan.schedule->expectedWork(i, s.worker.scheduler().index().blockBytes()));
     }
     if (!co_await attempt(x, transport, watch, t, plan, failure)) {
+      if (auto* sp = traceSpan(x, span)) {
+        sp->error_message = failure.message;
+      }
+      traceClose(x, span, true);
       continue;
     }
     const int status = transport.status();
+    if (auto* sp = traceSpan(x, span)) {
+      sp->set("http.response.status_code", static_cast<int64_t>(status));
+      sp->error = status >= 500;
+    }
     if (t.endpoint != nullptr) {
       if (status >= 500) {
         countFailure(x, t);
@@ -185,6 +195,7 @@ awaitable<void> runAttempts(Exchange& x, const RouteChoice& route, Transport& tr
       if (x.series) {
         x.series->countUpstreamError(metrics::UpstreamError::Status5xx);
       }
+      traceClose(x, span, true);
       transport.drop();
       continue;
     }

@@ -22,6 +22,7 @@ struct AttemptPlan {
   std::chrono::milliseconds retry_pause{0};
   std::chrono::milliseconds attempt_timeout{0};  // per attempt, before the request's deadline
   const Schedule* schedule = nullptr;            // endpoints: the load each target takes on
+  std::string* head = nullptr;  // the upstream head whose traceparent names each attempt
 };
 
 // Runs the attempts on `transport` and relays the response. The client watch must be started.

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "server/flow_stage.h"
+#include "server/trace_stage.h"
 #include "server/worker.h"
 
 namespace sluice::server {
@@ -79,6 +80,7 @@ void finishExchange(Exchange& x) {
   if (ctx.access_log.enabled()) {
     writeAccessRecord(x, seconds);
   }
+  finishTrace(x);
 }
 
 namespace {
@@ -123,6 +125,10 @@ void writeAccessRecord(Exchange& x, double seconds) {
   r.upstream_model = x.upstream_model;
   r.objective = x.objective;
   r.upstream_protocol = x.upstream_protocol;
+  const std::string trace_id = traceIdHex(x);
+  const std::string span_id = spanIdHex(x);
+  r.trace_id = trace_id;
+  r.span_id = span_id;
   r.unix_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(ctx.time.systemNow().time_since_epoch())
           .count();

@@ -12,6 +12,7 @@
 #include "metrics/access_log.h"
 #include "metrics/metrics.h"
 #include "scheduler/scheduler.h"
+#include "tracing/exporter.h"
 
 namespace sluice::server {
 
@@ -27,6 +28,7 @@ struct ServerContext {
   filters::FlowRegistry flows;          // flow-control queues by backend, across reloads
   std::function<bool()> ready;          // the server's readiness (thread-safe), for gRPC health
   std::shared_ptr<boost::asio::ssl::context> epp_tls;  // `sluice epp` over TLS; null: h2c
+  tracing::Exporter* tracer = nullptr;                 // tracing.endpoint set; null: tracing is off
 };
 
 }  // namespace sluice::server

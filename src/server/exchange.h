@@ -23,6 +23,7 @@
 #include "router/route_table.h"
 #include "server/generation.h"
 #include "server/session.h"
+#include "tracing/request_trace.h"
 
 namespace sluice::server {
 
@@ -95,6 +96,8 @@ struct Exchange {
   std::string_view objective;                            // the InferenceObjective that applied
   std::string_view upstream_protocol;                    // http/1.1 | h2c | https | provider
   metrics::ObjectiveSeries* objective_series = nullptr;  // inference_objective_*
+  // Its spans, when the request is traced and sampled (trace_stage.h); null otherwise.
+  std::unique_ptr<tracing::RequestTrace> trace;
 };
 
 // Where routing sent a request and what the route asks to be done on the way.

@@ -9,6 +9,7 @@
 #include "base/strings.h"
 #include "http/headers.h"
 #include "server/client_io.h"
+#include "server/trace_stage.h"
 
 namespace sluice::server {
 
@@ -223,6 +224,10 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
           base::iequals(name, "x-forwarded-host") || controlHeader(name)) {
         continue;
       }
+      // A traced request sends its own traceparent (and the tracestate it continues).
+      if (x.trace && (base::iequals(name, "traceparent") || base::iequals(name, "tracestate"))) {
+        continue;
+      }
     }
     if (modifiedAway(mod, name)) {
       continue;
@@ -248,6 +253,7 @@ std::string upstreamHeadPrefix(const Exchange& x, const RouteChoice& route) {
   head += "x-request-id: ";
   head += x.request_id;
   head += "\r\n";
+  appendUpstreamTrace(x, head);
   if (mod != nullptr) {
     appendHeaderEdits(head, *mod);
   }

@@ -293,6 +293,11 @@ Server::Server(config::RouterConfig config, const base::TimeSource& time,
   scheduler_ = std::make_unique<scheduler::Scheduler>(std::make_shared<scheduler::PrefixIndex>());
   ctx_.reset(
       new ServerContext{time_, *registry_, *access_log_, scheduler_.get(), {}, {}, {}, {}, {}});
+  if (config_.tracing.enabled()) {
+    tracer_ =
+        std::make_unique<tracing::Exporter>(config_.tracing, worker_count_, registry_->traces);
+    ctx_->tracer = tracer_.get();
+  }
   registry_->extra = [this](std::string& out) {
     const auto st = scheduler_->index().stats();
     out += fmt::format(
@@ -887,6 +892,9 @@ base::Result<void> Server::start() {
   if (fetcher_) {
     fetcher_->start();
   }
+  if (tracer_) {
+    tracer_->start();
+  }
   control_->start();
   started_ = true;
   if (const auto& url = config_.auth.jwt.jwks_url; !url.empty()) {
@@ -1054,6 +1062,9 @@ void Server::stopAll() {
   }
   control_->stop();
   access_log_->flush();
+  if (tracer_) {
+    tracer_->stop();  // the spans of the last requests go out
+  }
   stopped_ = true;  // last: wait() returns only once everything is down
 }
 

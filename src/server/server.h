@@ -23,6 +23,7 @@
 #include "server/bind_status.h"
 #include "server/config_report.h"
 #include "server/generation.h"
+#include "tracing/exporter.h"
 
 namespace sluice::server {
 
@@ -143,6 +144,7 @@ class Server {
   size_t worker_count_;
   std::unique_ptr<metrics::Registry> registry_;
   std::unique_ptr<metrics::AccessLog> access_log_;
+  std::unique_ptr<tracing::Exporter> tracer_;  // tracing.endpoint set
   std::unique_ptr<ServerContext> ctx_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<ControlPlane> control_;

@@ -41,6 +41,7 @@
 #include "server/relay.h"
 #include "server/route_stage.h"
 #include "server/schedule_stage.h"
+#include "server/trace_stage.h"
 #include "server/worker.h"
 
 namespace sluice::server {
@@ -201,9 +202,13 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route,
   std::vector<const router::Endpoint*> picked_targets;
   std::optional<openai::RequestPeek> picked;
   bool followed = false;
-  if (backend.picker &&
-      !co_await consultPicker(x, backend, picker, picked_targets, picked, followed)) {
-    co_return;
+  if (backend.picker) {
+    const size_t pick = traceOpen(x, "endpoint_picker");
+    const bool go_on = co_await consultPicker(x, backend, picker, picked_targets, picked, followed);
+    traceClose(x, pick, !go_on);
+    if (!go_on) {
+      co_return;
+    }
   }
   const openai::RequestPeek& peek = picked ? *picked : client_peek;
   const std::string& upstream_model = followed ? std::string() : route.upstream_model;
@@ -252,7 +257,15 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route,
     scheduled.info.max_tokens = peek.max_tokens.value_or(kDefaultExpectedOutput);
     x.picker = &picker;
   } else {
+    const size_t span = traceOpen(x, "schedule");
     schedule(x, route, peek, std::min<size_t>(cfg.scheduler.candidates, retries + 1), scheduled);
+    traceClose(x, span, scheduled.candidates.empty());
+    if (auto* sp = traceSpan(x, span)) {
+      sp->set("sluice.candidates", static_cast<int64_t>(scheduled.candidates.size()));
+      if (!scheduled.candidates.empty()) {
+        sp->set("sluice.endpoint", scheduled.candidates.front()->address);
+      }
+    }
   }
   if (scheduled.candidates.empty()) {
     co_await writeError(x, ErrorKind::NoEndpoints,
@@ -260,6 +273,7 @@ awaitable<void> proxy(Exchange& x, const RouteChoice& route,
     co_return;
   }
   plan.schedule = &scheduled;
+  plan.head = &out.head;
   plan.targets.reserve(scheduled.candidates.size());
   for (const router::Endpoint* ep : scheduled.candidates) {
     plan.targets.push_back({ep, ep->address, {}});
@@ -489,16 +503,27 @@ awaitable<void> routeAndProxy(Exchange& x, const router::ListenerRoutes* listene
   if (!co_await matchRoute(x, listener, view, peek, match)) {
     co_return;
   }
+  const size_t admission = traceOpen(x, "admission");
   if (!co_await admit(x, listener, match, peek)) {
+    traceClose(x, admission, true);
     co_return;
   }
+  traceClose(x, admission);
   if (!co_await checkRoute(x, listener, peek, match)) {
     co_return;
   }
   const RouteChoice& route = match.route;
   // A pool with an endpoint picker queues there: the picker runs the pool's flow control.
-  if (!route.backend->picker && !co_await admitFlow(x, *route.backend)) {
-    co_return;
+  if (!route.backend->picker) {
+    const size_t queue = traceOpen(x, "queue");
+    if (!co_await admitFlow(x, *route.backend)) {
+      traceClose(x, queue, true);
+      co_return;
+    }
+    traceClose(x, queue);
+    if (x.flow == nullptr && x.trace) {
+      x.trace->drop(queue);  // no flow control on this backend: nothing waited
+    }
   }
   if (route.backend->provider) {
     co_await proxyProvider(x, route, peek);
@@ -707,6 +732,7 @@ awaitable<void> runSession(Worker& worker, tcp::socket socket, uint16_t port) {
     } else {
       x.request_id = base::randomHexId(worker.random());
     }
+    startTrace(x);
     worker.shard().active_requests.fetch_add(1, std::memory_order_relaxed);
     co_await dispatch(x);
     worker.shard().active_requests.fetch_sub(1, std::memory_order_relaxed);

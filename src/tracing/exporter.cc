@@ -32,8 +32,7 @@ void addAttribute(otlp::resource::v1::Resource& r, const std::string& key,
 
 }  // namespace
 
-Exporter::Exporter(const config::RouterConfig::Tracing& config, size_t workers,
-                   ExportCounters& counters)
+Exporter::Exporter(const config::RouterConfig::Tracing& config, size_t workers, Counters& counters)
     : config_(config), counters_(counters), url_(parseOtlpUrl(config.endpoint)) {
   for (size_t i = 0; i < workers; ++i) {
     rings_.push_back(std::make_unique<base::SpscByteRing>(powerOfTwoAtLeast(config.queue_bytes)));

@@ -15,22 +15,18 @@
 
 #include "base/spsc_ring.h"
 #include "config/router_config.h"
+#include "metrics/metrics.h"
 #include "tracing/otlp_http.h"
 
 namespace sluice::tracing {
 
 class RequestTrace;
 
-struct ExportCounters {
-  std::atomic<uint64_t> exported{0};  // spans the collector accepted
-  std::atomic<uint64_t> dropped{0};   // spans dropped: a full queue or a failed export
-  std::atomic<uint64_t> failures{0};  // export requests that failed
-};
-
 class Exporter {
  public:
   // One queue per worker; `counters` outlives the exporter.
-  Exporter(const config::RouterConfig::Tracing& config, size_t workers, ExportCounters& counters);
+  using Counters = metrics::Registry::TraceCounters;
+  Exporter(const config::RouterConfig::Tracing& config, size_t workers, Counters& counters);
   ~Exporter();
   Exporter(const Exporter&) = delete;
   Exporter& operator=(const Exporter&) = delete;
@@ -50,7 +46,7 @@ class Exporter {
   void exportBatch(std::string_view records);
 
   config::RouterConfig::Tracing config_;
-  ExportCounters& counters_;
+  Counters& counters_;
   base::Result<OtlpUrl> url_;
   std::vector<std::unique_ptr<base::SpscByteRing>> rings_;
   std::vector<std::string> scratch_;  // per worker: the record being encoded

@@ -45,6 +45,12 @@ void RequestTrace::close(size_t index, int64_t end_ns, bool error) {
   spans_[index].error = spans_[index].error || error;
 }
 
+void RequestTrace::drop(size_t index) {
+  if (index != 0 && index + 1 == spans_.size()) {
+    spans_.pop_back();
+  }
+}
+
 void RequestTrace::nameServer(std::string name) {
   server_name_ = std::move(name);
   spans_.front().name = server_name_;

@@ -56,6 +56,8 @@ class RequestTrace {
   // A child of the server span, open from `start_ns`; its index for close() and span().
   size_t open(std::string_view name, SpanKind kind, const SpanId& id, int64_t start_ns);
   void close(size_t index, int64_t end_ns, bool error = false);
+  // Forgets the last span opened (a stage that turned out not to apply).
+  void drop(size_t index);
   SpanData& span(size_t index) { return spans_[index]; }
   // The server span's name, owned here.
   void nameServer(std::string name);
