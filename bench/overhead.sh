@@ -5,7 +5,9 @@
 # so machine noise hits every target alike. Writes $RESULTS/overhead-latest.json and a plot.
 # Usage: bench/overhead.sh [seconds] [connections] [rounds]
 # COMPARE_BIN_DIR=<dir of another build's sluice> adds that build as a fifth target in the same
-# interleaved rounds (before/after comparisons of a change).
+# interleaved rounds (before/after comparisons of a change). COMPARE_TRACING=1 makes the fifth
+# target this build (or COMPARE_BIN_DIR's) with tracing on, every request sampled, exporting
+# OTLP to an nginx sink: the cost of tracing (TRACING_SAMPLING=0.1 samples a tenth).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source bench/lib.sh
@@ -18,7 +20,7 @@ mkdir -p "$RESULTS"
 WORK=$(mktemp -d /tmp/sluice-overhead.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; for p in nginx haproxy; do [ -f "$WORK/$p.pid" ] && kill "$(cat "$WORK/$p.pid")" 2>/dev/null; done; rm -rf "$WORK"' EXIT
 
-UP=$(free_port); NGX=$(free_port); HAP=$(free_port)
+UP=$(free_port); NGX=$(free_port); HAP=$(free_port); OTLP=$(free_port)
 
 RESPONSE='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":8,"total_tokens":258}}'
 mkdir -p "$WORK/logs"
@@ -37,6 +39,10 @@ http {
     listen 127.0.0.1:$UP;
     client_body_buffer_size 64k;
     location / { default_type application/json; return 200 '$RESPONSE'; }
+  }
+  server {
+    listen 127.0.0.1:$OTLP;
+    location / { client_max_body_size 0; return 200; }
   }
   server {
     listen 127.0.0.1:$NGX;
@@ -90,8 +96,15 @@ declare -A PID
 PID[sluice]=$!
 wait_file "$WORK/sluice.ready"
 SLUICE=$(ready_port "$WORK/sluice.ready" listener)
+COMPARE_CONFIG="$WORK/sluice.yaml"
+if [ "${COMPARE_TRACING:-0}" = 1 ]; then
+  COMPARE_BIN_DIR=${COMPARE_BIN_DIR:-$BIN}
+  COMPARE_CONFIG="$WORK/traced.yaml"
+  cp "$WORK/sluice.yaml" "$COMPARE_CONFIG"
+  echo "tracing: {endpoint: \"http://127.0.0.1:$OTLP\", sampling: ${TRACING_SAMPLING:-1.0}}" >> "$COMPARE_CONFIG"
+fi
 if [ -n "${COMPARE_BIN_DIR:-}" ]; then
-  "$COMPARE_BIN_DIR/sluice" serve --config "$WORK/sluice.yaml" --ready-file "$WORK/compare.ready" 2>"$WORK/compare.err" &
+  "$COMPARE_BIN_DIR/sluice" serve --config "$COMPARE_CONFIG" --ready-file "$WORK/compare.ready" 2>"$WORK/compare.err" &
   PID[compare]=$!
   wait_file "$WORK/compare.ready"
   COMPARE=$(ready_port "$WORK/compare.ready" listener)
@@ -180,4 +193,8 @@ if len(rows) > 4:
 json.dump({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "duration_s": int(d), "connections": int(c), "rows": rows},
           open(out, "w"), indent=2)
 PY
+if [ "${COMPARE_TRACING:-0}" = 1 ]; then
+  # Proof the traced target really exported: its span counters.
+  curl -s "http://127.0.0.1:$(ready_port "$WORK/compare.ready" metrics)/metrics" | grep '^sluice_trace_'
+fi
 bash bench/plot.sh "$RESULTS" overhead-latest

@@ -6,6 +6,7 @@
 
 #include "server/exchange.h"
 #include "server/worker.h"
+#include "tracing/otlp_wire.h"
 
 namespace sluice::server {
 
@@ -120,6 +121,40 @@ size_t traceAttempt(Exchange& x, size_t i, std::string_view address, std::string
   return span;
 }
 
+namespace {
+
+// The server span's attributes, written straight from the request into the OTLP bytes.
+void serverAttributes(const Exchange& x, tracing::WireWriter& a) {
+  auto text = [&](std::string_view key, std::string_view value) {
+    if (!value.empty()) {
+      a.attribute(key, value);
+    }
+  };
+  a.attribute("http.request.method", x.method);
+  a.attribute("url.path", x.path);
+  a.attribute("http.response.status_code", static_cast<int64_t>(x.status));
+  a.attribute("network.protocol.version", x.http10 ? "1.0" : "1.1");
+  a.attribute("client.address", x.session.client_ip);
+  a.attribute("sluice.request_id", x.request_id);
+  text("gen_ai.request.model", x.requested_model);
+  text("sluice.upstream_model", x.upstream_model);
+  if (x.listener != nullptr) {
+    text("sluice.gateway", x.listener->gateway);
+  }
+  text("sluice.route", x.route_qualified);
+  if (x.backend != nullptr && !x.backend->kind.empty()) {
+    a.attribute("sluice.backend", fmt::format("{}/{}", x.backend->kind, x.backend->name));
+  }
+  text("sluice.endpoint", x.endpoint);
+  text("sluice.objective", x.objective);
+  if (x.usage.input_tokens > 0 || x.usage.output_tokens > 0) {
+    a.attribute("gen_ai.usage.input_tokens", static_cast<int64_t>(x.usage.input_tokens));
+    a.attribute("gen_ai.usage.output_tokens", static_cast<int64_t>(x.usage.output_tokens));
+  }
+}
+
+}  // namespace
+
 void finishTrace(Exchange& x) {
   if (!x.trace) {
     return;
@@ -128,32 +163,6 @@ void finishTrace(Exchange& x) {
   tracing::SpanData& s = x.trace->server();
   const bool inference = x.path.substr(0, 4) == "/v1/";
   x.trace->nameServer(inference ? fmt::format("{} {}", x.method, x.path) : std::string(x.method));
-  s.set("http.request.method", x.method);
-  s.set("url.path", x.path);
-  s.set("http.response.status_code", static_cast<int64_t>(x.status));
-  s.set("network.protocol.version", x.http10 ? "1.0" : "1.1");
-  s.set("client.address", x.session.client_ip);
-  s.set("sluice.request_id", x.request_id);
-  auto text = [&](std::string_view key, std::string_view value) {
-    if (!value.empty()) {
-      s.set(key, value);
-    }
-  };
-  text("gen_ai.request.model", x.requested_model);
-  text("sluice.upstream_model", x.upstream_model);
-  if (x.listener != nullptr) {
-    text("sluice.gateway", x.listener->gateway);
-  }
-  text("sluice.route", x.route_qualified);
-  if (x.backend != nullptr && !x.backend->kind.empty()) {
-    s.set("sluice.backend", fmt::format("{}/{}", x.backend->kind, x.backend->name));
-  }
-  text("sluice.endpoint", x.endpoint);
-  text("sluice.objective", x.objective);
-  if (x.usage.input_tokens > 0 || x.usage.output_tokens > 0) {
-    s.set("gen_ai.usage.input_tokens", static_cast<int64_t>(x.usage.input_tokens));
-    s.set("gen_ai.usage.output_tokens", static_cast<int64_t>(x.usage.output_tokens));
-  }
   if (x.status >= 500 || x.status == 0) {
     s.error = true;
     s.error_message =
@@ -165,7 +174,8 @@ void finishTrace(Exchange& x) {
     x.trace->close(ttft, s.start_ns + static_cast<int64_t>(x.ttft_ms * 1e6));
   }
   x.trace->finish(monoNs(w.context().time.monotonicNow()));
-  w.context().tracer->submit(w.index(), *x.trace);
+  w.context().tracer->submit(w.index(), *x.trace,
+                             [&x](tracing::WireWriter& a) { serverAttributes(x, a); });
 }
 
 std::string traceIdHex(const Exchange& x) {

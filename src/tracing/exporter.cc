@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
+#include "opentelemetry/proto/common/v1/common.pb.h"
+#include "opentelemetry/proto/resource/v1/resource.pb.h"
+#include "tracing/otlp_wire.h"
 #include "tracing/request_trace.h"
 #include "tracing/span_record.h"
 
@@ -12,6 +14,7 @@ namespace sluice::tracing {
 namespace {
 
 namespace otlp = opentelemetry::proto;
+namespace f = otlp_field;
 
 constexpr std::string_view kVersion = "0.1.0";
 
@@ -38,6 +41,7 @@ Exporter::Exporter(const config::RouterConfig::Tracing& config, size_t workers, 
     rings_.push_back(std::make_unique<base::SpscByteRing>(powerOfTwoAtLeast(config.queue_bytes)));
     scratch_.emplace_back().reserve(4096);
   }
+  // The resource and scope are the same in every request: serialized once, with libprotobuf.
   otlp::resource::v1::Resource resource;
   addAttribute(resource, "service.name", config.service_name);
   addAttribute(resource, "service.version", std::string(kVersion));
@@ -48,6 +52,10 @@ Exporter::Exporter(const config::RouterConfig::Tracing& config, size_t workers, 
   addAttribute(resource, "service.instance.id",
                std::string(host) + "/" + std::to_string(::getpid()));
   resource_ = resource.SerializeAsString();
+  otlp::common::v1::InstrumentationScope scope;
+  scope.set_name("sluice");
+  scope.set_version(std::string(kVersion));
+  scope_ = scope.SerializeAsString();
 }
 
 Exporter::~Exporter() {
@@ -76,10 +84,11 @@ void Exporter::stop() {
   }
 }
 
-bool Exporter::submit(size_t worker, const RequestTrace& trace) {
+bool Exporter::submit(size_t worker, const RequestTrace& trace,
+                      const std::function<void(WireWriter&)>& server_attributes) {
   std::string& record = scratch_[worker];
   record.clear();
-  encodeTrace(trace, record);
+  encodeTrace(trace, record, server_attributes);
   if (rings_[worker]->tryPush(record)) {
     return true;
   }
@@ -88,64 +97,82 @@ bool Exporter::submit(size_t worker, const RequestTrace& trace) {
 }
 
 void Exporter::run() {
+  // A worker's queue holds about a thousand requests' spans: drained well before it fills.
+  constexpr auto kDrainEvery = std::chrono::milliseconds(10);
+  auto last_send = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    wake_.wait_for(lock, config_.flush_interval, [this] { return stopping_; });
+    wake_.wait_for(lock, kDrainEvery, [this] { return stopping_; });
     lock.unlock();
-    flush();
+    drain();
+    const auto now = std::chrono::steady_clock::now();
+    const bool due = now - last_send >= config_.flush_interval;
+    if (due || !full_.empty()) {
+      send(due);
+      last_send = due ? now : last_send;
+    }
     lock.lock();
   }
+  lock.unlock();
+  drain();  // the spans of the last requests
+  send(true);
 }
 
-void Exporter::flush() {
-  // Whole records only: each ring is drained into one buffer (its two spans joined).
-  std::string records;
+void Exporter::drain() {
+  const uint64_t bound = 4ULL * config_.max_batch;
   for (auto& ring : rings_) {
-    ring->drain([&](std::string_view part) { records.append(part); });
-  }
-  if (!records.empty()) {
-    exportBatch(records);
+    if ((full_.size() + 1) * config_.max_batch >= bound) {
+      return;  // the collector is behind: the queues fill up and drop
+    }
+    records_.clear();
+    ring->drain([&](std::string_view part) { records_.append(part); });
+    forEachRecord(records_, [&](std::string_view spans, uint32_t count) {
+      current_.spans.append(spans);
+      current_.count += count;
+      if (current_.count >= config_.max_batch) {
+        full_.push_back(std::move(current_));
+        current_ = Batch{};
+      }
+    });
   }
 }
 
-void Exporter::exportBatch(std::string_view records) {
-  otlp::collector::trace::v1::ExportTraceServiceRequest request;
-  auto* rs = request.add_resource_spans();
-  rs->mutable_resource()->ParseFromString(resource_);
-  auto* scope = rs->add_scope_spans();
-  scope->mutable_scope()->set_name("sluice");
-  scope->mutable_scope()->set_version(std::string(kVersion));
-  const size_t spans = decodeTraces(records, *scope);
-  if (spans == 0) {
-    return;
+void Exporter::send(bool all) {
+  if (all && current_.count > 0) {
+    full_.push_back(std::move(current_));
+    current_ = Batch{};
   }
+  for (const Batch& b : full_) {
+    post(b);
+  }
+  full_.clear();
+}
+
+void Exporter::post(const Batch& batch) {
   if (!url_) {
-    counters_.dropped.fetch_add(spans, std::memory_order_relaxed);
+    counters_.dropped.fetch_add(batch.count, std::memory_order_relaxed);
     return;
   }
-  // Batches of at most max_batch spans, one request each.
-  otlp::collector::trace::v1::ExportTraceServiceRequest part;
-  auto* prs = part.add_resource_spans();
-  *prs->mutable_resource() = rs->resource();
-  auto* pscope = prs->add_scope_spans();
-  *pscope->mutable_scope() = scope->scope();
-  for (int from = 0; from < scope->spans_size(); from += static_cast<int>(config_.max_batch)) {
-    pscope->clear_spans();
-    const int to = std::min(scope->spans_size(), from + static_cast<int>(config_.max_batch));
-    for (int i = from; i < to; ++i) {
-      *pscope->add_spans() = scope->spans(i);
-    }
-    const auto n = static_cast<uint64_t>(to - from);
-    auto status = postProtobuf(*url_, part.SerializeAsString(), config_.export_timeout);
-    if (status && *status >= 200 && *status < 300) {
-      counters_.exported.fetch_add(n, std::memory_order_relaxed);
-      continue;
-    }
-    counters_.failures.fetch_add(1, std::memory_order_relaxed);
-    counters_.dropped.fetch_add(n, std::memory_order_relaxed);
-    SLUICE_LOG(Warn, "tracing", "export of {} span(s) to {} failed: {}", n, config_.endpoint,
-               status ? fmt::format("HTTP {}", *status) : status.error().message);
+  // ExportTraceServiceRequest { resource_spans { resource, scope_spans { scope, spans... } } }
+  std::string scope_spans;
+  scope_spans.reserve(scope_.size() + batch.spans.size() + 16);
+  WireWriter(scope_spans).bytesField(f::kScope, scope_);
+  scope_spans += batch.spans;
+  std::string resource_spans;
+  WireWriter rs(resource_spans);
+  rs.bytesField(f::kResource, resource_);
+  rs.bytesField(f::kScopeSpans, scope_spans);
+  std::string body;
+  WireWriter(body).bytesField(f::kResourceSpans, resource_spans);
+  auto status = postProtobuf(*url_, body, config_.export_timeout);
+  if (status && *status >= 200 && *status < 300) {
+    counters_.exported.fetch_add(batch.count, std::memory_order_relaxed);
+    return;
   }
+  counters_.failures.fetch_add(1, std::memory_order_relaxed);
+  counters_.dropped.fetch_add(batch.count, std::memory_order_relaxed);
+  SLUICE_LOG(Warn, "tracing", "export of {} span(s) to {} failed: {}", batch.count,
+             config_.endpoint, status ? fmt::format("HTTP {}", *status) : status.error().message);
 }
 
 }  // namespace sluice::tracing

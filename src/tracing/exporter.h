@@ -2,11 +2,12 @@
 
 // The OTLP exporter: workers hand finished traces to it through one lock-free ring each (a
 // full ring drops the trace and counts it: tracing never blocks or slows a request), and its
-// thread sends them to the collector as OTLP/HTTP protobuf, batched, every flush interval.
+// thread sends them to the collector as OTLP/HTTP protobuf, in batches of max_batch spans,
+// when a batch is full or every flush interval.
 
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,11 +22,12 @@
 namespace sluice::tracing {
 
 class RequestTrace;
+class WireWriter;
 
 class Exporter {
  public:
-  // One queue per worker; `counters` outlives the exporter.
   using Counters = metrics::Registry::TraceCounters;
+  // One queue per worker; `counters` outlives the exporter.
   Exporter(const config::RouterConfig::Tracing& config, size_t workers, Counters& counters);
   ~Exporter();
   Exporter(const Exporter&) = delete;
@@ -36,21 +38,33 @@ class Exporter {
   void stop();
 
   // Worker `worker` only. False when its queue is full (the trace is dropped and counted).
-  bool submit(size_t worker, const RequestTrace& trace);
-
-  // Drains the queues and exports once, on the caller's thread (the loop, and stop()).
-  void flush();
+  bool submit(size_t worker, const RequestTrace& trace,
+              const std::function<void(WireWriter&)>& server_attributes = {});
 
  private:
+  struct Batch {
+    std::string spans;  // ScopeSpans.spans entries
+    uint32_t count = 0;
+  };
   void run();
-  void exportBatch(std::string_view records);
+  // Moves the queued traces into batches (not past the pending bound).
+  void drain();
+  // Sends the full batches, and the partial one too when `all`.
+  void send(bool all);
+  void post(const Batch& batch);
 
   config::RouterConfig::Tracing config_;
   Counters& counters_;
   base::Result<OtlpUrl> url_;
   std::vector<std::unique_ptr<base::SpscByteRing>> rings_;
   std::vector<std::string> scratch_;  // per worker: the record being encoded
-  std::string resource_;              // the serialized Resource, built once
+  std::string resource_;              // the serialized Resource and scope, built once
+  std::string scope_;
+  // Spans drained but not yet sent (exporter thread only): the queues are emptied every few
+  // milliseconds, so bursts do not overflow them.
+  std::vector<Batch> full_;
+  Batch current_;
+  std::string records_;
   std::thread thread_;
   std::mutex mu_;  // the exporter thread's sleep only; workers never take it
   std::condition_variable wake_;

@@ -1,26 +1,28 @@
 #pragma once
 
-// The hand-off format of finished traces from a worker to the exporter thread: a compact,
-// length-prefixed binary record per request, written into the worker's lock-free ring with
-// no allocation beyond the reused buffer. The exporter turns records into OTLP messages.
+// The hand-off of finished traces from a worker to the exporter thread: one record per
+// request, [u32 length][u32 span count][the spans as OTLP ScopeSpans.spans entries], written
+// into the worker's lock-free ring. The spans are final OTLP protobuf bytes: the exporter only
+// frames them into export requests.
 
-#include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
-
-namespace opentelemetry::proto::trace::v1 {
-class ScopeSpans;
-}
 
 namespace sluice::tracing {
 
 class RequestTrace;
+class WireWriter;
 
-// Appends one record (every span of `trace`, Unix times) to `out`.
-void encodeTrace(const RequestTrace& trace, std::string& out);
+// Appends one record of every span of `trace` (Unix times) to `out`; `server_attributes`
+// writes the server span's attributes (read from the request at its end, never copied).
+void encodeTrace(const RequestTrace& trace, std::string& out,
+                 const std::function<void(WireWriter&)>& server_attributes = {});
 
-// Decodes the records in `bytes` (whole records, as encodeTrace wrote them) into spans of
-// `scope`; returns how many spans were added, or stops at the first malformed record.
-size_t decodeTraces(std::string_view bytes, opentelemetry::proto::trace::v1::ScopeSpans& scope);
+// Calls `record(spans, count)` for each whole record in `bytes`; false when `bytes` ends in a
+// torn or malformed record (the rest is skipped).
+bool forEachRecord(std::string_view bytes,
+                   const std::function<void(std::string_view spans, uint32_t count)>& record);
 
 }  // namespace sluice::tracing

@@ -3,6 +3,7 @@
 #include "config/router_config.h"
 #include "opentelemetry/proto/trace/v1/trace.pb.h"
 #include "tracing/otlp_http.h"
+#include "tracing/otlp_wire.h"
 #include "tracing/request_trace.h"
 #include "tracing/span_record.h"
 #include "tracing/trace_context.h"
@@ -49,6 +50,18 @@ TEST(Traceparent, ReadsTheKnownFieldsOfLaterVersions) {
   EXPECT_FALSE(parseTraceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x"));
 }
 
+// What the exporter sends, decoded by libprotobuf: each record's spans are ScopeSpans.spans
+// entries, so they parse (and merge) as a ScopeSpans.
+size_t decodeTraces(std::string_view bytes, opentelemetry::proto::trace::v1::ScopeSpans& scope) {
+  size_t spans = 0;
+  bool whole = forEachRecord(bytes, [&](std::string_view entries, uint32_t count) {
+    EXPECT_TRUE(scope.MergeFromString(std::string(entries)));
+    spans += count;
+  });
+  EXPECT_EQ(static_cast<size_t>(scope.spans_size()), spans);
+  return whole ? spans : 0;
+}
+
 SpanId id(uint8_t b) {
   SpanId s{};
   s.fill(b);
@@ -60,8 +73,6 @@ TEST(SpanRecord, RoundTripsATraceIntoOtlpSpans) {
   RequestTrace t(&*parent, TraceId{}, id(1), /*mono*/ 1000, /*wall*/ 1'700'000'000'000'000'000,
                  "vendor=x");
   t.nameServer("POST /v1/chat/completions");
-  t.server().set("http.response.status_code", int64_t{200});
-  t.server().set("gen_ai.request.model", "m");
   size_t up = t.open("upstream", SpanKind::Client, id(2), 1500);
   t.span(up).error_message = "refused";
   t.close(up, 2500, true);
@@ -69,8 +80,12 @@ TEST(SpanRecord, RoundTripsATraceIntoOtlpSpans) {
   t.drop(q);  // not applicable: forgotten
   t.finish(4000);
   std::string bytes;
-  encodeTrace(t, bytes);
-  encodeTrace(t, bytes);  // two records back to back
+  auto server_attributes = [](WireWriter& w) {
+    w.attribute("http.response.status_code", int64_t{200});
+    w.attribute("gen_ai.request.model", "m");
+  };
+  encodeTrace(t, bytes, server_attributes);
+  encodeTrace(t, bytes, server_attributes);  // two records back to back
   opentelemetry::proto::trace::v1::ScopeSpans scope;
   ASSERT_EQ(decodeTraces(bytes, scope), 4u);
   const auto& server = scope.spans(0);
@@ -124,9 +139,13 @@ TEST(SpanRecord, TornRecordsStopTheDecoder) {
   std::string bytes;
   encodeTrace(t, bytes);
   opentelemetry::proto::trace::v1::ScopeSpans scope;
-  for (size_t cut = 0; cut < bytes.size(); ++cut) {
-    scope.Clear();
-    EXPECT_EQ(decodeTraces(std::string_view(bytes).substr(0, cut), scope), 0u) << cut;
+  for (size_t cut = 1; cut < bytes.size(); ++cut) {
+    size_t records = 0;
+    EXPECT_FALSE(forEachRecord(std::string_view(bytes).substr(0, cut), [&](std::string_view,
+                                                                           uint32_t) {
+      ++records;
+    })) << cut;
+    EXPECT_EQ(records, 0u);
   }
 }
 
@@ -137,6 +156,23 @@ TEST(SpanRecord, ChildrenPastTheBoundAreNotRecorded) {
     opened += t.open("upstream", SpanKind::Client, id(2), 1) != SIZE_MAX ? 1 : 0;
   }
   EXPECT_EQ(opened, RequestTrace::kMaxSpans - 1);
+}
+
+TEST(WireWriter, LengthsAreCanonicalVarints) {
+  // Submessages whose lengths need one, two and three bytes decode exactly.
+  for (size_t n : {1, 127, 128, 300, 20000}) {
+    std::string out;
+    WireWriter w(out);
+    const size_t m = w.begin(otlp_field::kStatus);
+    w.bytesField(otlp_field::kStatusMessage, std::string(n, 'x'));
+    w.end(m);
+    opentelemetry::proto::trace::v1::Span span;
+    ASSERT_TRUE(span.ParseFromString(out)) << n;
+    EXPECT_EQ(span.status().message().size(), n);
+    std::string canonical;
+    span.SerializeToString(&canonical);
+    EXPECT_EQ(out, canonical) << n;
+  }
 }
 
 TEST(OtlpUrl, SplitsHostPortAndPath) {
