@@ -81,8 +81,10 @@ void appendHistogram(std::string& out, std::string_view name, std::string_view l
   }
   cumulative += h.counts[h.bounds->size()];
   out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, sep, cumulative);
-  out += fmt::format("{}_sum{{{}}} {}\n", name, labels, fmtDouble(h.sum));
-  out += fmt::format("{}_count{{{}}} {}\n", name, labels, h.count);
+  // No labels: the bare name (empty braces are valid, but not what exporters write).
+  const std::string set = labels.empty() ? std::string() : fmt::format("{{{}}}", labels);
+  out += fmt::format("{}_sum{} {}\n", name, set, fmtDouble(h.sum));
+  out += fmt::format("{}_count{} {}\n", name, set, h.count);
 }
 
 void Histogram::observe(double v) {

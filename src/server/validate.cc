@@ -99,24 +99,22 @@ void printStatus(const std::vector<router::ObjectStatus>& status) {
 // The manifest directory: parse, validate and translate it as `serve` would, once. Adds the
 // problems found to `problems` and the report to `out` (JSON) or stdout (text).
 void validateManifests(const config::RouterConfig& cfg, bool as_json, json& out, size_t& problems) {
-  config::ManifestDirectory dir(cfg.manifests);
-  auto scanned = dir.scan();
-  if (!scanned) {
+  auto fail = [&](const std::string& why) {
     ++problems;
-    out["manifests"] = {{"directory", cfg.manifests}, {"error", scanned.error().message}};
+    out["manifests"] = {{"directory", cfg.manifests}, {"error", why}};
     if (!as_json) {
-      std::printf("error: %s\n", scanned.error().message.c_str());
+      std::printf("error: %s\n", why.c_str());
     }
+  };
+  config::ManifestDirectory dir(cfg.manifests);
+  if (auto scanned = dir.scan(); !scanned) {
+    fail(scanned.error().message);
     return;
   }
   router::EndpointRegistry registry;
   auto snap = router::buildSnapshot(cfg, 1, registry, &dir.store(), cfg.listener.port);
   if (!snap) {
-    ++problems;
-    out["manifests"] = {{"directory", cfg.manifests}, {"error", snap.error().message}};
-    if (!as_json) {
-      std::printf("error: %s\n", snap.error().message.c_str());
-    }
+    fail(snap.error().message);
     return;
   }
   const auto& store = dir.store();

@@ -18,6 +18,15 @@ size_t varintSize(uint64_t v) {
   return n;
 }
 
+// Fixed-width fields are little-endian on the wire, whatever the host.
+void appendLittleEndian(std::string& out, uint64_t v, size_t bytes) {
+  char b[8];
+  for (size_t i = 0; i < bytes; ++i) {
+    b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  }
+  out.append(b, bytes);
+}
+
 }  // namespace
 
 void WireWriter::appendVarint(std::string& out, uint64_t v) {
@@ -38,20 +47,12 @@ void WireWriter::varintField(uint32_t field, uint64_t v) {
 
 void WireWriter::fixed32Field(uint32_t field, uint32_t v) {
   tag(field, kFixed32);
-  char b[4];
-  for (int i = 0; i < 4; ++i) {
-    b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  }
-  out_.append(b, 4);
+  appendLittleEndian(out_, v, 4);
 }
 
 void WireWriter::fixed64Field(uint32_t field, uint64_t v) {
   tag(field, kFixed64);
-  char b[8];
-  for (int i = 0; i < 8; ++i) {
-    b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  }
-  out_.append(b, 8);
+  appendLittleEndian(out_, v, 8);
 }
 
 void WireWriter::bytesField(uint32_t field, std::string_view v) {
