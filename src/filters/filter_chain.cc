@@ -214,6 +214,7 @@ bool FilterChain::reserve(Admission& a, BucketCache& cache, std::string_view pre
       a.status = 429;
       a.code = "rate_limit_exceeded";
       a.limit = limit_name;
+      a.limit_kind = static_cast<size_t>(w.kind);
       if (wait == std::numeric_limits<int64_t>::max()) {
         a.message = fmt::format(
             "rate limit {}: this request needs {} {}, more than the limit of "
@@ -248,6 +249,7 @@ bool FilterChain::takeGlobal(Admission& a, BucketCache& cache, const std::string
   }
   Lease& lease = *slot;
   a.limit = limit_name;
+  a.limit_kind = static_cast<size_t>(kind);
   if (amount > limit) {
     a.ok = false;
     a.status = 429;

@@ -59,7 +59,8 @@ struct Admission {
   std::string code;     // OpenAI error code
   std::string message;  // safe to show the client: never echoes a credential
   int64_t retry_after_s = 0;
-  std::string limit;  // the limit that refused (for logs and metrics)
+  std::string limit;      // the limit that refused (for logs and metrics)
+  size_t limit_kind = 0;  // what it counts, as Reservation::Kind: requests, input, output, total
   Identity identity;
   bool credentials_present = false;
   // The models an API key is limited to (null: any). Points into the chain, which the request

@@ -99,6 +99,8 @@ struct ModelSeries {
   std::atomic<uint64_t> output_tokens{0};
   std::atomic<uint64_t> retries{0};
   std::array<std::atomic<uint64_t>, static_cast<size_t>(UpstreamError::kCount)> upstream_errors{};
+  // Requests a rate limit refused, by what it counts: requests, input, output, total tokens.
+  std::array<std::atomic<uint64_t>, 4> rate_limited{};
 
   void countRequest(int status, double seconds);
   void countUpstreamError(UpstreamError e) {

@@ -70,6 +70,7 @@ struct Merged {
   HistogramSnapshot duration, ttft, itl, schedule, prefix_ratio, queue_wait;
   uint64_t input_tokens = 0, output_tokens = 0, retries = 0;
   std::array<uint64_t, static_cast<size_t>(UpstreamError::kCount)> errors{};
+  std::array<uint64_t, 4> rate_limited{};
 
   void add(const ModelSeries& s) {
     first = first ? first : &s;
@@ -89,6 +90,9 @@ struct Merged {
     retries += s.retries.load(std::memory_order_relaxed);
     for (size_t e = 0; e < errors.size(); ++e) {
       errors[e] += s.upstream_errors[e].load(std::memory_order_relaxed);
+    }
+    for (size_t k = 0; k < rate_limited.size(); ++k) {
+      rate_limited[k] += s.rate_limited[k].load(std::memory_order_relaxed);
     }
   }
 };
@@ -169,6 +173,9 @@ void appendKthenaSeries(std::string& out, const std::map<std::string, Merged>& s
     k.input_tokens += m.input_tokens;
     k.output_tokens += m.output_tokens;
     k.duration.merge(m.duration);
+    for (size_t i = 0; i < k.rate_limited.size(); ++i) {
+      k.rate_limited[i] += m.rate_limited[i];
+    }
   }
   appendHeader(out, "kthena_router_requests_total", "counter",
                "Requests completed (Kthena router's name), by model, route, backend and status.");
@@ -190,6 +197,19 @@ void appendKthenaSeries(std::string& out, const std::map<std::string, Merged>& s
                        m.input_tokens);
     out += fmt::format("kthena_router_tokens_total{{{},token_type=\"output\"}} {}\n", labels,
                        m.output_tokens);
+  }
+  // Kthena's limit_type names; "total_tokens" is a limit Kthena does not have.
+  static constexpr std::string_view kLimitTypes[] = {"requests", "input_tokens", "output_tokens",
+                                                     "total_tokens"};
+  appendHeader(out, "kthena_router_rate_limit_exceeded_total", "counter",
+               "Requests refused by a rate limit (Kthena router's name), by limit_type.");
+  for (const auto& [labels, m] : by_label) {
+    for (size_t i = 0; i < m.rate_limited.size(); ++i) {
+      if (m.rate_limited[i] > 0) {
+        out += fmt::format("kthena_router_rate_limit_exceeded_total{{{},limit_type=\"{}\"}} {}\n",
+                           labels, kLimitTypes[i], m.rate_limited[i]);
+      }
+    }
   }
   appendHeader(out, "kthena_router_active_requests", "gauge",
                "Requests being processed (Kthena router's name).");

@@ -21,6 +21,9 @@ awaitable<void> writeRefusal(Exchange& x, const filters::Admission& a) {
     w.shard().rejected_forbidden.fetch_add(1, std::memory_order_relaxed);
   } else {
     w.shard().rejected_rate_limited.fetch_add(1, std::memory_order_relaxed);
+    if (status == 429 && !a.limit.empty()) {
+      x.rate_limited = static_cast<int>(a.limit_kind);  // counted with the request's series
+    }
   }
   std::string extra = status == 401 ? "WWW-Authenticate: Bearer\r\n"
                       : status == 429 && a.retry_after_s > 0
@@ -123,6 +126,10 @@ awaitable<bool> admit(Exchange& x, const router::ListenerRoutes* listener, const
     x.strip_credentials = fr.mode != filters::AuthMode::Off && x.admission.credentials_present &&
                           !chain->forwardCredentials();
     if (!x.admission.ok) {
+      if (x.admission.status == 429 && m.routed && m.route.backend != nullptr &&
+          m.route.backend->error.empty()) {
+        labelRoute(x, listener, peek, m);  // a limit's refusal counts under its model and route
+      }
       co_await writeRefusal(x, x.admission);
       co_return false;
     }

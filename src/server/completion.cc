@@ -60,6 +60,10 @@ void finishExchange(Exchange& x) {
   double seconds = base::secondsBetween(x.start, now);
   metrics::ModelSeries& series = x.series ? *x.series : seriesOf(x, false);
   series.countRequest(x.status, seconds);
+  if (x.rate_limited >= 0 && static_cast<size_t>(x.rate_limited) < series.rate_limited.size()) {
+    series.rate_limited[static_cast<size_t>(x.rate_limited)].fetch_add(1,
+                                                                       std::memory_order_relaxed);
+  }
   if (x.objective_series) {
     completeObjective(x, seconds);
   }

@@ -1,6 +1,8 @@
 #include "server/config_report.h"
 
 #include <map>
+#include <set>
+#include <string_view>
 
 #include <fmt/core.h>
 
@@ -44,18 +46,25 @@ std::string loadedSummary(const router::Snapshot& snap) {
   for (const auto& [kind, n] : kinds) {
     objects += fmt::format("{}{} {}", objects.empty() ? "" : ", ", n, kind);
   }
-  size_t endpoints = 0;
+  std::set<std::string_view> endpoints;  // a config model's backend is in both lists
   for (const auto& b : table.backends) {
-    endpoints += b ? b->endpoints.size() : 0;
+    if (b == nullptr) {
+      continue;
+    }
+    for (const auto& e : b->endpoints) {
+      endpoints.insert(e.address);
+    }
   }
   for (const auto& [name, b] : snap.models) {
-    endpoints += b->endpoints.size();
+    for (const auto& e : b->endpoints) {
+      endpoints.insert(e.address);
+    }
   }
   return fmt::format(
       "loaded: {} listener(s) on port(s) {}; objects: {}; {} backend(s), {} "
       "configured model(s), {} endpoint(s)",
       listeners, ports.empty() ? "-" : ports, objects.empty() ? "none" : objects,
-      table.backends.size(), snap.models.size(), endpoints);
+      table.backends.size(), snap.models.size(), endpoints.size());
 }
 
 std::vector<std::string> configProblems(const config::ObjectStore& store,

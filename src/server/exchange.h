@@ -78,6 +78,7 @@ struct Exchange {
   std::shared_ptr<filters::FlowQueue> flow;
   const router::Backend* flow_backend = nullptr;
   double queue_ms = -1;        // waited in a flow-control queue
+  int rate_limited = -1;       // refused by a rate limit counting this Reservation::Kind
   uint64_t output_budget = 0;  // stop_streams_over_budget: events allowed; 0 = unlimited
   bool over_budget = false;
   // The pool's endpoint picker this request follows (its stream is open until the end).

@@ -359,13 +359,15 @@ std::string providerHead(const Exchange& x, const router::ProviderTarget& p,
   }
   for (const auto& f : x.req) {
     const std::string_view name = f.name_string();
-    if (!backends::forwardsToProvider(name) || listedIn(p.headers, name)) {
-      continue;
+    if (!backends::forwardsToProvider(name) || listedIn(p.headers, name) ||
+        (x.trace && (base::iequals(name, "traceparent") || base::iequals(name, "tracestate")))) {
+      continue;  // a traced request sends its own trace context
     }
     content_type = content_type || base::iequals(name, "content-type");
     anthropic_version = anthropic_version || base::iequals(name, "anthropic-version");
     fmt::format_to(std::back_inserter(head), "{}: {}\r\n", f.name_string(), f.value());
   }
+  appendUpstreamTrace(x, head);
   for (const auto& [name, value] : p.headers) {
     fmt::format_to(std::back_inserter(head), "{}: {}\r\n", name, value);
   }

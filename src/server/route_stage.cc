@@ -149,6 +149,27 @@ awaitable<bool> matchRoute(Exchange& x, const router::ListenerRoutes* listener,
   co_return true;
 }
 
+void labelRoute(Exchange& x, const router::ListenerRoutes* listener,
+                const openai::RequestPeek& peek, const RouteMatch& m) {
+  // The model label stays bounded: a name the listener serves (ModelRoute, rewrite, models:),
+  // else, for a pool or Service, the client's name under the worker's bound (Shard::series).
+  const router::Backend& backend = *m.route.backend;
+  bool client_named = false;
+  if (peek.model.empty()) {
+    x.model_label = metrics::kNoModel;
+  } else if (backend.kind.empty()) {
+    x.model_label = backend.model;
+  } else if (listener != nullptr && listener->space &&
+             std::binary_search(listener->space->names.begin(), listener->space->names.end(),
+                                peek.model)) {
+    x.model_label = peek.model;
+  } else {
+    x.model_label = peek.model;
+    client_named = true;
+  }
+  labelExchange(x, backend, peek.model, m.route.upstream_model, client_named);
+}
+
 awaitable<bool> checkRoute(Exchange& x, const router::ListenerRoutes* listener,
                            const openai::RequestPeek& peek, const RouteMatch& m) {
   if (!m.routed) {
@@ -170,23 +191,7 @@ awaitable<bool> checkRoute(Exchange& x, const router::ListenerRoutes* listener,
     co_await writeError(x, ErrorKind::Internal, message);
     co_return false;
   }
-  // The model label stays bounded: a name the listener serves (ModelRoute, rewrite, models:),
-  // else, for a pool or Service, the client's name under the worker's bound (Shard::series).
-  const router::Backend& backend = *m.route.backend;
-  bool client_named = false;
-  if (peek.model.empty()) {
-    x.model_label = metrics::kNoModel;
-  } else if (backend.kind.empty()) {
-    x.model_label = backend.model;
-  } else if (listener != nullptr && listener->space &&
-             std::binary_search(listener->space->names.begin(), listener->space->names.end(),
-                                peek.model)) {
-    x.model_label = peek.model;
-  } else {
-    x.model_label = peek.model;
-    client_named = true;
-  }
-  labelExchange(x, backend, peek.model, m.route.upstream_model, client_named);
+  labelRoute(x, listener, peek, m);
   co_return true;
 }
 

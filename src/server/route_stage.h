@@ -31,6 +31,11 @@ awaitable<bool> matchRoute(Exchange& x, const router::ListenerRoutes* listener,
                            RouteMatch& out);
 // After admission: 404 when nothing matched, 500 for an invalid backend reference (false,
 // written); else sets the request's bounded metrics label.
+// The request's metric series and association from a valid match: the model label bounded (a
+// name the listener serves, else the client's under the worker's bound), backend, route.
+void labelRoute(Exchange& x, const router::ListenerRoutes* listener,
+                const openai::RequestPeek& peek, const RouteMatch& m);
+
 awaitable<bool> checkRoute(Exchange& x, const router::ListenerRoutes* listener,
                            const openai::RequestPeek& peek, const RouteMatch& m);
 

@@ -342,6 +342,7 @@ awaitable<void> proxyProvider(Exchange& x, const RouteChoice& route,
   out.head = providerHead(x, p, backends::providerRequestTarget(p, x.path, query), out.body_size);
   AttemptPlan plan;
   plan.attempt_timeout = cfg.timeouts.upstream_response;
+  plan.head = &out.head;
   plan.targets.push_back({nullptr, fmt::format("{}:{}", p.host, p.port), backend.name});
 
   auto watch = std::make_shared<ClientWatch>(s);

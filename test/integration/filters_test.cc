@@ -12,6 +12,7 @@
 #include <openssl/hmac.h>
 
 #include "base/strings.h"
+#include "fakes/metric_sample.h"
 #include "fakes/sim_fleet.h"
 #include "fakes/test_client.h"
 #include "filters/auth.h"
@@ -191,6 +192,16 @@ TEST_F(FiltersTest, TokenLimitReservesThenReconciles) {
   }
   EXPECT_EQ(last, 429);
   EXPECT_FALSE(retry_after.empty());
+  // Kthena's name for the refusals, under the request's model, by what the limit counts: the
+  // three 429s above all came from the token limit (it runs out before the request count).
+  std::string metrics_text;
+  EXPECT_TRUE(testing::waitFor([&] {
+    auto m = testing::request(router_->metricsPort(), "GET", "/metrics");
+    metrics_text = m ? m->body : "";
+    return m && testing::hasSample(m->body, "kthena_router_rate_limit_exceeded_total",
+                                   {R"(model="m")", R"(limit_type="total_tokens")"}, "3");
+  })) << metrics_text;
+  EXPECT_THAT(metrics_text, ::testing::Not(HasSubstr(R"(limit_type="requests")")));
 }
 
 // stop_streams_over_budget: a stream that goes on past the output tokens its limit reserved
