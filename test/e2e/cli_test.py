@@ -18,6 +18,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from manifest_docs import gateway, pod, pool_and_route  # noqa: E402
 from processes import Proc, free_port, read_json, wait_for  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -33,43 +34,6 @@ def sluice(*args, timeout=30):
 def get(port, path):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return r.status, r.read().decode()
-
-
-def gateway(name, port, cls="sluice"):
-    return f"""apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: {name}, namespace: default}}
-spec:
-  gatewayClassName: {cls}
-  listeners:
-  - {{name: http, port: {port}, protocol: HTTP}}
-"""
-
-
-def pool_and_route(gateways, sim_port):
-    parents = ", ".join(f"{{name: {g}}}" for g in gateways)
-    return f"""apiVersion: inference.networking.k8s.io/v1
-kind: InferencePool
-metadata: {{name: llama, namespace: default}}
-spec:
-  selector: {{matchLabels: {{app: llama}}}}
-  targetPorts: [{{number: {sim_port}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: llm, namespace: default}}
-spec:
-  parentRefs: [{parents}]
-  rules:
-  - backendRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: llama}}]
-"""
-
-
-POD = """apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: default, labels: {{app: llama}}}}
-status: {{podIP: {ip}, phase: Running, conditions: [{{type: Ready, status: "True"}}]}}
-"""
 
 
 def write(directory, name, text):
@@ -190,8 +154,8 @@ kind: ConfigMap
 metadata: {name: settings}
 data: {a: b}
 """)
-        write(d, "pods.yaml", POD.format(name="ok", ip="127.0.0.11") + "---\n"
-              + POD.format(name="bad", ip="10.0.0.999"))
+        write(d, "pods.yaml", pod("ok", "127.0.0.11") + "---\n"
+              + pod("bad", "10.0.0.999"))
         return d
 
     def test_manifests_text(self):
@@ -272,7 +236,7 @@ class ListenerTest(Base):
         os.mkdir(d)
         write(d, "gw.yaml", gateway("busy", busy) + "---\n" + gateway("free", free) + "---\n"
               + pool_and_route(["busy", "free"], sim_port))
-        write(d, "pods.yaml", POD.format(name="p0", ip="127.0.0.11"))
+        write(d, "pods.yaml", pod("p0", "127.0.0.11"))
         router, ports = self.serve("--manifests", d)
         admin = ports["admin"]
         st = status_of(admin, "Gateway/default/busy")
@@ -307,7 +271,7 @@ class LogTest(Base):
         os.mkdir(d)
         write(d, "gw.yaml", gateway("inference", gw_port) + "---\n"
               + pool_and_route(["inference"], sim_port))
-        write(d, "pods.yaml", POD.format(name="p0", ip="127.0.0.11"))
+        write(d, "pods.yaml", pod("p0", "127.0.0.11"))
         router, ports = self.serve("--manifests", d)
         wait_for("startup summary", lambda: "loaded: 1 listener(s)" in router.tail(100000))
         log = router.tail(100000)

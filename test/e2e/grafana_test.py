@@ -18,6 +18,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from manifest_docs import gateway, pod, pool_and_route  # noqa: E402
 from processes import Proc, free_port, read_json, wait_for  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -71,32 +72,8 @@ class GrafanaDashboardTest(unittest.TestCase):
             m = os.path.join(d, "m")
             os.mkdir(m)
             with open(os.path.join(m, "all.yaml"), "w") as f:
-                f.write(f"""apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: sluice
-  listeners: [{{name: http, port: {gw}, protocol: HTTP}}]
----
-apiVersion: inference.networking.k8s.io/v1
-kind: InferencePool
-metadata: {{name: pool, namespace: default}}
-spec:
-  selector: {{matchLabels: {{app: llama}}}}
-  targetPorts: [{{number: {sim_port}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: r, namespace: default}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules: [{{backendRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: pool}}]}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: p0, namespace: default, labels: {{app: llama}}}}
-status: {{podIP: 127.0.0.11, phase: Running, conditions: [{{type: Ready, status: "True"}}]}}
-""")
+                f.write(gateway("gw", gw) + "---\n" + pool_and_route(["gw"], sim_port)
+                        + "---\n" + pod("p0", "127.0.0.11"))
             ready = os.path.join(d, "router.ready")
             router = Proc("router", [os.path.join(BIN_DIR, "sluice"), "serve", "--manifests", m,
                                      "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
