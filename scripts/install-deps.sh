@@ -13,6 +13,7 @@ PKGS=(
   nginx-light haproxy wrk redis-server curl procps python3-matplotlib openssl
   nodejs npm
   kubernetes-client
+  chromium prometheus
 )
 
 missing=()
@@ -39,8 +40,10 @@ else
   echo "install-deps: all Debian packages present"
 fi
 
-# npm packages used by the end-to-end tests (the official OpenAI client).
+# npm packages used by the end-to-end tests: the official OpenAI client, and playwright-core to
+# drive Debian's chromium (it never downloads a browser of its own).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -f "$here/test/e2e/package.json" ] && [ ! -d "$here/test/e2e/node_modules/openai" ]; then
+if [ -f "$here/test/e2e/package.json" ] && { [ ! -d "$here/test/e2e/node_modules/openai" ] ||
+  [ ! -d "$here/test/e2e/node_modules/playwright-core" ]; }; then
   (cd "$here/test/e2e" && npm install --no-audit --no-fund --silent)
 fi

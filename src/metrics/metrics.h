@@ -14,6 +14,8 @@
 
 namespace sluice::metrics {
 
+struct MergedSeries;
+
 // A fixed-bucket histogram written by one thread (its worker) and read by the scraper.
 class Histogram {
  public:
@@ -88,6 +90,7 @@ struct ModelSeries {
   std::string labels;         // model="..."[,gateway=...][,route=...][,backend=...]
   std::string kthena_labels;  // model,model_route,backend_type,backend_name (Kthena's names)
   std::string model;          // the model label's value
+  std::string gateway, route, backend;  // the other parts of its key, as in SeriesKey
   std::array<std::atomic<uint64_t>, 600> by_status{};
   Histogram duration;
   Histogram ttft;
@@ -191,6 +194,12 @@ class Registry {
   std::string renderPrometheus() const;
   // sluice_requests_total and the other per-series families, merged over the shards.
   void appendSeries(std::string& out) const;
+  // Every series summed over the shards (by joined key), and the picks per endpoint.
+  void mergeSeries(std::map<std::string, MergedSeries>& series,
+                   std::map<std::string, uint64_t>& picks) const;
+  // Requests by series and status class, latency sums, tokens and picks, as JSON, for the
+  // admin status page (/debug/traffic); rates are the reader's deltas (traffic.cc).
+  std::string trafficJson() const;
   // The process-wide counters (connections, filters, reloads, ...).
   void appendCounters(std::string& out) const;
   int64_t activeRequests() const;

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "metrics/merged_series.h"
 #include "metrics/metrics.h"
 
 namespace sluice::metrics {
@@ -63,41 +64,7 @@ std::pair<std::string_view, std::string_view> kthenaBackend(const SeriesKey& k) 
   return {"model_server", k.model};  // a models: entry of the router file
 }
 
-// One series merged over the shards.
-struct Merged {
-  const ModelSeries* first = nullptr;  // for its labels
-  std::map<int, uint64_t> by_status;
-  HistogramSnapshot duration, ttft, itl, schedule, prefix_ratio, queue_wait;
-  uint64_t input_tokens = 0, output_tokens = 0, retries = 0;
-  std::array<uint64_t, static_cast<size_t>(UpstreamError::kCount)> errors{};
-  std::array<uint64_t, 4> rate_limited{};
-
-  void add(const ModelSeries& s) {
-    first = first ? first : &s;
-    for (int code = 100; code < 600; ++code) {
-      if (uint64_t v = s.by_status[static_cast<size_t>(code)].load(std::memory_order_relaxed)) {
-        by_status[code] += v;
-      }
-    }
-    duration.add(s.duration);
-    ttft.add(s.ttft);
-    itl.add(s.itl);
-    schedule.add(s.schedule);
-    prefix_ratio.add(s.prefix_ratio);
-    queue_wait.add(s.queue_wait);
-    input_tokens += s.input_tokens.load(std::memory_order_relaxed);
-    output_tokens += s.output_tokens.load(std::memory_order_relaxed);
-    retries += s.retries.load(std::memory_order_relaxed);
-    for (size_t e = 0; e < errors.size(); ++e) {
-      errors[e] += s.upstream_errors[e].load(std::memory_order_relaxed);
-    }
-    for (size_t k = 0; k < rate_limited.size(); ++k) {
-      rate_limited[k] += s.rate_limited[k].load(std::memory_order_relaxed);
-    }
-  }
-};
-
-void appendSluiceSeries(std::string& out, const std::map<std::string, Merged>& series) {
+void appendSluiceSeries(std::string& out, const std::map<std::string, MergedSeries>& series) {
   appendHeader(out, "sluice_requests_total", "counter",
                "Requests completed, by model, gateway, route, backend and HTTP status.");
   for (const auto& [_, m] : series) {
@@ -108,25 +75,26 @@ void appendSluiceSeries(std::string& out, const std::map<std::string, Merged>& s
   }
   struct Family {
     std::string_view name, help;
-    HistogramSnapshot Merged::*h;
+    HistogramSnapshot MergedSeries::*h;
   };
   static constexpr Family kHistograms[] = {
       {"sluice_request_duration_seconds",
-       "Time from the end of the request headers to the last response byte.", &Merged::duration},
+       "Time from the end of the request headers to the last response byte.",
+       &MergedSeries::duration},
       {"sluice_time_to_first_token_seconds",
        "Time from the end of the request headers to the first streamed event, as the router "
        "sees it.",
-       &Merged::ttft},
+       &MergedSeries::ttft},
       {"sluice_flow_control_wait_seconds",
        "Time requests waited in a flow-control queue (only those that waited).",
-       &Merged::queue_wait},
+       &MergedSeries::queue_wait},
       {"sluice_inter_token_latency_seconds", "Gap between two consecutive streamed events.",
-       &Merged::itl},
+       &MergedSeries::itl},
       {"sluice_scheduler_duration_seconds", "Time spent choosing the endpoints for a request.",
-       &Merged::schedule},
+       &MergedSeries::schedule},
       {"sluice_prefix_match_ratio",
        "Share of the prompt's blocks the chosen endpoint was expected to hold (0 = miss).",
-       &Merged::prefix_ratio},
+       &MergedSeries::prefix_ratio},
   };
   for (const auto& f : kHistograms) {
     appendHeader(out, f.name, "histogram", f.help);
@@ -160,12 +128,12 @@ void appendSluiceSeries(std::string& out, const std::map<std::string, Merged>& s
 }
 
 // The same numbers under the Kthena router's names and labels.
-void appendKthenaSeries(std::string& out, const std::map<std::string, Merged>& series,
+void appendKthenaSeries(std::string& out, const std::map<std::string, MergedSeries>& series,
                         int64_t active) {
   // Kthena labels several series of ours alike (it has no gateway label): merge them again.
-  std::map<std::string, Merged> by_label;
+  std::map<std::string, MergedSeries> by_label;
   for (const auto& [_, m] : series) {
-    Merged& k = by_label[m.first->kthena_labels];
+    MergedSeries& k = by_label[m.first->kthena_labels];
     k.first = k.first ? k.first : m.first;
     for (const auto& [code, n] : m.by_status) {
       k.by_status[code] += n;
@@ -220,6 +188,9 @@ void appendKthenaSeries(std::string& out, const std::map<std::string, Merged>& s
 
 ModelSeries::ModelSeries(const SeriesKey& key)
     : model(key.model),
+      gateway(key.gateway),
+      route(key.route),
+      backend(key.backend),
       duration(durationBounds()),
       ttft(ttftBounds()),
       itl(itlBounds()),
@@ -283,9 +254,8 @@ ModelSeries& Shard::series(const SeriesKey& key, bool client_named) {
   return *last_;
 }
 
-void Registry::appendSeries(std::string& out) const {
-  std::map<std::string, Merged> series;
-  std::map<std::string, uint64_t> picks;
+void Registry::mergeSeries(std::map<std::string, MergedSeries>& series,
+                           std::map<std::string, uint64_t>& picks) const {
   for (const auto& shard : shards_) {
     std::lock_guard<std::mutex> lock(shard->mu_);
     for (const auto& [address, n] : shard->picks_) {
@@ -295,6 +265,12 @@ void Registry::appendSeries(std::string& out) const {
       series[key].add(*s);
     }
   }
+}
+
+void Registry::appendSeries(std::string& out) const {
+  std::map<std::string, MergedSeries> series;
+  std::map<std::string, uint64_t> picks;
+  mergeSeries(series, picks);
   if (names & kSluiceNames) {
     appendSluiceSeries(out, series);
     appendHeader(out, "sluice_endpoint_picks_total", "counter",

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "base/strings.h"
 #include "scheduler/plugins.h"
 
 namespace sluice::scheduler {
@@ -212,16 +213,7 @@ std::string describe(const Decision& d) {
 }
 
 std::string decisionJson(const Decision& d) {
-  auto q = [](std::string_view s) {
-    std::string o = "\"";
-    for (char c : s) {
-      if (c == '"' || c == '\\') {
-        o += '\\';
-      }
-      o += c;
-    }
-    return o + "\"";
-  };
+  auto q = [](std::string_view s) { return base::jsonQuote(s); };
   std::string out =
       "{\"profile\":" + q(d.profile) + ",\"summary\":" + q(d.summary) + ",\"candidates\":[";
   for (size_t r = 0; r < d.rows.size(); ++r) {

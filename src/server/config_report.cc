@@ -93,19 +93,23 @@ std::vector<std::string> configProblems(const config::ObjectStore& store,
   return out;
 }
 
-void ProblemLog::update(const std::vector<std::string>& problems) {
+ProblemLog::Change ProblemLog::update(const std::vector<std::string>& problems) {
+  Change change;
   std::set<std::string> next(problems.begin(), problems.end());
   for (const auto& p : next) {
     if (current_.count(p) == 0) {
       SLUICE_LOG(Error, "config", "{}", p);
+      change.appeared.push_back(p);
     }
   }
   for (const auto& p : current_) {
     if (next.count(p) == 0) {
       SLUICE_LOG(Info, "config", "resolved: {}", p);
+      change.resolved.push_back(p);
     }
   }
   current_ = std::move(next);
+  return change;
 }
 
 }  // namespace sluice::server

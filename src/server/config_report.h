@@ -23,7 +23,11 @@ std::vector<std::string> configProblems(const config::ObjectStore& store,
 // object failed and why without repeating what the previous reload already said.
 class ProblemLog {
  public:
-  void update(const std::vector<std::string>& problems);
+  struct Change {
+    std::vector<std::string> appeared, resolved;
+  };
+  // Logs what changed since the last call and returns it.
+  Change update(const std::vector<std::string>& problems);
 
  private:
   std::set<std::string> current_;

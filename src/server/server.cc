@@ -33,7 +33,9 @@
 #include "server/context.h"
 #include "server/jwks_fetcher.h"
 #include "server/pool_metrics.h"
+#include "server/pools_view.h"
 #include "server/tls.h"
+#include "server/ui_page.h"
 #include "server/worker.h"
 
 namespace sluice::server {
@@ -120,10 +122,11 @@ class ControlPlane {
     if (server_.config_path_.empty()) {
       return;
     }
-    auto refuse = [this](std::string_view why) {
+    auto refuse = [this](std::string why) {
       server_.registry_->config_reload_errors.fetch_add(1);
       SLUICE_LOG(Error, "config", "reload of {} refused: {}; the running configuration is kept",
                  server_.config_path_, why);
+      server_.recordRefusedReload("config file", std::move(why));
     };
     // A file caught half-written (editors and config-map updates truncate, then write) must
     // not replace a configuration that serves with one that serves nothing.
@@ -134,10 +137,13 @@ class ControlPlane {
     config::ConfigErrors errors;
     auto cfg = config::loadRouterConfig(server_.config_path_, errors);
     if (!cfg) {
+      std::string first;
       for (const auto& e : errors.errors) {
         SLUICE_LOG(Error, "config", "reload rejected: {}", e);
+        first = first.empty() ? e : first;
       }
-      refuse(fmt::format("{} error(s) in the file", errors.errors.size()));
+      refuse(fmt::format("{} error(s) in the file{}{}", errors.errors.size(),
+                         first.empty() ? "" : ", the first: ", first));
       return;
     }
     if (server_.overrides_) {
@@ -191,7 +197,10 @@ class ControlPlane {
     }
   }
 
-  std::pair<int, std::string> route(std::string_view path, bool admin, std::string& type) {
+  // The admin and metrics listeners' answers. `type` is the Content-Type, `headers` any more
+  // header lines (CRLF-terminated). The page files are served as they are, not copied.
+  std::pair<int, std::string> route(std::string_view path, bool admin, std::string& type,
+                                    std::string_view& headers, std::string_view& fixed) {
     type = "text/plain; charset=utf-8";
     if (path == "/metrics") {
       type = "text/plain; version=0.0.4; charset=utf-8";
@@ -225,6 +234,24 @@ class ControlPlane {
       type = "application/json";
       return {200, server_.statusJson()};
     }
+    if (path == "/debug/pools") {
+      type = "application/json";
+      return {200, server_.poolsJson()};
+    }
+    if (path == "/debug/traffic") {
+      type = "application/json";
+      return {200, server_.registry_->trafficJson()};
+    }
+    if (path == "/debug/reloads") {
+      type = "application/json";
+      return {200, server_.reloadsJson()};
+    }
+    if (const UiAsset* page = findUiAsset(path)) {
+      type = page->type;
+      headers = uiHeaders();
+      fixed = page->body;
+      return {200, {}};
+    }
     if (path == "/debug/config") {
       type = "application/json";
       auto snap = server_.snapshot();
@@ -249,13 +276,22 @@ class ControlPlane {
       auto& req = parser.get();
       std::string_view target = req.target();
       std::string type;
-      auto [status, body] = route(target.substr(0, target.find('?')), admin, type);
+      std::string_view headers, fixed;
+      auto [status, body] = route(target.substr(0, target.find('?')), admin, type, headers, fixed);
+      if (!fixed.empty()) {
+        body.clear();
+      }
+      const std::string_view payload = fixed.empty() ? std::string_view(body) : fixed;
+      const bool head_only = req.method() == bhttp::verb::head;
       bool keep = req.keep_alive();
       std::string head =
-          fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n", status,
-                      bhttp::obsolete_reason(static_cast<bhttp::status>(status)), type, body.size(),
-                      keep ? "" : "Connection: close\r\n");
-      std::vector<asio::const_buffer> bufs{asio::buffer(head), asio::buffer(body)};
+          fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}{}\r\n",
+                      status, bhttp::obsolete_reason(static_cast<bhttp::status>(status)), type,
+                      payload.size(), headers, keep ? "" : "Connection: close\r\n");
+      std::vector<asio::const_buffer> bufs{asio::buffer(head)};
+      if (!head_only) {
+        bufs.push_back(asio::buffer(payload.data(), payload.size()));
+      }
       co_await asio::async_write(stream, bufs, asio::redirect_error(use_awaitable, ec));
       if (ec || !keep) {
         break;
@@ -474,22 +510,24 @@ std::shared_ptr<const router::Snapshot> Server::snapshot() const {
   return snapshot_;
 }
 
-base::Result<void> Server::reload(const config::RouterConfig& config) {
+base::Result<void> Server::reload(const config::RouterConfig& config, std::string_view trigger) {
   // Where the objects come from is fixed at start (flags, environment); a reload keeps it.
   config::RouterConfig c = config;
   c.kubernetes = config_.kubernetes;
   c.manifests = config_.manifests;  // the watched directory is opened once, at start
   std::lock_guard<std::mutex> lock(snapshot_mu_);
-  return publishLocked(c);
+  const auto start = time_.monotonicNow();
+  auto r = publishLocked(c);
+  recordReloadLocked(trigger, r, start);
+  return r;
 }
 
 void Server::applyObjects(const config::ObjectStore& objects,
                           const std::vector<config::StoreEvent>& events) {
   std::lock_guard<std::mutex> lock(snapshot_mu_);
-  const auto start = std::chrono::steady_clock::now();
-  auto elapsed = [&start] {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-        .count();
+  const auto start = time_.monotonicNow();
+  auto elapsed = [this, &start] {
+    return std::chrono::duration<double, std::milli>(time_.monotonicNow() - start).count();
   };
   // Only Pods or EndpointSlices changed since the published snapshot's objects: move endpoints
   // without the full rebuild, and bring the copy up to date once the snapshot is out. (No
@@ -503,6 +541,9 @@ void Server::applyObjects(const config::ObjectStore& objects,
         SLUICE_LOG(Info, "config",
                    "endpoints updated: {} change(s), {} backend(s) changed in {:.1f} ms",
                    events.size(), u->backends_changed, elapsed());
+        recordReloadLocked(
+            "endpoints", {}, start,
+            fmt::format("{} change(s), {} backend(s) changed", events.size(), u->backends_changed));
       }
       objects_->follow(objects, events);
       return;
@@ -516,19 +557,62 @@ void Server::applyObjects(const config::ObjectStore& objects,
   auto r = publishLocked(snapshot_ ? snapshot_->config : config_);
   if (!r) {
     SLUICE_LOG(Error, "config", "manifest update rejected: {}", r.error().message);
-    return;
+  } else {
+    SLUICE_LOG(Info, "config", "manifests applied: {} objects, {} errors, rebuilt in {:.1f} ms",
+               objects_->objects().size(), objects_->errorCount(), elapsed());
   }
-  SLUICE_LOG(Info, "config", "manifests applied: {} objects, {} errors, rebuilt in {:.1f} ms",
-             objects_->objects().size(), objects_->errorCount(), elapsed());
-  logProblemsLocked();
+  recordReloadLocked("objects", r, start);
 }
 
-// Each validation error and refused object once, when it appears (and when it is resolved).
-void Server::logProblemsLocked() {
+// Each validation error and refused object is logged once, when it appears (and when it is
+// resolved); the change goes into the reload history.
+void Server::recordReloadLocked(std::string_view trigger, const base::Result<void>& r,
+                                base::MonoTime start, std::string detail) {
   static const config::ObjectStore kNoObjects;
-  if (snapshot_) {
-    problem_log_.update(configProblems(objects_ ? *objects_ : kNoObjects, statuses(*snapshot_)));
+  ReloadRecord rec;
+  rec.at = time_.systemNow();
+  rec.trigger = trigger;
+  rec.applied = r.has_value();
+  rec.version = snapshot_ ? snapshot_->version : 0;
+  rec.ms = std::chrono::duration<double, std::milli>(time_.monotonicNow() - start).count();
+  if (!r) {
+    rec.detail = r.error().message;
+  } else if (!detail.empty()) {
+    rec.detail = std::move(detail);
+  } else if (snapshot_) {
+    rec.detail = loadedSummary(*snapshot_);
   }
+  if (snapshot_) {
+    auto change = problem_log_.update(
+        configProblems(objects_ ? *objects_ : kNoObjects, statuses(*snapshot_)));
+    rec.appeared = std::move(change.appeared);
+    rec.resolved = std::move(change.resolved);
+  }
+  reloads_.add(std::move(rec));
+}
+
+void Server::recordRefusedReload(std::string_view trigger, std::string why) {
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  ReloadRecord rec;
+  rec.at = time_.systemNow();
+  rec.trigger = trigger;
+  rec.version = snapshot_ ? snapshot_->version : 0;
+  rec.detail = std::move(why);
+  reloads_.add(std::move(rec));
+}
+
+std::string Server::poolsJson() const {
+  auto snap = snapshot();
+  if (!snap) {
+    return "{\"pools\":[]}\n";
+  }
+  auto view = fetcher_ ? fetcher_->latest() : nullptr;
+  return server::poolsJson(*snap, view.get(), time_.monotonicNow());
+}
+
+std::string Server::reloadsJson() const {
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  return reloads_.json();
 }
 
 // The current snapshot, profiles, filters and TLS contexts as one generation, in one message
@@ -857,12 +941,8 @@ base::Result<void> Server::start() {
                  body.error().message);
     }
   }
-  if (auto r = reload(config_); !r) {
+  if (auto r = reload(config_, "start"); !r) {
     return r;
-  }
-  {
-    std::lock_guard<std::mutex> lock(snapshot_mu_);
-    logProblemsLocked();
   }
   const uint64_t seed = seed_ ? *seed_ : base::osSeed();
   const GenerationPtr gen = [this] {

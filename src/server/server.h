@@ -23,6 +23,7 @@
 #include "server/bind_status.h"
 #include "server/config_report.h"
 #include "server/generation.h"
+#include "server/reload_history.h"
 #include "tracing/exporter.h"
 
 namespace sluice::server {
@@ -67,7 +68,9 @@ class Server {
   base::Result<void> start();
   // Rebuilds the snapshot from `config` and publishes it to every worker. Listener addresses
   // and the worker count only change on restart.
-  base::Result<void> reload(const config::RouterConfig& config);
+  // `trigger` names the cause in the reload history.
+  base::Result<void> reload(const config::RouterConfig& config,
+                            std::string_view trigger = "config file");
   // Replaces the Kubernetes objects (a manifest directory changed) and republishes. Runs on
   // the config source's thread; the workers only ever see the finished snapshot.
   // A source's objects changed (`events` since its last call): an endpoint-only update when
@@ -78,6 +81,10 @@ class Server {
   void applyJwks(const std::string& jwks);
   // Status of every object (admin /debug/status).
   std::string statusJson() const;
+  // The last configuration changes, newest first (admin /debug/reloads).
+  std::string reloadsJson() const;
+  // Every backend with its endpoints' live signals (admin /debug/pools).
+  std::string poolsJson() const;
   // Used by SIGHUP: re-reads this file, then applies `overrides` (the command line's).
   void setConfigPath(std::string path,
                      std::function<void(config::RouterConfig&)> overrides = nullptr) {
@@ -120,7 +127,13 @@ class Server {
   base::Result<void> publishLocked(const config::RouterConfig& config);
   std::vector<std::pair<std::string, uint16_t>> listenerAddresses(const router::Snapshot& snap);
   std::vector<router::ObjectStatus> statuses(const router::Snapshot& snap) const;
-  void logProblemsLocked();
+  // Logs the configuration problems that appeared or went away and keeps the change in the
+  // reload history: `r` is what publishing gave, `detail` what to say of it (default: the
+  // summary of what the snapshot serves).
+  void recordReloadLocked(std::string_view trigger, const base::Result<void>& r,
+                          base::MonoTime start, std::string detail = {});
+  // A reload refused before anything was built (a blank or invalid file).
+  void recordRefusedReload(std::string_view trigger, std::string why);
   // Opens the listeners of `wanted` not open yet and hands every worker its duplicates; the
   // others close. A listener that cannot be opened is logged and counted; when it would
   // replace one on the same port (an address change), the old one stays. Returns what is open.
@@ -166,8 +179,8 @@ class Server {
   uint16_t default_port_ = 0;  // the default listener's, once bound
   std::vector<std::pair<std::string, uint16_t>> listening_;
   UnboundPorts unbound_;
-  ProblemLog
-      problem_log_;  // snapshot_mu_  // Gateway listeners' ports that could not bind (snapshot_mu_)
+  ProblemLog problem_log_;                // snapshot_mu_
+  ReloadHistory reloads_;                 // snapshot_mu_
   std::shared_ptr<const TlsConfig> tls_;  // contexts of HTTPS listeners, with each snapshot
   std::shared_ptr<filters::BucketRegistry> buckets_;  // rate-limit state across reloads
   std::shared_ptr<filters::RedisRegistry> redis_;     // global limits' Redis clients

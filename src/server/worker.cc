@@ -9,6 +9,7 @@
 #include "backends/h2_client.h"
 #include "backends/provider.h"
 #include "base/log.h"
+#include "base/strings.h"
 #include "extproc/grpc_server.h"
 #include "openai/errors.h"
 #include "server/client_io.h"
@@ -237,9 +238,11 @@ void Worker::appendDecisionsJson(std::string& out, bool& first) const {
   for (const auto& d : decisions_) {
     out += first ? "" : ",";
     first = false;
-    out += "{\"worker\":" + std::to_string(index_) + ",\"request_id\":\"" + d.request_id +
-           "\",\"model\":\"" + d.model + "\",\"decision\":" + scheduler::decisionJson(d.decision) +
-           "}";
+    // The request id may be the client's x-request-id: quoted, like every string here.
+    out += "{\"worker\":" + std::to_string(index_) +
+           ",\"request_id\":" + base::jsonQuote(d.request_id) +
+           ",\"model\":" + base::jsonQuote(d.model) +
+           ",\"decision\":" + scheduler::decisionJson(d.decision) + "}";
   }
 }
 

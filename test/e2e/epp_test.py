@@ -27,6 +27,7 @@ import grpc  # noqa: E402
 
 import envoy_like as el  # noqa: E402
 from processes import Proc, free_port, read_json, wait_for  # noqa: E402
+from serving_router import promtool_check  # noqa: E402
 
 REPO = el.repo_root()
 BIN_DIR = os.environ.get("SLUICE_BIN_DIR") or os.path.join(REPO, "build", "bin")
@@ -737,6 +738,14 @@ class EppTest(EppFixture):
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
                 self.assertEqual(el.health_watch_first(ch, "no.such.Service", protos=self.p),
                                  h.SERVICE_UNKNOWN)
+
+    def test_metrics_pass_promtool(self):
+        # After a request through the picker, so its per-request families have series.
+        self.test_json_response_phase_and_usage()
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            rc, out = promtool_check(r.read().decode())
+        self.assertEqual((rc, out), (0, ""))
 
     # -- 10. big bodies --
 

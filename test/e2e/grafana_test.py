@@ -11,15 +11,12 @@ import json
 import os
 import re
 import sys
-import tempfile
 import unittest
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from manifest_docs import gateway, pod, pool_and_route  # noqa: E402
-from processes import Proc, free_port, read_json, wait_for  # noqa: E402
+from serving_router import serving_router_metrics  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
 BIN_DIR = os.environ.get("SLUICE_BIN_DIR") or os.path.join(REPO, "build", "bin")
@@ -63,42 +60,8 @@ class GrafanaDashboardTest(unittest.TestCase):
         for b in ("sluice", "sluice-sim"):
             if not os.path.exists(os.path.join(BIN_DIR, b)):
                 self.skipTest(f"{b} is not built")
-        with tempfile.TemporaryDirectory() as d:
-            sim_port = free_port(("127.0.0.11",))
-            sim = Proc("sim", [os.path.join(BIN_DIR, "sluice-sim"), "--address", "127.0.0.11",
-                               "--port", str(sim_port), "--model", "llama", "--time-scale", "50",
-                               "--ready-file", os.path.join(d, "sim.ready")], d)
-            gw = free_port()
-            m = os.path.join(d, "m")
-            os.mkdir(m)
-            with open(os.path.join(m, "all.yaml"), "w") as f:
-                f.write(gateway("gw", gw) + "---\n" + pool_and_route(["gw"], sim_port)
-                        + "---\n" + pod("p0", "127.0.0.11"))
-            ready = os.path.join(d, "router.ready")
-            router = Proc("router", [os.path.join(BIN_DIR, "sluice"), "serve", "--manifests", m,
-                                     "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-                                     "--metrics", "127.0.0.1:0", "--ready-file", ready], d)
-            try:
-                wait_for("sim", lambda: os.path.exists(os.path.join(d, "sim.ready")))
-                wait_for("router", lambda: (router.check_alive(), os.path.exists(ready))[1])
-                ports = read_json(ready)
-                body = json.dumps({"model": "llama", "stream": True, "max_tokens": 4,
-                                   "messages": [{"role": "user", "content": "hello"}]}).encode()
-
-                def served():
-                    req = urllib.request.Request(f"http://127.0.0.1:{gw}/v1/chat/completions",
-                                                 body, {"Content-Type": "application/json"})
-                    with urllib.request.urlopen(req, timeout=10) as r:
-                        return r.status == 200 and b"[DONE]" in r.read()
-                for _ in range(3):
-                    wait_for("a streamed request", served)
-                url = f"http://127.0.0.1:{ports['metrics']}/metrics"
-                text = urllib.request.urlopen(url, timeout=5).read().decode()
-                return set(re.findall(r"^# TYPE (\S+) ", text, re.M))
-            finally:
-                router.stop()
-                sim.stop()
-
+        text = serving_router_metrics(BIN_DIR)
+        return set(re.findall(r"^# TYPE (\S+) ", text, re.M))
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
