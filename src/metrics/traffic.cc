@@ -43,9 +43,7 @@ std::string Registry::trafficJson() const {
                     {"input_tokens", m.input_tokens},
                     {"output_tokens", m.output_tokens}});
   }
-  return json{{"active_requests", activeRequests()},
-              {"series", std::move(list)},
-              {"picks", picks}}
+  return json{{"active_requests", activeRequests()}, {"series", std::move(list)}, {"picks", picks}}
              .dump(-1, ' ', false, json::error_handler_t::replace) +
          "\n";
 }

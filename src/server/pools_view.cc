@@ -1,7 +1,6 @@
 #include "server/pools_view.h"
 
 #include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 #include "router/route_table.h"
@@ -50,8 +49,7 @@ json endpointJson(const router::Endpoint& ep, const backends::MetricsView* view,
   return e;
 }
 
-json backendJson(const router::Backend& b, const backends::MetricsView* view,
-                 base::MonoTime now) {
+json backendJson(const router::Backend& b, const backends::MetricsView* view, base::MonoTime now) {
   json endpoints = json::array();
   for (const auto& ep : b.endpoints) {
     endpoints.push_back(endpointJson(ep, view, now));
@@ -61,7 +59,10 @@ json backendJson(const router::Backend& b, const backends::MetricsView* view,
               {"model", b.model},
               {"upstream_model", b.upstream_model},
               {"engine", b.engine},
-              {"protocol", b.provider ? "https" : b.h2c ? "h2c" : b.tls ? "https" : "http/1.1"},
+              {"protocol", b.provider ? "https"
+                           : b.h2c    ? "h2c"
+                           : b.tls    ? "https"
+                                      : "http/1.1"},
               {"error", b.error},
               {"endpoints", std::move(endpoints)}};
   if (b.provider) {

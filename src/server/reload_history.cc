@@ -16,7 +16,8 @@ std::string ReloadHistory::json() const {
   using nlohmann::json;
   json list = json::array();
   for (auto it = records_.rbegin(); it != records_.rend(); ++it) {
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(it->at.time_since_epoch());
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(it->at.time_since_epoch());
     list.push_back({{"unix_ms", ms.count()},
                     {"trigger", it->trigger},
                     {"applied", it->applied},

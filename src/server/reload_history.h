@@ -13,11 +13,11 @@ namespace sluice::server {
 // directory or the API server), an endpoint-only update, or the start itself.
 struct ReloadRecord {
   base::SystemTime at;
-  std::string trigger;   // "start" | "config file" | "objects" | "endpoints"
-  bool applied = false;  // false: refused, the previous snapshot still serves
-  uint64_t version = 0;  // the snapshot serving after it
-  double ms = 0;         // time spent building and publishing
-  std::string detail;    // what it loaded, or why it was refused
+  std::string trigger;                // "start" | "config file" | "objects" | "endpoints"
+  bool applied = false;               // false: refused, the previous snapshot still serves
+  uint64_t version = 0;               // the snapshot serving after it
+  double ms = 0;                      // time spent building and publishing
+  std::string detail;                 // what it loaded, or why it was refused
   std::vector<std::string> appeared;  // configuration problems it brought
   std::vector<std::string> resolved;  // ...and those it cleared
 };

@@ -1,5 +1,6 @@
 #include "server/trace_stage.h"
 
+#include <charconv>
 #include <cstring>
 
 #include <fmt/core.h>
@@ -89,7 +90,7 @@ void appendUpstreamTrace(const Exchange& x, std::string& head) {
     return;
   }
   head += "traceparent: ";
-  head += tracing::formatTraceparent(x.trace->traceId(), x.trace->spans().front().id, 1);
+  tracing::appendTraceparent(head, x.trace->traceId(), x.trace->spans().front().id, 1);
   head += "\r\n";
   if (!x.trace->tracestate().empty()) {
     head += "tracestate: ";
@@ -104,18 +105,21 @@ size_t traceAttempt(Exchange& x, size_t i, std::string_view address, std::string
   if (s == nullptr) {
     return kNoSpan;
   }
+  s->attributes.reserve(3);
   s->set("sluice.attempt", static_cast<int64_t>(i));
   const auto colon = address.rfind(':');
   s->set("server.address", address.substr(0, colon));
-  if (colon != std::string_view::npos) {
-    s->set("server.port", static_cast<int64_t>(std::strtol(
-                              std::string(address.substr(colon + 1)).c_str(), nullptr, 10)));
+  int64_t port = 0;
+  if (colon != std::string_view::npos &&
+      std::from_chars(address.data() + colon + 1, address.data() + address.size(), port).ec ==
+          std::errc()) {
+    s->set("server.port", port);
   }
   static constexpr std::string_view kName = "\r\ntraceparent: ";
   if (head != nullptr) {
     if (auto at = head->find(kName); at != std::string::npos) {
-      std::string hex = tracing::hex(s->id);
-      head->replace(at + kName.size() + tracing::kTraceparentSpanOffset, hex.size(), hex);
+      tracing::writeHex(head->data() + at + kName.size() + tracing::kTraceparentSpanOffset,
+                        s->id.data(), s->id.size());
     }
   }
   return span;
@@ -142,7 +146,9 @@ void serverAttributes(const Exchange& x, tracing::WireWriter& a) {
     text("sluice.gateway", x.listener->gateway);
   }
   text("sluice.route", x.route_qualified);
-  if (x.backend != nullptr && !x.backend->kind.empty()) {
+  if (x.series != nullptr) {
+    text("sluice.backend", x.series->backend);  // "Kind/ns/name", as the metrics label it
+  } else if (x.backend != nullptr && !x.backend->kind.empty()) {
     a.attribute("sluice.backend", fmt::format("{}/{}", x.backend->kind, x.backend->name));
   }
   text("sluice.endpoint", x.endpoint);
@@ -162,7 +168,13 @@ void finishTrace(Exchange& x) {
   Worker& w = x.session.worker;
   tracing::SpanData& s = x.trace->server();
   const bool inference = x.path.substr(0, 4) == "/v1/";
-  x.trace->nameServer(inference ? fmt::format("{} {}", x.method, x.path) : std::string(x.method));
+  std::string name(x.method);
+  if (inference) {
+    name.reserve(x.method.size() + 1 + x.path.size());
+    name += ' ';
+    name += x.path;
+  }
+  x.trace->nameServer(std::move(name));
   if (x.status >= 500 || x.status == 0) {
     s.error = true;
     s.error_message =

@@ -39,7 +39,7 @@ Exporter::Exporter(const config::RouterConfig::Tracing& config, size_t workers, 
     : config_(config), counters_(counters), url_(parseOtlpUrl(config.endpoint)) {
   for (size_t i = 0; i < workers; ++i) {
     rings_.push_back(std::make_unique<base::SpscByteRing>(powerOfTwoAtLeast(config.queue_bytes)));
-    scratch_.emplace_back().reserve(4096);
+    scratch_.emplace_back(4096, '\0');  // an arena: its size is room, kept across requests
   }
   // The resource and scope are the same in every request: serialized once, with libprotobuf.
   otlp::resource::v1::Resource resource;
@@ -56,6 +56,9 @@ Exporter::Exporter(const config::RouterConfig::Tracing& config, size_t workers, 
   scope.set_name("sluice");
   scope.set_version(std::string(kVersion));
   scope_ = scope.SerializeAsString();
+  if (url_) {
+    client_ = std::make_unique<OtlpClient>(*url_);
+  }
 }
 
 Exporter::~Exporter() {
@@ -86,9 +89,7 @@ void Exporter::stop() {
 
 bool Exporter::submit(size_t worker, const RequestTrace& trace,
                       const std::function<void(WireWriter&)>& server_attributes) {
-  std::string& record = scratch_[worker];
-  record.clear();
-  encodeTrace(trace, record, server_attributes);
+  const std::string_view record = encodeTraceInto(trace, scratch_[worker], server_attributes);
   if (rings_[worker]->tryPush(record)) {
     return true;
   }
@@ -130,20 +131,29 @@ void Exporter::drain() {
       current_.spans.append(spans);
       current_.count += count;
       if (current_.count >= config_.max_batch) {
-        full_.push_back(std::move(current_));
-        current_ = Batch{};
+        closeBatch();
       }
     });
   }
 }
 
+void Exporter::closeBatch() {
+  full_.push_back(std::move(current_));
+  current_ = Batch{};
+  if (!spare_.empty()) {
+    current_.spans = std::move(spare_.back());
+    spare_.pop_back();
+  }
+}
+
 void Exporter::send(bool all) {
   if (all && current_.count > 0) {
-    full_.push_back(std::move(current_));
-    current_ = Batch{};
+    closeBatch();
   }
-  for (const Batch& b : full_) {
+  for (Batch& b : full_) {
     post(b);
+    b.spans.clear();
+    spare_.push_back(std::move(b.spans));
   }
   full_.clear();
 }
@@ -153,18 +163,21 @@ void Exporter::post(const Batch& batch) {
     counters_.dropped.fetch_add(batch.count, std::memory_order_relaxed);
     return;
   }
-  // ExportTraceServiceRequest { resource_spans { resource, scope_spans { scope, spans... } } }
-  std::string scope_spans;
-  scope_spans.reserve(scope_.size() + batch.spans.size() + 16);
-  WireWriter(scope_spans).bytesField(f::kScope, scope_);
-  scope_spans += batch.spans;
-  std::string resource_spans;
-  WireWriter rs(resource_spans);
-  rs.bytesField(f::kResource, resource_);
-  rs.bytesField(f::kScopeSpans, scope_spans);
-  std::string body;
-  WireWriter(body).bytesField(f::kResourceSpans, resource_spans);
-  auto status = postProtobuf(*url_, body, config_.export_timeout);
+  // ExportTraceServiceRequest { resource_spans { resource, scope_spans { scope, spans... } } }:
+  // the envelope's lengths follow from the spans' size, so the spans go out as they were
+  // batched, after a prefix, never copied into a message.
+  auto field = [](size_t len) { return 1 + WireWriter::varintSize(len) + len; };
+  const size_t scope_spans = field(scope_.size()) + batch.spans.size();
+  const size_t resource_spans = field(resource_.size()) + field(scope_spans);
+  std::string prefix;
+  {
+    WireWriter w(prefix);
+    w.lengthPrefix(f::kResourceSpans, resource_spans);
+    w.bytesField(f::kResource, resource_);
+    w.lengthPrefix(f::kScopeSpans, scope_spans);
+    w.bytesField(f::kScope, scope_);
+  }
+  auto status = client_->post({prefix, batch.spans}, config_.export_timeout);
   if (status && *status >= 200 && *status < 300) {
     counters_.exported.fetch_add(batch.count, std::memory_order_relaxed);
     return;

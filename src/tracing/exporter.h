@@ -52,10 +52,13 @@ class Exporter {
   // Sends the full batches, and the partial one too when `all`.
   void send(bool all);
   void post(const Batch& batch);
+  // Closes the current batch and starts the next in a kept buffer.
+  void closeBatch();
 
   config::RouterConfig::Tracing config_;
   Counters& counters_;
   base::Result<OtlpUrl> url_;
+  std::unique_ptr<OtlpClient> client_;  // set when url_ is
   std::vector<std::unique_ptr<base::SpscByteRing>> rings_;
   std::vector<std::string> scratch_;  // per worker: the record being encoded
   std::string resource_;              // the serialized Resource and scope, built once
@@ -64,6 +67,7 @@ class Exporter {
   // milliseconds, so bursts do not overflow them.
   std::vector<Batch> full_;
   Batch current_;
+  std::vector<std::string> spare_;  // sent batches' buffers, kept for the next ones
   std::string records_;
   std::thread thread_;
   std::mutex mu_;  // the exporter thread's sleep only; workers never take it

@@ -1,6 +1,7 @@
 #include "tracing/otlp_wire.h"
 
-#include <cstring>
+#include <algorithm>
+#include <bit>
 
 namespace sluice::tracing {
 
@@ -8,95 +9,96 @@ namespace {
 
 constexpr uint32_t kVarint = 0, kFixed64 = 1, kLen = 2, kFixed32 = 5;
 constexpr size_t kLengthRoom = 5;  // a length below 2^35
-
-size_t varintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
+constexpr size_t kTagRoom = 5;     // a field number below 2^29
+constexpr size_t kMinGrowth = 1024;
 
 // Fixed-width fields are little-endian on the wire, whatever the host.
-void appendLittleEndian(std::string& out, uint64_t v, size_t bytes) {
-  char b[8];
-  for (size_t i = 0; i < bytes; ++i) {
-    b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+char* putLittleEndian(char* p, uint64_t v, size_t bytes) {
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(p, &v, bytes);
+    return p + bytes;
   }
-  out.append(b, bytes);
+  for (size_t i = 0; i < bytes; ++i) {
+    *p++ = static_cast<char>((v >> (8 * i)) & 0xff);
+  }
+  return p;
 }
 
 }  // namespace
 
+void WireWriter::grow(size_t n) {
+  // To the string's capacity first (no allocation), then doubling.
+  const size_t want = std::max({pos_ + n, out_.capacity(), 2 * out_.size(), pos_ + kMinGrowth});
+  out_.resize(want);
+}
+
 void WireWriter::appendVarint(std::string& out, uint64_t v) {
   char b[10];
-  size_t n = 0;
-  while (v >= 0x80) {
-    b[n++] = static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
-  }
-  b[n++] = static_cast<char>(v);
-  out.append(b, n);
+  out.append(b, static_cast<size_t>(putVarint(b, v) - b));
 }
 
 void WireWriter::varintField(uint32_t field, uint64_t v) {
-  tag(field, kVarint);
-  appendVarint(out_, v);
+  char* p = room(kTagRoom + 10);
+  advance(putVarint(putTag(p, field, kVarint), v));
 }
 
 void WireWriter::fixed32Field(uint32_t field, uint32_t v) {
-  tag(field, kFixed32);
-  appendLittleEndian(out_, v, 4);
+  char* p = room(kTagRoom + 4);
+  advance(putLittleEndian(putTag(p, field, kFixed32), v, 4));
 }
 
 void WireWriter::fixed64Field(uint32_t field, uint64_t v) {
-  tag(field, kFixed64);
-  appendLittleEndian(out_, v, 8);
+  char* p = room(kTagRoom + 8);
+  advance(putLittleEndian(putTag(p, field, kFixed64), v, 8));
 }
 
 void WireWriter::bytesField(uint32_t field, std::string_view v) {
-  tag(field, kLen);
-  appendVarint(out_, v.size());
-  out_.append(v);
+  char* p = room(kTagRoom + kLengthRoom + v.size());
+  advance(putBytes(putVarint(putTag(p, field, kLen), v.size()), v));
+}
+
+void WireWriter::lengthPrefix(uint32_t field, size_t length) {
+  char* p = room(kTagRoom + 10);
+  advance(putVarint(putTag(p, field, kLen), length));
 }
 
 size_t WireWriter::begin(uint32_t field) {
-  tag(field, kLen);
-  const size_t mark = out_.size();
-  out_.append(kLengthRoom, '\0');
-  return mark;
+  char* p = putTag(room(kTagRoom + kLengthRoom), field, kLen);
+  advance(p + kLengthRoom);
+  return pos_ - kLengthRoom;
 }
 
 void WireWriter::end(size_t mark) {
-  const size_t body = out_.size() - mark - kLengthRoom;
-  const size_t len = varintSize(body);
+  const size_t body = pos_ - mark - kLengthRoom;
   char* at = out_.data() + mark;
-  for (uint64_t v = body, i = 0; i < len; ++i, v >>= 7) {
-    at[i] = static_cast<char>((v & 0x7f) | (i + 1 < len ? 0x80 : 0));
-  }
+  char* after = putVarint(at, body);
+  const auto len = static_cast<size_t>(after - at);
   if (len < kLengthRoom) {
-    std::memmove(at + len, at + kLengthRoom, body);
-    out_.resize(out_.size() - (kLengthRoom - len));
+    std::memmove(after, at + kLengthRoom, body);
+    pos_ -= kLengthRoom - len;
   }
 }
 
 void WireWriter::attribute(std::string_view key, std::string_view value) {
-  const size_t kv = begin(otlp_field::kAttributes);
-  bytesField(otlp_field::kKey, key);
-  const size_t any = begin(otlp_field::kValue);
-  bytesField(otlp_field::kStringValue, value);
-  end(any);
-  end(kv);
+  // KeyValue { key = 1; value = 2 (AnyValue { string_value = 1 }) }, all lengths known here.
+  const size_t any = 1 + varintSize(value.size()) + value.size();
+  const size_t kv = 1 + varintSize(key.size()) + key.size() + 1 + varintSize(any) + any;
+  char* p = room(kTagRoom + kLengthRoom + kv);
+  p = putVarint(putTag(p, otlp_field::kAttributes, kLen), kv);
+  p = putBytes(putVarint(putTag(p, otlp_field::kKey, kLen), key.size()), key);
+  p = putVarint(putTag(p, otlp_field::kValue, kLen), any);
+  advance(putBytes(putVarint(putTag(p, otlp_field::kStringValue, kLen), value.size()), value));
 }
 
 void WireWriter::attribute(std::string_view key, int64_t value) {
-  const size_t kv = begin(otlp_field::kAttributes);
-  bytesField(otlp_field::kKey, key);
-  const size_t any = begin(otlp_field::kValue);
-  varintField(otlp_field::kIntValue, static_cast<uint64_t>(value));
-  end(any);
-  end(kv);
+  const auto v = static_cast<uint64_t>(value);
+  const size_t any = 1 + varintSize(v);
+  const size_t kv = 1 + varintSize(key.size()) + key.size() + 1 + varintSize(any) + any;
+  char* p = room(kTagRoom + kLengthRoom + kv);
+  p = putVarint(putTag(p, otlp_field::kAttributes, kLen), kv);
+  p = putBytes(putVarint(putTag(p, otlp_field::kKey, kLen), key.size()), key);
+  p = putVarint(putTag(p, otlp_field::kValue, kLen), any);
+  advance(putVarint(putTag(p, otlp_field::kIntValue, kVarint), v));
 }
 
 }  // namespace sluice::tracing

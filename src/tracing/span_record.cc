@@ -11,13 +11,6 @@ namespace {
 
 namespace f = otlp_field;
 
-template <class T>
-void put(std::string& out, T v) {
-  char b[sizeof(T)];
-  std::memcpy(b, &v, sizeof(T));
-  out.append(b, sizeof(T));
-}
-
 template <size_t N>
 std::string_view bytesOf(const std::array<uint8_t, N>& id) {
   return {reinterpret_cast<const char*>(id.data()), N};
@@ -62,19 +55,35 @@ void encodeSpan(WireWriter& w, const RequestTrace& t, const SpanData& s, bool ha
 
 }  // namespace
 
-void encodeTrace(const RequestTrace& trace, std::string& out,
-                 const std::function<void(WireWriter&)>& server_attributes) {
-  const size_t at = out.size();
-  put<uint32_t>(out, 0);  // the body's length, set below
+namespace {
+
+void encodeRecord(WireWriter& w, const RequestTrace& trace,
+                  const std::function<void(WireWriter&)>& server_attributes) {
+  const size_t at = w.reserveRaw(2 * sizeof(uint32_t));  // the body's length, the span count
   const auto& spans = trace.spans();
-  put<uint32_t>(out, static_cast<uint32_t>(spans.size()));
-  WireWriter w(out);
   for (size_t i = 0; i < spans.size(); ++i) {
     const bool has_parent = i > 0 || spans[0].parent != SpanId{};
     encodeSpan(w, trace, spans[i], has_parent, i == 0 ? &server_attributes : nullptr);
   }
-  const auto len = static_cast<uint32_t>(out.size() - at - sizeof(uint32_t));
-  std::memcpy(out.data() + at, &len, sizeof(len));
+  const auto len = static_cast<uint32_t>(w.size() - at - sizeof(uint32_t));
+  const auto count = static_cast<uint32_t>(spans.size());
+  std::memcpy(w.at(at), &len, sizeof(len));
+  std::memcpy(w.at(at + sizeof(len)), &count, sizeof(count));
+}
+
+}  // namespace
+
+void encodeTrace(const RequestTrace& trace, std::string& out,
+                 const std::function<void(WireWriter&)>& server_attributes) {
+  WireWriter w(out);
+  encodeRecord(w, trace, server_attributes);
+}
+
+std::string_view encodeTraceInto(const RequestTrace& trace, std::string& arena,
+                                 const std::function<void(WireWriter&)>& server_attributes) {
+  WireWriter w(arena, WireWriter::Arena{});
+  encodeRecord(w, trace, server_attributes);
+  return {w.data(), w.size()};
 }
 
 bool forEachRecord(std::string_view bytes,

@@ -20,6 +20,11 @@ class WireWriter;
 void encodeTrace(const RequestTrace& trace, std::string& out,
                  const std::function<void(WireWriter&)>& server_attributes = {});
 
+// The same record written at the start of `arena` (a buffer kept across requests, never
+// shrunk): the record, valid until the arena's next use.
+std::string_view encodeTraceInto(const RequestTrace& trace, std::string& arena,
+                                 const std::function<void(WireWriter&)>& server_attributes = {});
+
 // Calls `record(spans, count)` for each whole record in `bytes`; false when `bytes` ends in a
 // torn or malformed record (the rest is skipped).
 bool forEachRecord(std::string_view bytes,

@@ -1,6 +1,7 @@
 #include "tracing/trace_context.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace sluice::tracing {
 
@@ -65,23 +66,39 @@ std::optional<ParentContext> parseTraceparent(std::string_view value) {
   return ctx;
 }
 
-void appendHex(std::string& out, const uint8_t* bytes, size_t n) {
+void writeHex(char* to, const uint8_t* bytes, size_t n) {
   static constexpr char kDigits[] = "0123456789abcdef";
   for (size_t i = 0; i < n; ++i) {
-    out += kDigits[bytes[i] >> 4];
-    out += kDigits[bytes[i] & 15];
+    to[2 * i] = kDigits[bytes[i] >> 4];
+    to[2 * i + 1] = kDigits[bytes[i] & 15];
   }
+}
+
+void appendHex(std::string& out, const uint8_t* bytes, size_t n) {
+  char buf[64];
+  while (n > 0) {  // a stack buffer and one append per 32 bytes, not one per digit
+    const size_t take = std::min<size_t>(n, sizeof(buf) / 2);
+    writeHex(buf, bytes, take);
+    out.append(buf, 2 * take);
+    bytes += take;
+    n -= take;
+  }
+}
+
+void appendTraceparent(std::string& out, const TraceId& trace, const SpanId& span, uint8_t flags) {
+  char buf[kTraceparentSize];
+  std::memcpy(buf, "00-", 3);
+  writeHex(buf + 3, trace.data(), trace.size());
+  buf[35] = '-';
+  writeHex(buf + kTraceparentSpanOffset, span.data(), span.size());
+  buf[52] = '-';
+  writeHex(buf + 53, &flags, 1);
+  out.append(buf, sizeof(buf));
 }
 
 std::string formatTraceparent(const TraceId& trace, const SpanId& span, uint8_t flags) {
   std::string out;
-  out.reserve(kTraceparentSize);
-  out += "00-";
-  appendHex(out, trace.data(), trace.size());
-  out += '-';
-  appendHex(out, span.data(), span.size());
-  out += '-';
-  appendHex(out, &flags, 1);
+  appendTraceparent(out, trace, span, flags);
   return out;
 }
 

@@ -33,7 +33,12 @@ constexpr size_t kTraceparentSize = 55;
 // Where the span id starts in a formatted traceparent (rewritten per upstream attempt).
 constexpr size_t kTraceparentSpanOffset = 36;
 
-// Lower-case hex of the bytes, appended to `out` (ids in logs and headers).
+// The same, appended to `out` (no string of its own).
+void appendTraceparent(std::string& out, const TraceId& trace, const SpanId& span, uint8_t flags);
+
+// Lower-case hex of the bytes: written at `to` (2n characters), or appended to `out` (ids in
+// logs and headers).
+void writeHex(char* to, const uint8_t* bytes, size_t n);
 void appendHex(std::string& out, const uint8_t* bytes, size_t n);
 template <size_t N>
 std::string hex(const std::array<uint8_t, N>& id) {

@@ -2,18 +2,19 @@
 // accounting beside the scraped engine signals), the embedded page files and their headers,
 // and all of them served by a real in-process router. The page itself runs in Chromium in
 // test/e2e/status_page.test.mjs.
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include "backends/engine_metrics.h"
+#include "fakes/sim_fleet.h"
+#include "fakes/test_client.h"
 #include "router/snapshot.h"
 #include "server/pools_view.h"
 #include "server/reload_history.h"
 #include "server/server.h"
 #include "server/ui_page.h"
-#include "fakes/sim_fleet.h"
-#include "fakes/test_client.h"
 
 namespace sluice {
 namespace {
@@ -157,8 +158,9 @@ TEST_F(StatusPageTest, TheAdminListenerServesThePageAndItsData) {
   EXPECT_EQ(page->body, std::string(server::findUiAsset("/ui")->body));
   // HEAD: the length of the file, no body (the next response on the connection is intact).
   testing::TestConnection conn(router_->adminPort());
-  ASSERT_TRUE(conn.send("HEAD /ui/status.js HTTP/1.1\r\nHost: x\r\n\r\n"
-                        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(
+      conn.send("HEAD /ui/status.js HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
   auto head = conn.readHead();
   ASSERT_TRUE(head);
   EXPECT_EQ(head->status, 200);
@@ -176,17 +178,21 @@ TEST_F(StatusPageTest, TheAdminListenerServesThePageAndItsData) {
   auto missing = testing::request(router_->listenerPort(), "POST", "/v1/completions",
                                   R"({"model":"nope","prompt":"x","max_tokens":1})");
   ASSERT_EQ(missing->status, 404);
-  auto traffic = json::parse(testing::request(router_->adminPort(), "GET", "/debug/traffic")->body);
+  // A request is counted once its response is out: read until both are.
   uint64_t ok = 0, client_errors = 0, picks = 0;
-  for (const auto& s : traffic["series"]) {
-    ok += s["status_2xx"].get<uint64_t>();
-    client_errors += s["status_4xx"].get<uint64_t>();
-  }
-  for (const auto& [address, n] : traffic["picks"].items()) {
-    picks += n.get<uint64_t>();
-  }
-  EXPECT_EQ(ok, 1u);
-  EXPECT_EQ(client_errors, 1u);
+  ASSERT_TRUE(testing::waitFor([&] {
+    auto traffic =
+        json::parse(testing::request(router_->adminPort(), "GET", "/debug/traffic")->body);
+    ok = client_errors = picks = 0;
+    for (const auto& s : traffic["series"]) {
+      ok += s["status_2xx"].get<uint64_t>();
+      client_errors += s["status_4xx"].get<uint64_t>();
+    }
+    for (const auto& [address, n] : traffic["picks"].items()) {
+      picks += n.get<uint64_t>();
+    }
+    return ok == 1 && client_errors == 1;
+  }));
   EXPECT_EQ(picks, 1u);
 
   ASSERT_TRUE(testing::waitFor([&] {

@@ -162,10 +162,12 @@ TEST(WireWriter, LengthsAreCanonicalVarints) {
   // Submessages whose lengths need one, two and three bytes decode exactly.
   for (size_t n : {1, 127, 128, 300, 20000}) {
     std::string out;
-    WireWriter w(out);
-    const size_t m = w.begin(otlp_field::kStatus);
-    w.bytesField(otlp_field::kStatusMessage, std::string(n, 'x'));
-    w.end(m);
+    {
+      WireWriter w(out);
+      const size_t m = w.begin(otlp_field::kStatus);
+      w.bytesField(otlp_field::kStatusMessage, std::string(n, 'x'));
+      w.end(m);
+    }  // the writer trims the string when it closes
     opentelemetry::proto::trace::v1::Span span;
     ASSERT_TRUE(span.ParseFromString(out)) << n;
     EXPECT_EQ(span.status().message().size(), n);
