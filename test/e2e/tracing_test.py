@@ -273,6 +273,16 @@ models:
                     if line.startswith("sluice_trace_spans_exported_total ")]
         self.assertTrue(exported and int(exported[0].split()[1]) >= 4, exported)
 
+    def test_exports_share_one_kept_connection(self):
+        # Two exports, each after the other's spans arrived: one collector connection for all.
+        for trace in ("1bf92f3577b34da6a3ce929d0e0e4731", "2bf92f3577b34da6a3ce929d0e0e4732"):
+            self.chat({"traceparent": f"00-{trace}-{PARENT}-01"})
+            self.spans_of(trace, 4)
+        with self.receiver.lock:
+            exports, connections = len(self.receiver.requests), len(self.receiver.connections)
+        self.assertGreaterEqual(exports, 2)
+        self.assertEqual(connections, 1)
+
 
 class CollectorDownTest(unittest.TestCase):
     """A collector that refuses exports: spans are dropped and counted, requests unaffected."""

@@ -44,11 +44,14 @@ class OtlpReceiver:
         service, self.trace_pb2 = otlp_modules()
         self.spans = []       # (resource attributes dict, Span)
         self.requests = []    # (content type, body size)
+        self.connections = set()  # the client address of every request: kept connections
         self.status = 200
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps connections, as OpenTelemetry collectors do
+
             def log_message(self, *args):
                 pass
 
@@ -56,6 +59,7 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver.lock:
                     receiver.requests.append((self.headers.get("Content-Type"), len(body)))
+                    receiver.connections.add(self.client_address)
                     status = receiver.status
                 if self.path != "/v1/traces":
                     status = 404
