@@ -13,18 +13,8 @@ BIN=${SLUICE_BIN_DIR:-build/bin}
 WORK=$(mktemp -d /tmp/sluice-callgrind.XXXXXX)
 trap '[ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
 UP=$(free_port); OTLP=$(free_port)
-RESPONSE='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":8,"total_tokens":258}}'
-mkdir -p "$WORK/logs"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
-  fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
-  keepalive_requests 1000000;
+RESPONSE=$BENCH_RESPONSE
+{ nginx_head "$WORK"; cat <<NGINX; } > "$WORK/nginx.conf"
   server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '$RESPONSE'; } }
   server { listen 127.0.0.1:$OTLP; location / { client_max_body_size 0; return 200; } }
 }

@@ -19,18 +19,9 @@ trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/nginx.pid" ] && kill "$(c
 
 H1=$(free_port); H2=$(free_port); GW=$(free_port)
 
-RESPONSE='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":8,"total_tokens":258}}'
-mkdir -p "$WORK/logs" "$WORK/manifests"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
-  fastcgi_temp_path $WORK/fcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
-  keepalive_requests 1000000;
+RESPONSE=$BENCH_RESPONSE
+mkdir -p "$WORK/manifests"
+{ nginx_head "$WORK"; cat <<NGINX; } > "$WORK/nginx.conf"
   http2_max_requests 1000000;
   server {
     listen 127.0.0.1:$H1;

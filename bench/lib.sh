@@ -29,3 +29,23 @@ wait_file() {
 
 # ready_port FILE listener|admin|metrics: a port from a router ready file.
 ready_port() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+# The fixed OpenAI chat response the benchmarks' nginx upstreams return.
+BENCH_RESPONSE='{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":8,"total_tokens":258}}'
+
+# nginx_head WORK: the start of a benchmark nginx.conf rooted in WORK (pid, logs, temp paths,
+# keep-alive), open inside `http {` for the caller's servers and the closing brace.
+nginx_head() {
+  mkdir -p "$1/logs"
+  cat <<NGINX
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/body; proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fcgi; uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
+  keepalive_requests 1000000;
+NGINX
+}
